@@ -1,0 +1,111 @@
+# moat — build everything. Targets: all (default), deps, test, demo, bench, clean.
+# `make`, `make test` and `make demo` install missing Debian packages first (scripts/deps.sh).
+
+BUILD    ?= build
+CC       ?= gcc
+CLANG    ?= clang
+BPFTOOL  ?= bpftool
+ARCH     := x86
+
+# Every C file under agent/<room>/ is part of libmoat; agent/main.c is moatd's entry point.
+# ROOMS / UNIT_SRC can be narrowed to build part of the tree (e.g. while a room is in flux):
+#   make BUILD=build-x ROOMS="core config policy" UNIT_SRC="tests/unit/main.c tests/unit/test_authz.c" build-x/tests/unit_tests
+ROOMS     ?= $(notdir $(wildcard agent/*))
+LIB_SRC   := $(sort $(foreach r,$(ROOMS),$(wildcard agent/$(r)/*.c)))
+CTL_SRC   := $(sort $(wildcard tools/moatctl/*.c))
+UNIT_SRC  ?= $(sort $(wildcard tests/unit/*.c))
+BPFT_SRC  := $(sort $(wildcard tests/bpf/*.c))
+BPF_SRC   := $(sort $(wildcard bpf/*.bpf.c))
+HELPER_SRC := $(sort $(wildcard tests/tools/*.c))
+TESTFW_SRC := tests/framework/test.c
+
+BPF_OBJ   := $(BPF_SRC:bpf/%.bpf.c=$(BUILD)/bpf/%.bpf.o)
+SKELS     := $(BPF_SRC:bpf/%.bpf.c=$(BUILD)/skel/%.skel.h)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_SAN   := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
+HELPERS   := $(HELPER_SRC:tests/tools/%.c=$(BUILD)/tests/%)
+
+WARN      := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-missing-field-initializers
+CPPFLAGS  := -D_GNU_SOURCE -Iinclude -Iagent -Itests/framework -I$(BUILD)/skel
+CFLAGS    ?= -O2 -g
+CFLAGS    += -std=gnu11 $(WARN) -fno-strict-aliasing -pthread
+SANFLAGS  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDLIBS    := -lbpf -lelf -lz -lssl -lcrypto -lnghttp2 -lyaml -lpthread
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
+              -Ivmlinux/$(ARCH) -Iinclude -mcpu=v3
+
+.PHONY: all build deps test demo bench clean unit-tests
+
+all:
+	@bash scripts/deps.sh
+	@$(MAKE) --no-print-directory build
+
+build: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/tests/unit_tests $(BUILD)/tests/bpf_tests $(HELPERS)
+
+deps:
+	@bash scripts/deps.sh
+
+test:
+	@bash scripts/deps.sh
+	@$(MAKE) --no-print-directory build
+	@bash tests/run $(LAYERS)
+
+demo:
+	@bash scripts/deps.sh
+	@$(MAKE) --no-print-directory build
+	@bash demo/run
+
+bench:
+	@bash scripts/deps.sh
+	@$(MAKE) --no-print-directory build
+	@bash bench/run
+
+clean:
+	rm -rf $(BUILD)
+
+# ---- BPF: compile once with CO-RE, generate libbpf skeletons ----
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c $(wildcard bpf/*.h) include/moat/abi.h | $(BUILD)/bpf
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/skel/%.skel.h: $(BUILD)/bpf/%.bpf.o | $(BUILD)/skel
+	$(BPFTOOL) gen skeleton $< name $(subst -,_,$*)_bpf > $@.tmp && mv $@.tmp $@
+
+# ---- user space ----
+$(BUILD)/obj/%.o: %.c | $(BUILD)/obj
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# Only the BPF room and the BPF tests include the generated skeletons.
+$(filter $(BUILD)/obj/agent/bpf/% $(BUILD)/san/agent/bpf/%,$(LIB_OBJ) $(LIB_SAN)) \
+$(BPFT_SRC:%.c=$(BUILD)/obj/%.o): $(SKELS)
+
+$(BUILD)/san/%.o: %.c | $(BUILD)/san
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -std=gnu11 $(WARN) -pthread $(SANFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libmoat.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libmoat-san.a: $(LIB_SAN)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/moatd: $(BUILD)/obj/agent/main.o $(BUILD)/libmoat.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/moatctl: $(CTL_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libmoat.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests always run under ASan+UBSan.
+$(BUILD)/tests/unit_tests: $(UNIT_SRC:%.c=$(BUILD)/san/%.o) $(TESTFW_SRC:%.c=$(BUILD)/san/%.o) $(BUILD)/libmoat-san.a | $(BUILD)/tests
+	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/bpf_tests: $(BPFT_SRC:%.c=$(BUILD)/obj/%.o) $(TESTFW_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libmoat.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libmoat.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bpf $(BUILD)/skel $(BUILD)/obj $(BUILD)/san $(BUILD)/tests:
+	@mkdir -p $@
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

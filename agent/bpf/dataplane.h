@@ -1,0 +1,86 @@
+/* The kernel side of moat as user space sees it: load the BPF object (libbpf skeleton),
+ * pin maps, programs and per-pod links under one directory (default /sys/fs/bpf/moat),
+ * attach per pod, and read and write the maps of include/moat/abi.h.
+ *
+ * Programs (bpf/moat.bpf.c):
+ *   capture4 / capture6  cgroup/connect4, connect6 on each pod's cgroup: fast deny (EPERM),
+ *                        REGISTRY_ONLY, rewrite captured connects to 127.0.0.1|::1:15001 and
+ *                        record the original destination under the socket cookie.
+ *   sockops              on each pod's cgroup: at TCP_CONNECT move the original destination to
+ *                        (netns cookie, client addr, client port) for moatd.
+ *   ingress              TC ingress on the pod's interface (inside its netns): drop plaintext
+ *                        SYNs to STRICT workloads (counted, event), pass HBONE (15008).
+ *   plain_lookup         sk_lookup on the pod's netns: steer plaintext to PERMISSIVE workloads
+ *                        into the pod's 15006 listener (not for traffic arriving on lo).
+ * Pins: <dir>/<map name> for every map, <dir>/progs/<prog>, <dir>/links/<pod key>/<prog>.
+ * Links are pinned so a crashed moatd fails closed (captured connects are refused, STRICT
+ * drops stay) instead of open. */
+#ifndef MOAT_BPF_DATAPLANE_H
+#define MOAT_BPF_DATAPLANE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/util.h"
+#include "moat/abi.h"
+
+struct dataplane;
+
+/* Check that we can do BPF at all (root / CAP_BPF+CAP_NET_ADMIN, bpffs, cgroup v2, BTF);
+ * on failure, e explains what is missing and what to do. */
+int dataplane_probe(const char *pin_dir, struct err *e);
+
+/* Load and pin. Stale pins from a previous run under pin_dir are removed first (the agent
+ * re-enrolls its pods from its state directory). Mounts bpffs on /sys/fs/bpf if needed. */
+struct dataplane *dataplane_open(const char *pin_dir, struct err *e);
+/* Detach every pod, unpin everything under pin_dir and free. */
+void dataplane_close(struct dataplane *dp);
+
+/* Attach capture (connect4/6 + sockops) to the pod's cgroup, TC ingress to ifname inside the
+ * pod netns, sk_lookup to the pod netns; links pinned under links/<pod_key>. pod_key is a
+ * filesystem-safe name ("ns_name"). The calling thread's netns is restored before return. */
+int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_fd, int netns_fd,
+			 const char *ifname, struct err *e);
+void dataplane_detach_pod(struct dataplane *dp, const char *pod_key, int netns_fd,
+			  const char *ifname);
+
+/* Map access (all return 0 or -1 with e set). */
+int dataplane_settings_set(struct dataplane *dp, const struct moat_settings *s, struct err *e);
+int dataplane_workload_put(struct dataplane *dp, const struct moat_addr *a,
+			   const struct moat_workload *w, struct err *e);
+int dataplane_workload_del(struct dataplane *dp, const struct moat_addr *a);
+/* Iterate keys currently in the workloads map (to remove stale ones). */
+int dataplane_workload_keys(struct dataplane *dp, struct moat_addr **keys, size_t *n);
+int dataplane_port_mtls_put(struct dataplane *dp, const struct moat_port_mtls_key *k,
+			    const struct moat_port_mtls *v, struct err *e);
+int dataplane_port_mtls_clear(struct dataplane *dp);
+int dataplane_pod_put(struct dataplane *dp, uint64_t netns_cookie, const struct moat_pod *p,
+		      struct err *e);
+int dataplane_pod_del(struct dataplane *dp, uint64_t netns_cookie);
+int dataplane_verdict_put(struct dataplane *dp, const struct moat_verdict_key *k,
+			  const struct moat_verdict *v, struct err *e);
+int dataplane_verdict_get(struct dataplane *dp, const struct moat_verdict_key *k,
+			  struct moat_verdict *v);
+/* Remove every verdict (an epoch bump already invalidates them; this frees the space). */
+int dataplane_verdicts_clear(struct dataplane *dp);
+int dataplane_plain_listener_put(struct dataplane *dp, const struct moat_addr *pod_addr,
+				 int listen_fd, struct err *e);
+int dataplane_plain_listener_del(struct dataplane *dp, const struct moat_addr *pod_addr);
+/* Look up and delete the original destination of a connection accepted on 15001. */
+int dataplane_orig_dst_take(struct dataplane *dp, uint64_t netns_cookie,
+			    const struct moat_addr *client, uint16_t client_port,
+			    struct moat_orig_dst *out);
+/* Sum of the per-CPU stats. */
+int dataplane_stats(struct dataplane *dp, struct moat_stats *out);
+
+/* Events: poll this fd (readable = events pending), then consume. */
+typedef void (*dataplane_event_cb)(void *arg, const struct moat_event *ev);
+int dataplane_events_fd(struct dataplane *dp);
+int dataplane_events_consume(struct dataplane *dp, dataplane_event_cb cb, void *arg);
+
+const char *dataplane_pin_dir(const struct dataplane *dp);
+
+/* SO_NETNS_COOKIE of the netns behind netns_fd (creates a socket in it). */
+int netns_cookie_of(int netns_fd, uint64_t *cookie, struct err *e);
+
+#endif

@@ -1,0 +1,21 @@
+/* Logging: human lines on stderr ("2026-11-22T22:05:43.123Z warn moatd: ..."), and JSON
+ * lines (access log, deny events) on the access-log stream (stdout unless --access-log). */
+#ifndef MOAT_CORE_LOG_H
+#define MOAT_CORE_LOG_H
+
+#include <stdio.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+
+void log_setup(const char *prog, enum log_level min, FILE *access);
+enum log_level log_level_parse(const char *s, int *ok);
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One complete JSON object, written as one line to the access-log stream. */
+void log_json_line(const char *json);
+
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The BPF <-> user-space ABI of moat: every map key and value, every constant both sides
+ * must agree on. This header is the only place these layouts live (Cilium's discipline):
+ * fixed-width types, explicit padding, no bitfields, sizes checked at compile time on the
+ * user-space side. Changing a layout is an ABI change: bump MOAT_ABI_VERSION.
+ *
+ * Conventions
+ *  - Addresses are 16 bytes in network order: IPv6 as is, IPv4 as ::ffff:a.b.c.d.
+ *  - Ports in keys and values are in HOST byte order, so `bpftool map dump` reads them.
+ *  - Ids (workload, identity, policy) are moatd's stable interned ids; 0 means "none".
+ *    `moatctl workloads|verdicts` translates them; `name` fields make dumps readable.
+ */
+#ifndef MOAT_ABI_H
+#define MOAT_ABI_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define MOAT_ABI_VERSION 1
+
+/* Agent ports inside every enrolled pod's network namespace (same numbers as ztunnel). */
+#define MOAT_PORT_OUTBOUND      15001 /* captured outbound connections (127.0.0.1 / ::1) */
+#define MOAT_PORT_INBOUND_PLAIN 15006 /* plaintext inbound, PERMISSIVE mode (127.0.0.1 / ::1) */
+#define MOAT_PORT_HBONE         15008 /* HBONE: HTTP/2 CONNECT over mTLS, on the pod address */
+
+#define MOAT_NAME_LEN 64
+
+/* Map names, as pinned under the agent's BPF directory (default /sys/fs/bpf/moat). */
+#define MOAT_MAP_WORKLOADS   "workloads"
+#define MOAT_MAP_PODS        "pods"
+#define MOAT_MAP_VERDICTS    "verdicts"
+#define MOAT_MAP_PENDING_DST "pending_dst"
+#define MOAT_MAP_ORIG_DST    "orig_dst"
+#define MOAT_MAP_PORT_MTLS   "port_mtls"
+#define MOAT_MAP_PLAIN_LSN   "plain_listeners"
+#define MOAT_MAP_SETTINGS    "settings"
+#define MOAT_MAP_EVENTS      "events"
+#define MOAT_MAP_STATS       "stats"
+
+#define MOAT_WORKLOADS_MAX   65536
+#define MOAT_PODS_MAX        1024
+#define MOAT_VERDICTS_MAX    262144
+#define MOAT_CONNTRACK_MAX   65536
+#define MOAT_EVENTS_BYTES    (256 * 1024)
+
+struct moat_addr {
+	__u8 bytes[16];
+};
+
+/* ---- workloads: destination address -> what the mesh knows about it ---- */
+enum moat_workload_flags {
+	MOAT_WL_AMBIENT   = 1 << 0, /* has a node agent in front: reached over HBONE */
+	MOAT_WL_LOCAL     = 1 << 1, /* a pod enrolled on this node */
+	MOAT_WL_SERVICE   = 1 << 2, /* a ServiceEntry address (egress), not a pod */
+	MOAT_WL_PORT_MTLS = 1 << 3, /* has portLevelMtls: look up port_mtls first */
+};
+
+enum moat_mtls_mode {
+	MOAT_MTLS_PERMISSIVE = 0,
+	MOAT_MTLS_STRICT     = 1,
+};
+
+struct moat_workload_key {
+	struct moat_addr addr;
+};
+
+struct moat_workload {
+	__u32 id;        /* stable workload (or ServiceEntry) id */
+	__u32 identity;  /* stable identity id; 0 for ServiceEntry addresses */
+	__u32 flags;     /* enum moat_workload_flags */
+	__u32 mtls_mode; /* enum moat_mtls_mode, from PeerAuthentication */
+	char name[MOAT_NAME_LEN]; /* "namespace/name" */
+};
+
+/* ---- port_mtls: (workload, port) -> mode, only for workloads with portLevelMtls ---- */
+struct moat_port_mtls_key {
+	__u32 workload;
+	__u16 port;
+	__u16 pad;
+};
+
+struct moat_port_mtls {
+	__u32 mtls_mode; /* enum moat_mtls_mode */
+	__u32 pad;
+};
+
+/* ---- pods: network namespace cookie -> the local enrolled pod that owns it ----
+ * A pod is keyed by its netns cookie, not its cgroup id: the netns decides which address a
+ * connection leaves from, and the cookie is the same for every socket and nested cgroup. */
+struct moat_pod_key {
+	__u64 netns_cookie;
+};
+
+struct moat_pod {
+	__u32 workload; /* stable workload id of the pod */
+	__u32 identity; /* stable identity id of its service account */
+	char name[MOAT_NAME_LEN];
+};
+
+/* ---- verdicts (LRU): (source pod, destination workload, port) -> action ----
+ * dst_port 0 holds the verdict for every port no policy of the destination names, so the
+ * connect hook looks up the exact port first, then port 0. Keyed by source workload rather
+ * than identity because ipBlocks / source.ip make a verdict depend on the source address. */
+enum moat_action {
+	MOAT_ACTION_NONE  = 0,
+	MOAT_ACTION_ALLOW = 1,
+	MOAT_ACTION_DENY  = 2,
+};
+
+enum moat_reason {
+	MOAT_REASON_NONE          = 0,
+	MOAT_REASON_POLICY_DENY   = 1, /* a DENY policy matched */
+	MOAT_REASON_NO_ALLOW      = 2, /* ALLOW policies exist, none matched */
+	MOAT_REASON_UNREGISTERED  = 3, /* REGISTRY_ONLY and the destination is not registered */
+	MOAT_REASON_STRICT_PLAIN  = 4, /* plaintext to a STRICT workload */
+	MOAT_REASON_ALLOWED       = 5,
+};
+
+struct moat_verdict_key {
+	__u32 src_workload;
+	__u32 dst_workload;
+	__u16 dst_port; /* host order; 0 = every port not listed separately */
+	__u16 pad;
+};
+
+struct moat_verdict {
+	__u32 action; /* enum moat_action */
+	__u32 reason; /* enum moat_reason */
+	__u32 policy; /* stable policy id ("namespace/name"), 0 = none */
+	__u32 pad;
+	__u64 epoch;  /* valid only while equal to settings.epoch */
+};
+
+/* ---- settings: one entry (key 0) ---- */
+enum moat_outbound_policy {
+	MOAT_OUTBOUND_ALLOW_ANY     = 0,
+	MOAT_OUTBOUND_REGISTRY_ONLY = 1,
+};
+
+struct moat_settings {
+	__u64 epoch;           /* bumped by moatd on every configuration or workload change */
+	__u32 outbound_policy; /* enum moat_outbound_policy */
+	__u32 pad;
+};
+
+/* ---- original destinations of captured connections ----
+ * connect4/6 records the original destination under the socket cookie (pending_dst);
+ * sockops moves it at TCP_CONNECT, once the local port exists, to the key moatd can build
+ * from accept(): the pod's netns cookie and the client's address and port (orig_dst). */
+struct moat_pending_key {
+	__u64 socket_cookie;
+};
+
+struct moat_conn_key {
+	__u64 netns_cookie;
+	struct moat_addr addr; /* client (app) address as moatd's accept() sees it */
+	__u16 port;            /* client port, host order */
+	__u16 pad[3];
+};
+
+struct moat_orig_dst {
+	struct moat_addr addr; /* original destination address */
+	__u16 port;            /* original destination port, host order */
+	__u16 family;          /* AF_INET or AF_INET6 of the app's socket */
+	__u32 src_workload;
+	__u32 dst_workload;    /* 0 when the destination is not registered */
+	__u32 action;          /* cached action seen at connect (NONE = moatd decides) */
+	__u32 policy;
+	__u32 pad;
+};
+
+/* ---- plain_listeners (sockhash): pod address -> its 15006 listener (sk_lookup) ---- */
+/* key: struct moat_workload_key; value: socket fd (user space) / socket (BPF) */
+
+/* ---- events (ringbuf) -> moatd ---- */
+enum moat_event_kind {
+	MOAT_EV_CONNECT_DENIED   = 1, /* connect() failed with EPERM in the capture hook */
+	MOAT_EV_PLAINTEXT_DROPPED = 2, /* TC dropped a plaintext SYN to a STRICT workload */
+};
+
+struct moat_event {
+	__u64 ts_ns;
+	__u64 epoch;
+	__u64 netns_cookie;
+	__u32 kind;   /* enum moat_event_kind */
+	__u32 reason; /* enum moat_reason */
+	__u32 src_workload;
+	__u32 dst_workload;
+	__u32 policy;
+	__u16 src_port;
+	__u16 dst_port;
+	struct moat_addr src;
+	struct moat_addr dst;
+};
+
+/* ---- stats: per-CPU, one entry (key 0); user space sums the CPUs ---- */
+struct moat_stats {
+	__u64 connects_captured;     /* rewritten to the in-pod outbound listener */
+	__u64 connects_denied;       /* failed at connect() by a cached DENY verdict */
+	__u64 connects_unregistered; /* failed at connect(): REGISTRY_ONLY, unknown destination */
+	__u64 connects_passed;       /* not mesh traffic: left alone */
+	__u64 verdict_misses;        /* captured without a valid cached verdict */
+	__u64 orig_dst_recorded;     /* sockops moved an original destination to orig_dst */
+	__u64 plaintext_dropped;     /* TC dropped plaintext SYNs to STRICT workloads */
+	__u64 plaintext_redirected;  /* sk_lookup steered plaintext to the 15006 listener */
+	__u64 events_lost;           /* ring buffer was full */
+};
+
+#ifndef __VMLINUX_H__
+_Static_assert(sizeof(struct moat_addr) == 16, "moat_addr");
+_Static_assert(sizeof(struct moat_workload) == 16 + MOAT_NAME_LEN, "moat_workload");
+_Static_assert(sizeof(struct moat_port_mtls_key) == 8, "moat_port_mtls_key");
+_Static_assert(sizeof(struct moat_pod) == 8 + MOAT_NAME_LEN, "moat_pod");
+_Static_assert(sizeof(struct moat_verdict_key) == 12, "moat_verdict_key");
+_Static_assert(sizeof(struct moat_verdict) == 24, "moat_verdict");
+_Static_assert(sizeof(struct moat_settings) == 16, "moat_settings");
+_Static_assert(sizeof(struct moat_conn_key) == 32, "moat_conn_key");
+_Static_assert(sizeof(struct moat_orig_dst) == 40, "moat_orig_dst");
+_Static_assert(sizeof(struct moat_event) == 80, "moat_event");
+_Static_assert(sizeof(struct moat_stats) == 9 * 8, "moat_stats");
+#endif
+
+#endif /* MOAT_ABI_H */

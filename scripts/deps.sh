@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install the Debian packages moat needs to build, test and demo, when any is missing.
+# Idempotent and quick when everything is present (one dpkg-query).
+set -euo pipefail
+
+BUILD_PKGS=(make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
+            libssl-dev libyaml-dev libnghttp2-dev)
+RUN_PKGS=(iproute2 procps psmisc util-linux openssl curl socat netcat-openbsd iperf3
+          tcpdump dnsmasq-base nodejs nghttp2-client ca-certificates)
+
+missing=()
+for p in "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed'; then
+		missing+=("$p")
+	fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "deps: missing Debian packages: ${missing[*]}" >&2
+	echo "deps: run 'make deps' as root (apt-get install) or install them yourself" >&2
+	exit 1
+fi
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+if ! apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/moat-deps.log 2>&1; then
+	apt-get update >>/tmp/moat-deps.log 2>&1 || true
+	if ! apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/moat-deps.log 2>&1; then
+		echo "deps: apt-get install failed; see /tmp/moat-deps.log:" >&2
+		tail -20 /tmp/moat-deps.log >&2
+		exit 1
+	fi
+fi
+echo "deps: installed"
