@@ -18,6 +18,11 @@ void log_setup(const char *prog, enum log_level min, FILE *access)
 	logcfg.access = access;
 }
 
+void log_set_access(FILE *access)
+{
+	logcfg.access = access;
+}
+
 enum log_level log_level_parse(const char *s, int *ok)
 {
 	static const char *names[] = {"debug", "info", "warn", "error"};

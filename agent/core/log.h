@@ -8,6 +8,8 @@
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 
 void log_setup(const char *prog, enum log_level min, FILE *access);
+/* Send JSON lines to this stream from now on (NULL: stdout). */
+void log_set_access(FILE *access);
 enum log_level log_level_parse(const char *s, int *ok);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* One complete JSON object, written as one line to the access-log stream. */

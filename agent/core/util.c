@@ -386,6 +386,12 @@ char *sbuf_take(struct sbuf *b)
 
 /* ---- misc ---- */
 
+const char *errno_name(int err)
+{
+	const char *n = strerrorname_np(err);
+	return n ? n : "EUNKNOWN";
+}
+
 uint64_t now_ns(void)
 {
 	struct timespec ts;

@@ -34,7 +34,7 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Grow a dynamic array `T *items; size_t n, cap;` by one and return a pointer to the new
  * zeroed slot. */
 #define VEC_PUSH(arr, n, cap)                                                         \
-	(*vec_grow((void **)&(arr), &(n), &(cap), sizeof(*(arr))), &(arr)[(n)++])
+	((void)vec_grow((void **)&(arr), &(n), &(cap), sizeof(*(arr))), &(arr)[(n)++])
 void **vec_grow(void **arr, size_t *n, size_t *cap, size_t elem);
 
 /* ---- addresses: struct moat_addr is 16 bytes, IPv4 as ::ffff:a.b.c.d ---- */
@@ -81,6 +81,8 @@ void sbuf_json_str(struct sbuf *b, const char *s);
 char *sbuf_take(struct sbuf *b);
 
 /* ---- misc ---- */
+/* "ECONNREFUSED" (the errno's name; numbers for unknown ones). */
+const char *errno_name(int err);
 uint64_t now_ms(void);         /* CLOCK_MONOTONIC */
 uint64_t now_ns(void);         /* CLOCK_MONOTONIC */
 int64_t wall_ms(void);         /* CLOCK_REALTIME */

@@ -1,0 +1,1047 @@
+#include "hbone/h2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+
+#include "core/log.h"
+#include "identity/identity.h"
+
+/* Largest DATA payload we ask nghttp2 to build at once: big frames mean fewer SSL_write
+ * calls and full 16 KiB TLS records; bounded so one stream cannot hog the connection. */
+#define H2_DATA_CHUNK (256u << 10)
+/* SSL_read rounds per readiness event before yielding to other connections. */
+#define H2_READ_ROUNDS 64
+
+enum conn_state { C_HANDSHAKE, C_OPEN, C_CLOSED };
+
+struct h2stream {
+	struct h2conn *conn;
+	int32_t id;
+	bool ng_open;   /* nghttp2 still knows the stream */
+	bool relaying;  /* data provider may read the local socket */
+	bool deferred;  /* data provider waits for the socket to become readable */
+	bool local_eof; /* the socket said EOF: END_STREAM sent */
+	bool remote_eof; /* END_STREAM received: shut the socket's write side once drained */
+	bool shut_wr;
+	bool failed;
+	int fd;
+	struct loop_io io;
+	uint8_t *pend; /* peer data the socket has not taken yet */
+	size_t pend_len, pend_off;
+	int status;
+	uint64_t to_peer, from_peer;
+	char *error;
+	const struct h2stream_ops *ops;
+	void *user;
+	/* server: request headers until on_request */
+	char *method, *authority, *forwarded, *baggage, *traceparent;
+	struct h2stream *prev, *next;
+};
+
+struct h2conn {
+	struct loop *loop;
+	enum h2_role role;
+	enum conn_state state;
+	int fd;
+	struct loop_io io;
+	SSL *ssl;
+	nghttp2_session *ng;
+	const uint8_t *out; /* unsent tail of nghttp2's last output chunk */
+	size_t out_len;
+	bool ssl_wants_write;
+	bool goaway;
+	int busy;      /* nesting depth of our handlers: teardown waits for 0 */
+	bool dead;     /* torn down once busy drops to 0 */
+	char *dead_why;
+	bool ping_outstanding;
+	uint64_t ping_sent_ms;
+	struct loop_timer ping_timer, handshake_timer, resume_timer;
+	struct h2stream *streams;
+	int n_streams;
+	const struct h2conn_ops *ops;
+	void *owner;
+	char peer_id[SPIFFE_ID_MAX];
+	char desc[160];
+	struct moat_addr local_addr, peer_addr;
+	uint16_t local_port, peer_port;
+};
+
+static void conn_flush(struct h2conn *c);
+static void conn_update_interest(struct h2conn *c);
+static void stream_check_done(struct h2stream *s);
+
+/* ---- helpers ---- */
+
+static void close_with_rst(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+static const char *ssl_error_text(char *buf, size_t len)
+{
+	unsigned long e = ERR_get_error();
+	if (!e)
+		return "connection closed";
+	ERR_error_string_n(e, buf, len);
+	ERR_clear_error();
+	return buf;
+}
+
+static void conn_enter(struct h2conn *c)
+{
+	c->busy++;
+}
+
+static void conn_free(struct h2conn *c);
+
+static void conn_leave(struct h2conn *c)
+{
+	if (--c->busy == 0 && c->dead)
+		conn_free(c);
+}
+
+/* ---- streams ---- */
+
+static struct h2stream *stream_new(struct h2conn *c, int fd)
+{
+	struct h2stream *s = xcalloc(1, sizeof(*s));
+	s->conn = c;
+	s->id = -1;
+	s->fd = fd;
+	loop_io_init(&s->io);
+	s->next = c->streams;
+	if (c->streams)
+		c->streams->prev = s;
+	c->streams = s;
+	c->n_streams++;
+	return s;
+}
+
+static void stream_free_headers(struct h2stream *s)
+{
+	free(s->method);
+	free(s->authority);
+	free(s->forwarded);
+	free(s->baggage);
+	free(s->traceparent);
+	s->method = s->authority = s->forwarded = s->baggage = s->traceparent = NULL;
+}
+
+static void stream_set_error(struct h2stream *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void stream_set_error(struct h2stream *s, const char *fmt, ...)
+{
+	if (s->error)
+		return; /* keep the first cause */
+	va_list ap;
+	va_start(ap, fmt);
+	if (vasprintf(&s->error, fmt, ap) < 0)
+		s->error = NULL;
+	va_end(ap);
+	s->failed = true;
+}
+
+static void stream_close_fd(struct h2stream *s, bool rst)
+{
+	if (s->fd < 0)
+		return;
+	loop_io_del(s->conn->loop, &s->io);
+	if (rst)
+		close_with_rst(s->fd);
+	else
+		close(s->fd);
+	s->fd = -1;
+	free(s->pend);
+	s->pend = NULL;
+	s->pend_len = s->pend_off = 0;
+}
+
+/* Local side failed: RST the socket, reset the stream. */
+static void stream_fail(struct h2stream *s, uint32_t h2_error)
+{
+	stream_close_fd(s, true);
+	if (s->ng_open && s->conn->ng)
+		nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id, h2_error);
+	stream_check_done(s);
+}
+
+static void stream_unlink(struct h2stream *s)
+{
+	struct h2conn *c = s->conn;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		c->streams = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	c->n_streams--;
+}
+
+/* A stream ends when nghttp2 is done with it and its socket is closed. */
+static void stream_check_done(struct h2stream *s)
+{
+	if (s->ng_open || s->fd >= 0)
+		return;
+	struct h2conn *c = s->conn;
+	struct h2stream_stats st = {.bytes_to_peer = s->to_peer,
+				    .bytes_from_peer = s->from_peer,
+				    .status = s->status};
+	if (c->ng && s->id > 0)
+		nghttp2_session_set_stream_user_data(c->ng, s->id, NULL);
+	stream_unlink(s);
+	if (s->ops && s->ops->on_close)
+		s->ops->on_close(s, s->user, &st, s->failed ? (s->error ? s->error : "reset") : NULL);
+	stream_free_headers(s);
+	free(s->error);
+	free(s);
+	if (c->ops->on_streams && c->state != C_CLOSED)
+		c->ops->on_streams(c, c->n_streams);
+}
+
+static void stream_update_io(struct h2stream *s)
+{
+	if (s->fd < 0)
+		return;
+	uint32_t ev = 0;
+	if (s->deferred)
+		ev |= EPOLLIN;
+	if (s->pend_len > s->pend_off)
+		ev |= EPOLLOUT;
+	loop_io_mod(s->conn->loop, &s->io, ev);
+}
+
+static void stream_maybe_shut_wr(struct h2stream *s)
+{
+	if (s->remote_eof && !s->shut_wr && s->fd >= 0 && s->pend_len == s->pend_off) {
+		shutdown(s->fd, SHUT_WR);
+		s->shut_wr = true;
+	}
+	/* Both directions finished and nghttp2 is done: the socket can go. */
+	if (!s->ng_open && s->fd >= 0 && s->pend_len == s->pend_off)
+		stream_close_fd(s, s->failed);
+}
+
+/* Write peer data to the socket; whatever it does not take waits in s->pend. Returns the
+ * number of bytes that reached the socket, or -1 when the socket failed. */
+static ssize_t stream_deliver(struct h2stream *s, const uint8_t *data, size_t len)
+{
+	size_t done = 0;
+	if (s->pend_len == s->pend_off) {
+		while (done < len) {
+			ssize_t n = send(s->fd, data + done, len - done, MSG_NOSIGNAL);
+			if (n > 0) {
+				done += (size_t)n;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				break;
+			return -1;
+		}
+	}
+	if (done < len) {
+		size_t rest = len - done, live = s->pend_len - s->pend_off;
+		if (s->pend_off && live)
+			memmove(s->pend, s->pend + s->pend_off, live);
+		else if (!live)
+			live = 0;
+		s->pend = xrealloc(s->pend, live + rest);
+		memcpy(s->pend + live, data + done, rest);
+		s->pend_len = live + rest;
+		s->pend_off = 0;
+		stream_update_io(s);
+	}
+	return (ssize_t)done;
+}
+
+static void stream_drain_pending(struct h2stream *s)
+{
+	struct h2conn *c = s->conn;
+	size_t wrote = 0;
+	while (s->pend_off < s->pend_len) {
+		ssize_t n = send(s->fd, s->pend + s->pend_off, s->pend_len - s->pend_off,
+				 MSG_NOSIGNAL);
+		if (n > 0) {
+			s->pend_off += (size_t)n;
+			wrote += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		stream_set_error(s, "write to local socket: %s", strerror(errno));
+		stream_fail(s, NGHTTP2_CONNECT_ERROR);
+		return;
+	}
+	if (wrote && c->ng && s->ng_open)
+		nghttp2_session_consume(c->ng, s->id, wrote);
+	if (s->pend_off == s->pend_len) {
+		free(s->pend);
+		s->pend = NULL;
+		s->pend_len = s->pend_off = 0;
+	}
+	stream_update_io(s);
+	stream_maybe_shut_wr(s);
+	stream_check_done(s);
+}
+
+static void stream_on_io(struct loop_io *io, uint32_t events)
+{
+	struct h2stream *s = container_of(io, struct h2stream, io);
+	struct h2conn *c = s->conn;
+	conn_enter(c);
+	if ((events & EPOLLOUT) && s->pend_len > s->pend_off)
+		stream_drain_pending(s);
+	if (s->fd >= 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && s->deferred) {
+		s->deferred = false;
+		stream_update_io(s);
+		if (s->ng_open)
+			nghttp2_session_resume_data(c->ng, s->id);
+	} else if (s->fd >= 0 && (events & (EPOLLERR | EPOLLHUP)) && !s->deferred &&
+		   s->pend_len == s->pend_off) {
+		/* Not waiting for anything from this socket, yet it hung up or failed. */
+		int soerr = 0;
+		socklen_t sl = sizeof(soerr);
+		getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+		if (soerr || !(s->local_eof && s->remote_eof)) {
+			stream_set_error(s, "local socket %s", soerr ? strerror(soerr) : "hung up");
+			stream_fail(s, NGHTTP2_CONNECT_ERROR);
+		} else {
+			loop_io_del(c->loop, &s->io);
+		}
+	}
+	conn_flush(c);
+	conn_leave(c);
+}
+
+/* nghttp2 pulls the bytes to send straight from the local socket. */
+static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t len,
+			    uint32_t *flags, nghttp2_data_source *src, void *arg)
+{
+	(void)ng;
+	(void)id;
+	(void)arg;
+	struct h2stream *s = src->ptr;
+	if (!s || s->fd < 0) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		return 0;
+	}
+	if (!s->relaying) {
+		s->deferred = false; /* woken by the response / accept, not by the socket */
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	for (;;) {
+		ssize_t n = recv(s->fd, buf, len, 0);
+		if (n > 0) {
+			s->to_peer += (uint64_t)n;
+			return n;
+		}
+		if (n == 0) {
+			s->local_eof = true;
+			*flags |= NGHTTP2_DATA_FLAG_EOF;
+			return 0;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			s->deferred = true;
+			stream_update_io(s);
+			return NGHTTP2_ERR_DEFERRED;
+		}
+		stream_set_error(s, "read from local socket: %s", strerror(errno));
+		stream_close_fd(s, true);
+		nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id,
+					  NGHTTP2_CONNECT_ERROR);
+		return NGHTTP2_ERR_DEFERRED;
+	}
+}
+
+static ssize_t read_length_cb(nghttp2_session *ng, uint8_t type, int32_t id, int32_t conn_win,
+			      int32_t stream_win, uint32_t max_frame, void *arg)
+{
+	(void)ng;
+	(void)type;
+	(void)id;
+	(void)arg;
+	int64_t n = H2_DATA_CHUNK;
+	if (n > conn_win)
+		n = conn_win;
+	if (n > stream_win)
+		n = stream_win;
+	if (n > (int64_t)max_frame)
+		n = max_frame;
+	return n > 0 ? (ssize_t)n : 1;
+}
+
+/* ---- nghttp2 callbacks ---- */
+
+static struct h2stream *stream_of(nghttp2_session *ng, int32_t id)
+{
+	return nghttp2_session_get_stream_user_data(ng, id);
+}
+
+static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
+{
+	struct h2conn *c = arg;
+	if (c->role != H2_SERVER || f->hd.type != NGHTTP2_HEADERS ||
+	    f->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	struct h2stream *s = stream_new(c, -1);
+	s->id = f->hd.stream_id;
+	s->ng_open = true;
+	nghttp2_session_set_stream_user_data(ng, s->id, s);
+	if (c->ops->on_streams)
+		c->ops->on_streams(c, c->n_streams);
+	return 0;
+}
+
+static void keep_header(char **slot, const uint8_t *v, size_t vl)
+{
+	if (!*slot)
+		*slot = xstrndup((const char *)v, vl);
+}
+
+static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
+		     size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *arg)
+{
+	(void)flags;
+	struct h2conn *c = arg;
+	struct h2stream *s = stream_of(ng, f->hd.stream_id);
+	if (!s)
+		return 0;
+#define IS(n) (nl == sizeof(n) - 1 && memcmp(name, n, nl) == 0)
+	if (c->role == H2_SERVER) {
+		if (IS(":method"))
+			keep_header(&s->method, value, vl);
+		else if (IS(":authority"))
+			keep_header(&s->authority, value, vl);
+		else if (IS("forwarded"))
+			keep_header(&s->forwarded, value, vl);
+		else if (IS("baggage"))
+			keep_header(&s->baggage, value, vl);
+		else if (IS("traceparent"))
+			keep_header(&s->traceparent, value, vl);
+	} else if (IS(":status") && vl == 3) {
+		s->status = (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+	}
+#undef IS
+	return 0;
+}
+
+static void server_request(struct h2conn *c, struct h2stream *s)
+{
+	struct hbone_request r = {
+		.method = s->method ? s->method : "",
+		.authority = s->authority ? s->authority : "",
+		.forwarded = s->forwarded,
+		.baggage = s->baggage,
+		.traceparent = s->traceparent,
+		.peer_id = c->peer_id,
+		.local_addr = c->local_addr,
+		.peer_addr = c->peer_addr,
+		.local_port = c->local_port,
+		.peer_port = c->peer_port,
+	};
+	c->ops->on_request(c, s, &r);
+	if (s->id > 0)
+		stream_free_headers(s);
+}
+
+static void client_response(struct h2conn *c, struct h2stream *s)
+{
+	int status = s->status;
+	if (s->ops && s->ops->on_response)
+		s->ops->on_response(s, s->user, status);
+	if (status == 200) {
+		s->relaying = true;
+		if (s->ng_open)
+			nghttp2_session_resume_data(c->ng, s->id);
+		return;
+	}
+	stream_set_error(s, "HBONE CONNECT answered %d", status);
+	stream_close_fd(s, true);
+	if (s->ng_open)
+		nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+}
+
+static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
+{
+	struct h2conn *c = arg;
+	if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK)) {
+		c->ping_outstanding = false;
+		return 0;
+	}
+	if (f->hd.type == NGHTTP2_GOAWAY) {
+		c->goaway = true;
+		return 0;
+	}
+	struct h2stream *s = stream_of(ng, f->hd.stream_id);
+	if (!s)
+		return 0;
+	if (f->hd.type == NGHTTP2_HEADERS) {
+		if (c->role == H2_SERVER && f->headers.cat == NGHTTP2_HCAT_REQUEST)
+			server_request(c, s);
+		else if (c->role == H2_CLIENT && f->headers.cat == NGHTTP2_HCAT_RESPONSE)
+			client_response(c, s);
+	}
+	if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+	    (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+		s->remote_eof = true;
+		stream_maybe_shut_wr(s);
+	}
+	return 0;
+}
+
+static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+			 size_t len, void *arg)
+{
+	(void)flags;
+	(void)arg;
+	struct h2stream *s = stream_of(ng, id);
+	if (!s || s->fd < 0 || !s->relaying) {
+		/* Nobody to deliver to: give the window back so the connection keeps moving. */
+		nghttp2_session_consume(ng, id, len);
+		return 0;
+	}
+	s->from_peer += len;
+	ssize_t n = stream_deliver(s, data, len);
+	if (n < 0) {
+		stream_set_error(s, "write to local socket: %s", strerror(errno));
+		nghttp2_session_consume(ng, id, len);
+		stream_fail(s, NGHTTP2_CONNECT_ERROR);
+		return 0;
+	}
+	if (n > 0)
+		nghttp2_session_consume(ng, id, (size_t)n);
+	return 0;
+}
+
+static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *arg)
+{
+	(void)arg;
+	struct h2stream *s = stream_of(ng, id);
+	if (!s)
+		return 0;
+	s->ng_open = false;
+	bool refused_by_us = s->conn->role == H2_SERVER && s->status && s->status != 200;
+	if (code != NGHTTP2_NO_ERROR && !refused_by_us) {
+		stream_set_error(s, "stream reset by peer (HTTP/2 error %s)",
+				 nghttp2_http2_strerror(code));
+		stream_close_fd(s, true);
+	} else if (!s->local_eof && s->fd >= 0 && s->relaying) {
+		/* Closed without our END_STREAM: data from the local socket would be lost. */
+		stream_set_error(s, "stream closed before the local side finished");
+		stream_close_fd(s, true);
+	}
+	stream_maybe_shut_wr(s);
+	stream_check_done(s);
+	return 0;
+}
+
+/* ---- the connection: TLS handshake, then nghttp2 over SSL_read / SSL_write ---- */
+
+static int submit_settings(struct h2conn *c)
+{
+	nghttp2_settings_entry iv[4];
+	size_t n = 0;
+	iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW};
+	iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_FRAME_SIZE, H2_MAX_FRAME};
+	if (c->role == H2_SERVER)
+		iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+						   H2_SERVER_STREAMS};
+	else
+		iv[n++] = (nghttp2_settings_entry){NGHTTP2_SETTINGS_ENABLE_PUSH, 0};
+	if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, n) != 0)
+		return -1;
+	return nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
+}
+
+static int session_new(struct h2conn *c)
+{
+	nghttp2_session_callbacks *cb;
+	nghttp2_option *opt;
+	if (nghttp2_session_callbacks_new(&cb) != 0)
+		return -1;
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	nghttp2_session_callbacks_set_data_source_read_length_callback(cb, read_length_cb);
+	if (nghttp2_option_new(&opt) != 0) {
+		nghttp2_session_callbacks_del(cb);
+		return -1;
+	}
+	/* Window updates only once bytes reached the local socket: real back-pressure. */
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	nghttp2_option_set_peer_max_concurrent_streams(opt, H2_CLIENT_STREAMS);
+	int rv = c->role == H2_SERVER ? nghttp2_session_server_new2(&c->ng, cb, c, opt)
+				      : nghttp2_session_client_new2(&c->ng, cb, c, opt);
+	nghttp2_option_del(opt);
+	nghttp2_session_callbacks_del(cb);
+	if (rv != 0)
+		return -1;
+	return submit_settings(c);
+}
+
+static void conn_teardown(struct h2conn *c, const char *why)
+{
+	if (c->state == C_CLOSED)
+		return;
+	c->state = C_CLOSED;
+	loop_timer_cancel(c->loop, &c->ping_timer);
+	loop_timer_cancel(c->loop, &c->handshake_timer);
+	loop_timer_cancel(c->loop, &c->resume_timer);
+	loop_io_del(c->loop, &c->io);
+	while (c->streams) {
+		struct h2stream *s = c->streams;
+		if (why)
+			stream_set_error(s, "HBONE connection %s: %s", c->desc, why);
+		else if (s->fd >= 0 || s->ng_open)
+			stream_set_error(s, "HBONE connection %s closed", c->desc);
+		s->ng_open = false;
+		stream_close_fd(s, true);
+		stream_check_done(s);
+	}
+	c->dead = true;
+	c->dead_why = why ? xstrdup(why) : NULL;
+}
+
+static void conn_free(struct h2conn *c)
+{
+	if (c->ssl) {
+		SSL_shutdown(c->ssl); /* best effort close_notify; never blocks (non-blocking fd) */
+		SSL_free(c->ssl);
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->ng)
+		nghttp2_session_del(c->ng);
+	if (c->ops->on_closed)
+		c->ops->on_closed(c, c->dead_why);
+	free(c->dead_why);
+	free(c);
+}
+
+void h2conn_abort(struct h2conn *c, const char *why)
+{
+	conn_enter(c);
+	conn_teardown(c, why ? why : "aborted");
+	conn_leave(c);
+}
+
+static void conn_fail_ssl(struct h2conn *c, const char *what)
+{
+	char buf[256], msg[512];
+	const char *verify = tls_verify_error(c->ssl);
+	snprintf(msg, sizeof(msg), "%s: %s", what, verify ? verify : ssl_error_text(buf, sizeof(buf)));
+	conn_teardown(c, msg);
+}
+
+static void conn_update_interest(struct h2conn *c)
+{
+	if (c->state == C_CLOSED)
+		return;
+	uint32_t ev = EPOLLIN;
+	if (c->out_len || c->ssl_wants_write)
+		ev |= EPOLLOUT;
+	loop_io_mod(c->loop, &c->io, ev);
+}
+
+static void conn_flush(struct h2conn *c)
+{
+	if (c->state != C_OPEN)
+		return;
+	c->ssl_wants_write = false;
+	for (;;) {
+		if (!c->out_len) {
+			ssize_t n = nghttp2_session_mem_send(c->ng, &c->out);
+			if (n < 0) {
+				conn_teardown(c, nghttp2_strerror((int)n));
+				return;
+			}
+			if (n == 0)
+				break;
+			c->out_len = (size_t)n;
+		}
+		ERR_clear_error();
+		int w = SSL_write(c->ssl, c->out, (int)c->out_len);
+		if (w > 0) {
+			c->out += w;
+			c->out_len -= (size_t)w;
+			continue;
+		}
+		int err = SSL_get_error(c->ssl, w);
+		if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+			c->ssl_wants_write = true;
+			break;
+		}
+		conn_fail_ssl(c, "TLS write");
+		return;
+	}
+	if (!c->out_len && !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng)) {
+		conn_teardown(c, NULL); /* GOAWAY exchanged and every stream finished */
+		return;
+	}
+	conn_update_interest(c);
+}
+
+static void conn_read(struct h2conn *c)
+{
+	uint8_t buf[65536];
+	for (int round = 0; round < H2_READ_ROUNDS && c->state == C_OPEN; round++) {
+		ERR_clear_error();
+		int n = SSL_read(c->ssl, buf, sizeof(buf));
+		if (n > 0) {
+			ssize_t used = nghttp2_session_mem_recv(c->ng, buf, (size_t)n);
+			if (used < 0) {
+				char msg[160];
+				snprintf(msg, sizeof(msg), "HTTP/2 protocol error: %s",
+					 nghttp2_strerror((int)used));
+				/* Let nghttp2 tell the peer (GOAWAY) before we go. */
+				conn_flush(c);
+				conn_teardown(c, msg);
+				return;
+			}
+			continue;
+		}
+		int err = SSL_get_error(c->ssl, n);
+		if (err == SSL_ERROR_WANT_READ)
+			return;
+		if (err == SSL_ERROR_WANT_WRITE) {
+			c->ssl_wants_write = true;
+			return;
+		}
+		if (err == SSL_ERROR_ZERO_RETURN) {
+			conn_teardown(c, c->n_streams ? "peer closed the TLS session" : NULL);
+			return;
+		}
+		if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+			conn_teardown(c, c->n_streams ? "peer closed the connection" : NULL);
+			return;
+		}
+		conn_fail_ssl(c, "TLS read");
+		return;
+	}
+	/* Still more to read: come back after the other ready connections had their turn
+	 * (bytes already inside OpenSSL would not wake epoll again). */
+	if (c->state == C_OPEN)
+		loop_timer_arm(c->loop, &c->resume_timer, 0);
+}
+
+static void resume_read(struct loop_timer *t)
+{
+	struct h2conn *c = container_of(t, struct h2conn, resume_timer);
+	conn_enter(c);
+	conn_read(c);
+	conn_flush(c);
+	conn_leave(c);
+}
+
+static void ping_tick(struct loop_timer *t)
+{
+	struct h2conn *c = container_of(t, struct h2conn, ping_timer);
+	conn_enter(c);
+	if (c->ping_outstanding && now_ms() - c->ping_sent_ms >= H2_PING_TIMEOUT_MS) {
+		conn_teardown(c, "PING not answered in 20 s");
+	} else if (!c->ping_outstanding) {
+		nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL);
+		c->ping_outstanding = true;
+		c->ping_sent_ms = now_ms();
+		conn_flush(c);
+	}
+	if (c->state == C_OPEN)
+		loop_timer_arm(c->loop, &c->ping_timer, H2_PING_INTERVAL_MS);
+	conn_leave(c);
+}
+
+static void handshake_timeout(struct loop_timer *t)
+{
+	struct h2conn *c = container_of(t, struct h2conn, handshake_timer);
+	conn_enter(c);
+	conn_teardown(c, "TLS handshake timed out");
+	conn_leave(c);
+}
+
+static void conn_handshake(struct h2conn *c)
+{
+	ERR_clear_error();
+	int r = SSL_do_handshake(c->ssl);
+	if (r != 1) {
+		int err = SSL_get_error(c->ssl, r);
+		if (err == SSL_ERROR_WANT_READ) {
+			loop_io_mod(c->loop, &c->io, EPOLLIN);
+			return;
+		}
+		if (err == SSL_ERROR_WANT_WRITE) {
+			loop_io_mod(c->loop, &c->io, EPOLLIN | EPOLLOUT);
+			return;
+		}
+		conn_fail_ssl(c, "TLS handshake");
+		return;
+	}
+	const unsigned char *alpn = NULL;
+	unsigned alpn_len = 0;
+	SSL_get0_alpn_selected(c->ssl, &alpn, &alpn_len);
+	if (alpn_len != 2 || memcmp(alpn, "h2", 2) != 0) {
+		conn_teardown(c, "TLS handshake: peer did not negotiate ALPN h2");
+		return;
+	}
+	const char *id = tls_peer_id(c->ssl);
+	if (!id) {
+		conn_teardown(c, "TLS handshake: peer identity not verified");
+		return;
+	}
+	snprintf(c->peer_id, sizeof(c->peer_id), "%s", id);
+	loop_timer_cancel(c->loop, &c->handshake_timer);
+	c->state = C_OPEN;
+	if (c->role == H2_CLIENT)
+		loop_timer_arm(c->loop, &c->ping_timer, H2_PING_INTERVAL_MS);
+	if (c->ops->on_ready)
+		c->ops->on_ready(c);
+	conn_flush(c);
+}
+
+static void conn_on_io(struct loop_io *io, uint32_t events)
+{
+	struct h2conn *c = container_of(io, struct h2conn, io);
+	conn_enter(c);
+	if (c->state == C_HANDSHAKE) {
+		conn_handshake(c);
+	} else if (c->state == C_OPEN) {
+		if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+			conn_read(c);
+		conn_flush(c);
+	}
+	conn_leave(c);
+}
+
+struct h2conn *h2conn_new(struct loop *l, enum h2_role role, int fd, SSL_CTX *ctx,
+			  const char *expected_peer, const struct h2conn_ops *ops, void *owner,
+			  const char *desc, struct err *e)
+{
+	struct h2conn *c = xcalloc(1, sizeof(*c));
+	c->loop = l;
+	c->role = role;
+	c->fd = fd;
+	c->ops = ops;
+	c->owner = owner;
+	snprintf(c->desc, sizeof(c->desc), "%s", desc);
+	loop_io_init(&c->io);
+	loop_timer_init(&c->ping_timer, ping_tick);
+	loop_timer_init(&c->handshake_timer, handshake_timeout);
+	loop_timer_init(&c->resume_timer, resume_read);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		addr_from_sockaddr((struct sockaddr *)&ss, &c->local_addr, &c->local_port);
+	sl = sizeof(ss);
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		addr_from_sockaddr((struct sockaddr *)&ss, &c->peer_addr, &c->peer_port);
+	set_nonblock(fd);
+	c->ssl = SSL_new(ctx);
+	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+		err_set(e, "HBONE %s: cannot set up TLS", desc);
+		goto fail;
+	}
+	SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				     SSL_MODE_RELEASE_BUFFERS);
+	if (role == H2_CLIENT) {
+		SSL_set_connect_state(c->ssl);
+		if (tls_expect_peer(c->ssl, expected_peer) < 0) {
+			err_set(e, "HBONE %s: cannot set the expected peer %s", desc, expected_peer);
+			goto fail;
+		}
+	} else {
+		SSL_set_accept_state(c->ssl);
+	}
+	if (session_new(c) < 0) {
+		err_set(e, "HBONE %s: cannot create the HTTP/2 session", desc);
+		goto fail;
+	}
+	if (loop_io_add(l, &c->io, fd, EPOLLIN | EPOLLOUT, conn_on_io) < 0) {
+		err_set(e, "HBONE %s: epoll: %s", desc, strerror(errno));
+		goto fail;
+	}
+	loop_timer_arm(l, &c->handshake_timer, H2_HANDSHAKE_TIMEOUT_MS);
+	return c;
+fail:
+	if (c->ng)
+		nghttp2_session_del(c->ng);
+	if (c->ssl)
+		SSL_free(c->ssl);
+	free(c);
+	return NULL; /* fd stays with the caller */
+}
+
+void *h2conn_owner(const struct h2conn *c)
+{
+	return c->owner;
+}
+
+const char *h2conn_peer_id(const struct h2conn *c)
+{
+	return c->peer_id[0] ? c->peer_id : NULL;
+}
+
+const char *h2conn_desc(const struct h2conn *c)
+{
+	return c->desc;
+}
+
+int h2conn_streams(const struct h2conn *c)
+{
+	return c->n_streams;
+}
+
+bool h2conn_ready(const struct h2conn *c)
+{
+	return c->state == C_OPEN;
+}
+
+bool h2conn_usable(const struct h2conn *c)
+{
+	return c->state != C_CLOSED && !c->goaway && !c->dead;
+}
+
+void h2conn_shutdown(struct h2conn *c)
+{
+	conn_enter(c);
+	if (c->state == C_OPEN) {
+		c->goaway = true;
+		nghttp2_session_terminate_session(c->ng, NGHTTP2_NO_ERROR);
+		conn_flush(c);
+	} else {
+		conn_teardown(c, NULL);
+	}
+	conn_leave(c);
+}
+
+/* ---- streams API ---- */
+
+struct h2stream *h2conn_open_stream(struct h2conn *c, const char *authority,
+				    const char *const *headers, int n_headers, int local_fd,
+				    const struct h2stream_ops *ops, void *user, struct err *e)
+{
+	if (!h2conn_usable(c)) {
+		err_set(e, "HBONE connection %s is closing", c->desc);
+		return NULL;
+	}
+	nghttp2_nv nva[16];
+	int n = 0;
+#define NV(k, v)                                                                              \
+	nva[n++] = (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), strlen(k), strlen(v),          \
+				NGHTTP2_NV_FLAG_NONE}
+	NV(":method", "CONNECT");
+	NV(":authority", authority);
+	for (int i = 0; i + 1 < 2 * n_headers && n < 16; i += 2)
+		NV(headers[i], headers[i + 1]);
+#undef NV
+	struct h2stream *s = stream_new(c, local_fd);
+	s->ops = ops;
+	s->user = user;
+	nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read_cb};
+	int32_t id = nghttp2_submit_request(c->ng, NULL, nva, (size_t)n, &prd, s);
+	if (id < 0) {
+		err_set(e, "HBONE %s: submit CONNECT %s: %s", c->desc, authority, nghttp2_strerror(id));
+		s->fd = -1; /* the caller keeps the socket */
+		stream_unlink(s);
+		free(s);
+		return NULL;
+	}
+	s->id = id;
+	s->ng_open = true;
+	if (loop_io_add(c->loop, &s->io, local_fd, 0, stream_on_io) < 0) {
+		err_set(e, "HBONE %s: epoll: %s", c->desc, strerror(errno));
+		nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+		nghttp2_session_set_stream_user_data(c->ng, id, NULL);
+		s->fd = -1;
+		s->ng_open = false;
+		stream_unlink(s);
+		free(s);
+		return NULL;
+	}
+	if (c->ops->on_streams)
+		c->ops->on_streams(c, c->n_streams);
+	/* Send from the loop, not from here: no callback may run inside this call. */
+	if (c->state == C_OPEN)
+		loop_timer_arm(c->loop, &c->resume_timer, 0);
+	return s;
+}
+
+void h2stream_set_ops(struct h2stream *s, const struct h2stream_ops *ops, void *user)
+{
+	s->ops = ops;
+	s->user = user;
+}
+
+void h2stream_respond(struct h2stream *s, int status)
+{
+	struct h2conn *c = s->conn;
+	char code[4];
+	snprintf(code, sizeof(code), "%03d", status);
+	nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)code, 7, 3, NGHTTP2_NV_FLAG_NONE};
+	s->status = status;
+	conn_enter(c);
+	if (s->ng_open && c->state == C_OPEN)
+		nghttp2_submit_response(c->ng, s->id, &nv, 1, NULL);
+	conn_flush(c);
+	conn_leave(c);
+}
+
+int h2stream_accept(struct h2stream *s, int upstream_fd, struct err *e)
+{
+	struct h2conn *c = s->conn;
+	if (!s->ng_open || c->state != C_OPEN)
+		return err_set(e, "HBONE stream already closed");
+	s->fd = upstream_fd;
+	if (loop_io_add(c->loop, &s->io, upstream_fd, 0, stream_on_io) < 0) {
+		s->fd = -1;
+		return err_set(e, "epoll: %s", strerror(errno));
+	}
+	nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE};
+	nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read_cb};
+	s->status = 200;
+	s->relaying = true;
+	conn_enter(c);
+	if (nghttp2_submit_response(c->ng, s->id, &nv, 1, &prd) != 0) {
+		stream_set_error(s, "submit 200 failed");
+		stream_fail(s, NGHTTP2_INTERNAL_ERROR);
+	}
+	conn_flush(c);
+	conn_leave(c);
+	return 0;
+}
+
+void h2stream_reset(struct h2stream *s, const char *why)
+{
+	struct h2conn *c = s->conn;
+	conn_enter(c);
+	stream_set_error(s, "%s", why);
+	stream_fail(s, NGHTTP2_CONNECT_ERROR);
+	conn_flush(c);
+	conn_leave(c);
+}
+
+struct h2conn *h2stream_conn(const struct h2stream *s)
+{
+	return s->conn;
+}
+
+void h2stream_get_stats(const struct h2stream *s, struct h2stream_stats *st)
+{
+	st->bytes_to_peer = s->to_peer;
+	st->bytes_from_peer = s->from_peer;
+	st->status = s->status;
+}

@@ -1,0 +1,115 @@
+/* HBONE connections: HTTP/2 (libnghttp2) over TLS (OpenSSL) on a non-blocking socket, on
+ * the agent loop. One h2conn is one TLS connection carrying many CONNECT streams; each
+ * h2stream joins one stream to one local TCP socket (the app's, or the upstream one) and
+ * moves bytes both ways with HTTP/2 flow control as back-pressure:
+ *   socket -> peer: nghttp2's data provider read()s the socket straight into the frame
+ *                   buffer (no per-connection buffer); EAGAIN defers until readable.
+ *   peer -> socket: DATA is written to the socket as it arrives; only what the socket does
+ *                   not take is copied into a pending buffer, and the stream window is
+ *                   consumed (WINDOW_UPDATE) only once bytes reached the socket.
+ * TCP FIN <-> END_STREAM, TCP RST <-> RST_STREAM(CONNECT_ERROR), as RFC 9113 8.5 says.
+ * Settings as ztunnel: stream window 4 MiB, connection window 16 MiB, max frame 1 MiB,
+ * server max concurrent streams 200, push disabled; the client PINGs every 10 s and drops a
+ * connection whose PING is not answered in 20 s. */
+#ifndef MOAT_HBONE_H2_H
+#define MOAT_HBONE_H2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "core/loop.h"
+#include "core/util.h"
+
+#define H2_STREAM_WINDOW   (4u << 20)
+#define H2_CONN_WINDOW     (16u << 20)
+#define H2_MAX_FRAME       (1u << 20)
+#define H2_SERVER_STREAMS  200
+#define H2_CLIENT_STREAMS  100
+#define H2_PING_INTERVAL_MS 10000
+#define H2_PING_TIMEOUT_MS  20000
+#define H2_HANDSHAKE_TIMEOUT_MS 10000
+
+struct h2conn;
+struct h2stream;
+
+enum h2_role { H2_CLIENT = 0, H2_SERVER = 1 };
+
+/* A CONNECT request as the server saw it (strings valid during on_request only). */
+struct hbone_request {
+	const char *method;
+	const char *authority;
+	const char *forwarded;
+	const char *baggage;
+	const char *traceparent;
+	const char *peer_id; /* verified SPIFFE ID of the TLS peer */
+	struct moat_addr local_addr, peer_addr; /* of the TLS connection */
+	uint16_t local_port, peer_port;
+};
+
+struct h2conn_ops {
+	/* Server: a request arrived. Answer later with h2stream_respond() or h2stream_accept(). */
+	void (*on_request)(struct h2conn *c, struct h2stream *s, const struct hbone_request *r);
+	/* The TLS handshake finished and the peer identity is verified. */
+	void (*on_ready)(struct h2conn *c);
+	/* The connection is gone; every stream already got on_close. The h2conn is freed right
+	 * after this returns. why is NULL on an orderly close. */
+	void (*on_closed)(struct h2conn *c, const char *why);
+	/* The number of open streams changed (pool bookkeeping, idle timers). */
+	void (*on_streams)(struct h2conn *c, int n_streams);
+};
+
+struct h2stream_stats {
+	uint64_t bytes_to_peer;   /* read from the local socket, sent on the stream */
+	uint64_t bytes_from_peer; /* received on the stream, written to the local socket */
+	int status;               /* HTTP status sent (server) or received (client), 0 if none */
+};
+
+struct h2stream_ops {
+	/* Client: the response headers arrived. 200 starts the relay; any other status ends the
+	 * stream (on_close follows). */
+	void (*on_response)(struct h2stream *s, void *user, int status);
+	/* The stream and its local socket are finished (socket closed by the stream: with RST
+	 * when error != NULL). Called exactly once; the stream is freed after it returns. */
+	void (*on_close)(struct h2stream *s, void *user, const struct h2stream_stats *st,
+			 const char *error);
+};
+
+/* Take ownership of a connected (client) or accepted (server) non-blocking TCP socket and
+ * start the TLS handshake. For a client, expected_peer is the SPIFFE ID the server must
+ * present. desc names the connection in logs ("10.244.1.10 -> 10.244.2.10:15008"). */
+struct h2conn *h2conn_new(struct loop *l, enum h2_role role, int fd, SSL_CTX *ctx,
+			  const char *expected_peer, const struct h2conn_ops *ops, void *owner,
+			  const char *desc, struct err *e);
+void *h2conn_owner(const struct h2conn *c);
+const char *h2conn_peer_id(const struct h2conn *c); /* after on_ready */
+const char *h2conn_desc(const struct h2conn *c);
+int h2conn_streams(const struct h2conn *c);
+bool h2conn_usable(const struct h2conn *c); /* not closing, no GOAWAY */
+bool h2conn_ready(const struct h2conn *c);
+/* Orderly shutdown: GOAWAY, finish open streams, then close. */
+void h2conn_shutdown(struct h2conn *c);
+/* Close now: every stream is reset. */
+void h2conn_abort(struct h2conn *c, const char *why);
+
+/* Client: open a CONNECT stream to authority ("ip:port" / "[ip6]:port") with extra headers
+ * (name/value pairs, n of them), relaying to local_fd once a 200 arrives. The stream owns
+ * local_fd from now on (closed by the stream, with RST on failure). Returns NULL and closes
+ * nothing on failure (the caller still owns local_fd). */
+struct h2stream *h2conn_open_stream(struct h2conn *c, const char *authority,
+				    const char *const *headers, int n_headers, int local_fd,
+				    const struct h2stream_ops *ops, void *user, struct err *e);
+
+/* Server: set the owner of a new stream (before answering). */
+void h2stream_set_ops(struct h2stream *s, const struct h2stream_ops *ops, void *user);
+/* Server: refuse with status (400, 401, 503...); the stream ends, on_close follows. */
+void h2stream_respond(struct h2stream *s, int status);
+/* Server: answer 200 and relay with the connected upstream socket (owned from now on). */
+int h2stream_accept(struct h2stream *s, int upstream_fd, struct err *e);
+/* Reset the stream (and its socket) now, e.g. when policy changed (late rejection). */
+void h2stream_reset(struct h2stream *s, const char *why);
+struct h2conn *h2stream_conn(const struct h2stream *s);
+void h2stream_get_stats(const struct h2stream *s, struct h2stream_stats *st);
+
+#endif

@@ -1,0 +1,476 @@
+/* moatd: the node agent. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bpf/dataplane.h"
+#include "core/log.h"
+#include "ctl/server.h"
+#include "dns/dns.h"
+#include "identity/identity.h"
+#include "obs/http.h"
+#include "obs/metrics.h"
+#include "proxy/pool.h"
+#include "proxy/proxy.h"
+#include "state/agent.h"
+
+static const char usage[] =
+	"usage: moatd --config DIR [options]\n"
+	"\n"
+	"moat's node agent: captures the TCP connections of enrolled pods with BPF, authorizes\n"
+	"them with Istio L4 AuthorizationPolicy semantics, and carries them over HBONE\n"
+	"(HTTP/2 CONNECT over mutual TLS 1.3, port 15008).\n"
+	"\n"
+	"  --config DIR        configuration directory (YAML), watched and reloaded on change\n"
+	"  --state-dir DIR     runtime state and control socket DIR/moatd.sock (/run/moat)\n"
+	"  --bpf-dir DIR       where maps, programs and links are pinned (/sys/fs/bpf/moat)\n"
+	"  --ca DIR            CA directory from `moatctl ca init` (default: a node-local\n"
+	"                      ephemeral CA, enough for one node only)\n"
+	"  --bundle FILE       trust bundle, reloaded when it changes (default DIR/root-cert.pem)\n"
+	"  --svid-ttl SECONDS  workload certificate lifetime, renewed at half-life (86400)\n"
+	"  --resolv-conf FILE  nameservers for ServiceEntry resolution: DNS (/etc/resolv.conf)\n"
+	"  --access-log FILE   JSON access log and deny events (default: stdout)\n"
+	"  --log-level LEVEL   debug, info, warn, error (info)\n"
+	"  --node NAME         node name shown by moatctl status\n"
+	"  --pool-idle SECONDS release idle HBONE connections after this (300)\n"
+	"  --no-transparent    do not preserve client source addresses towards apps\n"
+	"  --tls12             also accept TLS 1.2 on HBONE (TLS 1.3 only by default)\n"
+	"  --metrics-port N    Prometheus metrics on :N/metrics (15020)\n"
+	"  --admin-port N      admin on 127.0.0.1:N/config_dump (15000)\n"
+	"  --ready-port N      readiness on :N/healthz/ready (15021)\n"
+	"  -h, --help          this text\n"
+	"\n"
+	"Signals: SIGTERM/SIGINT stop (pods are detached, pins removed); SIGHUP reloads.\n";
+
+struct main_state {
+	struct agent a;
+	FILE *access;
+};
+
+static int parse_port(const char *s, uint16_t *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (*end || v < 0 || v > 65535)
+		return -1;
+	*out = (uint16_t)v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct agent_opts *o)
+{
+	enum { O_STATE = 256, O_BPF, O_CA, O_BUNDLE, O_TTL, O_RESOLV, O_ACCESS, O_LEVEL, O_NODE,
+	       O_IDLE, O_NOTP, O_TLS12, O_MPORT, O_APORT, O_RPORT };
+	static const struct option opts[] = {
+		{"config", required_argument, 0, 'c'},   {"state-dir", required_argument, 0, O_STATE},
+		{"bpf-dir", required_argument, 0, O_BPF}, {"ca", required_argument, 0, O_CA},
+		{"bundle", required_argument, 0, O_BUNDLE}, {"svid-ttl", required_argument, 0, O_TTL},
+		{"resolv-conf", required_argument, 0, O_RESOLV},
+		{"access-log", required_argument, 0, O_ACCESS},
+		{"log-level", required_argument, 0, O_LEVEL}, {"node", required_argument, 0, O_NODE},
+		{"pool-idle", required_argument, 0, O_IDLE}, {"no-transparent", no_argument, 0, O_NOTP},
+		{"tls12", no_argument, 0, O_TLS12},     {"metrics-port", required_argument, 0, O_MPORT},
+		{"admin-port", required_argument, 0, O_APORT},
+		{"ready-port", required_argument, 0, O_RPORT}, {"help", no_argument, 0, 'h'},
+		{0, 0, 0, 0},
+	};
+	*o = (struct agent_opts){
+		.state_dir = "/run/moat",
+		.bpf_dir = "/sys/fs/bpf/moat",
+		.resolv_conf = "/etc/resolv.conf",
+		.svid_ttl = 86400,
+		.transparent = true,
+		.pool_idle_ms = 300000,
+		.metrics_port = 15020,
+		.admin_port = 15000,
+		.ready_port = 15021,
+	};
+	static char log_level[16] = "info";
+	int c;
+	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c': o->config_dir = optarg; break;
+		case O_STATE: o->state_dir = optarg; break;
+		case O_BPF: o->bpf_dir = optarg; break;
+		case O_CA: o->ca_dir = optarg; break;
+		case O_BUNDLE: o->bundle_path = optarg; break;
+		case O_TTL:
+			o->svid_ttl = atoi(optarg);
+			if (o->svid_ttl < 10) {
+				fprintf(stderr, "moatd: --svid-ttl %s: at least 10 seconds\n", optarg);
+				return -1;
+			}
+			break;
+		case O_RESOLV: o->resolv_conf = optarg; break;
+		case O_ACCESS: o->access_log = optarg; break;
+		case O_LEVEL: snprintf(log_level, sizeof(log_level), "%s", optarg); break;
+		case O_NODE: o->node_name = optarg; break;
+		case O_IDLE: o->pool_idle_ms = atoi(optarg) * 1000; break;
+		case O_NOTP: o->transparent = false; break;
+		case O_TLS12: o->allow_tls12 = true; break;
+		case O_MPORT:
+		case O_APORT:
+		case O_RPORT: {
+			uint16_t *dst = c == O_MPORT ? &o->metrics_port
+				      : c == O_APORT ? &o->admin_port : &o->ready_port;
+			if (parse_port(optarg, dst) < 0) {
+				fprintf(stderr, "moatd: port \"%s\": expected 0..65535\n", optarg);
+				return -1;
+			}
+			break;
+		}
+		case 'h': fputs(usage, stdout); exit(0);
+		default: fputs(usage, stderr); return -1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "moatd: unexpected argument \"%s\"\n%s", argv[optind], usage);
+		return -1;
+	}
+	if (!o->config_dir) {
+		fprintf(stderr, "moatd: --config DIR is required\n%s", usage);
+		return -1;
+	}
+	int ok;
+	enum log_level lvl = log_level_parse(log_level, &ok);
+	if (!ok) {
+		fprintf(stderr, "moatd: --log-level %s: expected debug, info, warn or error\n", log_level);
+		return -1;
+	}
+	log_setup("moatd", lvl, NULL);
+	return 0;
+}
+
+/* ---- HTTP endpoints ---- */
+
+static void http_metrics(void *arg, const char *method, const char *path, const char *query,
+			 struct http_response *resp)
+{
+	(void)method;
+	(void)query;
+	struct agent *a = arg;
+	if (strcmp(path, "/metrics") != 0) {
+		resp->status = 404;
+		sbuf_puts(&resp->body, "not found: try /metrics\n");
+		return;
+	}
+	int conns, streams;
+	hbone_pool_counts(a->pool, &conns, &streams);
+	struct metric_labels none = {0}, eng = {0};
+	metrics_gauge_set(a->metrics, "moat_hbone_pool_connections", &none, conns);
+	metrics_gauge_set(a->metrics, "moat_hbone_pool_streams", &none, streams);
+	metric_label(&eng, "engine", "userspace-openssl");
+	metrics_gauge_set(a->metrics, "moat_relay_engine", &eng, 1);
+	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	metrics_render(a->metrics, &resp->body);
+}
+
+static void dump_config(struct agent *a, struct sbuf *b)
+{
+	const struct mesh_config *c = a->cfg;
+	sbuf_puts(b, "{\"config_dir\":");
+	sbuf_json_str(b, a->opts.config_dir);
+	sbuf_printf(b, ",\"digest\":\"%s\",\"trust_domain\":", c->digest);
+	sbuf_json_str(b, c->mesh.trust_domain);
+	sbuf_puts(b, ",\"root_namespace\":");
+	sbuf_json_str(b, c->mesh.root_namespace);
+	sbuf_printf(b, ",\"outbound_traffic_policy\":\"%s\",\"workloads\":[",
+		    c->mesh.outbound == MC_OUTBOUND_REGISTRY_ONLY ? "REGISTRY_ONLY" : "ALLOW_ANY");
+	for (size_t i = 0; i < c->n_workloads; i++) {
+		char s[ADDR_STRLEN];
+		const struct mc_workload *w = &c->workloads[i];
+		sbuf_printf(b, "%s{\"name\":", i ? "," : "");
+		sbuf_json_str(b, w->meta.name);
+		sbuf_puts(b, ",\"namespace\":");
+		sbuf_json_str(b, w->meta.ns);
+		sbuf_printf(b, ",\"address\":\"%s\",\"identity\":", addr_str(&w->address, s, sizeof(s)));
+		sbuf_json_str(b, w->spiffe_id);
+		sbuf_printf(b, ",\"ambient\":%s}", w->ambient ? "true" : "false");
+	}
+	sbuf_puts(b, "],\"policies\":[");
+	static const char *actions[] = {"ALLOW", "DENY", "AUDIT", "CUSTOM"};
+	for (size_t i = 0; i < c->n_policies; i++) {
+		const struct mc_authz *p = &c->policies[i];
+		sbuf_printf(b, "%s{\"name\":", i ? "," : "");
+		sbuf_json_str(b, p->id_name);
+		sbuf_printf(b, ",\"action\":\"%s\",\"rules\":%zu,\"dry_run\":%s,\"file\":",
+			    actions[p->action], p->n_rules, p->dry_run ? "true" : "false");
+		sbuf_json_str(b, p->meta.file);
+		sbuf_printf(b, ",\"line\":%d}", p->meta.line);
+	}
+	sbuf_puts(b, "],\"pods\":[");
+	for (struct pod *p = a->pods; p; p = p->next) {
+		char s[ADDR_STRLEN];
+		sbuf_printf(b, "%s{\"name\":", p == a->pods ? "" : ",");
+		sbuf_json_str(b, p->key);
+		sbuf_printf(b, ",\"address\":\"%s\",\"identity\":", addr_str(&p->addr, s, sizeof(s)));
+		sbuf_json_str(b, p->spiffe_id);
+		sbuf_puts(b, "}");
+	}
+	sbuf_puts(b, "]}\n");
+}
+
+static void http_admin(void *arg, const char *method, const char *path, const char *query,
+		       struct http_response *resp)
+{
+	(void)method;
+	(void)query;
+	struct agent *a = arg;
+	if (strcmp(path, "/config_dump") == 0) {
+		resp->content_type = "application/json";
+		dump_config(a, &resp->body);
+	} else if (strcmp(path, "/healthz/ready") == 0) {
+		resp->status = a->ready ? 200 : 503;
+		sbuf_puts(&resp->body, a->ready ? "ready\n" : "starting\n");
+	} else {
+		resp->status = 404;
+		sbuf_puts(&resp->body, "not found: try /config_dump\n");
+	}
+}
+
+static void http_ready(void *arg, const char *method, const char *path, const char *query,
+		       struct http_response *resp)
+{
+	(void)method;
+	(void)query;
+	struct agent *a = arg;
+	if (strcmp(path, "/healthz/ready") != 0) {
+		resp->status = 404;
+		sbuf_puts(&resp->body, "not found: try /healthz/ready\n");
+		return;
+	}
+	resp->status = a->ready ? 200 : 503;
+	sbuf_puts(&resp->body, a->ready ? "ready\n" : "starting\n");
+}
+
+/* ---- signals ---- */
+
+static void on_signal(struct loop_io *io, uint32_t events)
+{
+	(void)events;
+	struct agent *a = container_of(io, struct agent, signal_io);
+	struct signalfd_siginfo si;
+	while (read(a->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGHUP) {
+			log_info("SIGHUP: reloading %s", a->opts.config_dir);
+			agent_config_reload(a);
+		} else {
+			log_info("signal %d: shutting down", si.ssi_signo);
+			loop_stop(a->loop);
+		}
+	}
+}
+
+static int setup_signals(struct agent *a, struct err *e)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	a->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (a->signal_fd < 0)
+		return err_set(e, "signalfd: %s", strerror(errno));
+	loop_io_init(&a->signal_io);
+	return loop_io_add(a->loop, &a->signal_io, a->signal_fd, EPOLLIN, on_signal);
+}
+
+/* ---- start and stop ---- */
+
+static int load_initial_config(struct agent *a, struct err *e)
+{
+	struct mc_findings f = {0};
+	if (mesh_config_load_dir(a->opts.config_dir, &a->cfg, &f) < 0) {
+		char buf[2048];
+		for (size_t i = 0; i < f.n; i++)
+			if (f.items[i].severity >= MC_WARNING)
+				log_error("%s", mc_finding_str(&f.items[i], buf, sizeof(buf)));
+		mc_findings_free(&f);
+		return err_set(e, "configuration %s has errors (above): moatd will not start on it — "
+				  "moat fails closed; fix the files, check them with `moatctl lint %s`",
+			       a->opts.config_dir, a->opts.config_dir);
+	}
+	mc_findings_free(&f);
+	char buf[2048];
+	for (size_t i = 0; i < a->cfg->findings.n; i++)
+		log_warn("%s", mc_finding_str(&a->cfg->findings.items[i], buf, sizeof(buf)));
+	a->reloads_ok = 1;
+	return 0;
+}
+
+static int start_identity(struct agent *a, struct err *e)
+{
+	const char *td = a->cfg->mesh.trust_domain;
+	if (a->opts.ca_dir) {
+		a->ca = ca_load_dir(a->opts.ca_dir, e);
+		if (!a->ca)
+			return -1;
+		if (strcmp(ca_trust_domain(a->ca), td) != 0)
+			return err_set(e, "CA %s is for trust domain %s but the configuration's "
+					  "MeshConfig says %s",
+				       a->opts.ca_dir, ca_trust_domain(a->ca), td);
+	} else {
+		log_warn("no --ca given: using a node-local ephemeral CA for trust domain %s; agents "
+			 "on other nodes will not trust it (run `moatctl ca init` and pass --ca)",
+			 td);
+		a->ca = ca_new_ephemeral(td, e);
+		if (!a->ca)
+			return -1;
+	}
+	struct identity_store_opts io = {
+		.ca = a->ca,
+		.bundle_path = a->opts.bundle_path ? a->opts.bundle_path : ca_bundle_path(a->ca),
+		.ttl_seconds = a->opts.svid_ttl,
+		.allow_tls12 = a->opts.allow_tls12,
+	};
+	a->ids = identity_store_new(a->loop, &io, e);
+	return a->ids ? 0 : -1;
+}
+
+static void describe_metrics(struct metrics *m)
+{
+	metrics_describe(m, "istio_tcp_connections_opened_total", "counter",
+			 "TCP connections opened (authorized and carried)");
+	metrics_describe(m, "istio_tcp_connections_closed_total", "counter",
+			 "TCP connections closed (and refused, with response_flags)");
+	metrics_describe(m, "istio_tcp_sent_bytes_total", "counter",
+			 "Bytes sent from source to destination");
+	metrics_describe(m, "istio_tcp_received_bytes_total", "counter",
+			 "Bytes sent from destination to source");
+	metrics_describe(m, "istio_tcp_connections_failed_total", "counter",
+			 "Authorized connections that could not be carried");
+	metrics_describe(m, "moat_bpf_fast_denies_total", "counter",
+			 "Connections refused inside connect() by the BPF verdict cache");
+	metrics_describe(m, "moat_denies_total", "counter",
+			 "Connections refused by moatd after capture (outbound / inbound)");
+	metrics_describe(m, "moat_relay_engine", "gauge", "Relay engine in use (1 = active)");
+	metrics_describe(m, "moat_hbone_pool_connections", "gauge", "Pooled HBONE connections");
+	metrics_describe(m, "moat_hbone_pool_streams", "gauge", "Streams on pooled HBONE connections");
+}
+
+static int start_http(struct agent *a, struct err *e)
+{
+	a->http_metrics = http_server_new(a->loop, "0.0.0.0", a->opts.metrics_port, http_metrics, a, e);
+	if (!a->http_metrics)
+		return err_wrap(e, "metrics port %u", a->opts.metrics_port);
+	a->http_admin = http_server_new(a->loop, "127.0.0.1", a->opts.admin_port, http_admin, a, e);
+	if (!a->http_admin)
+		return err_wrap(e, "admin port %u", a->opts.admin_port);
+	a->http_ready = http_server_new(a->loop, "0.0.0.0", a->opts.ready_port, http_ready, a, e);
+	if (!a->http_ready)
+		return err_wrap(e, "readiness port %u", a->opts.ready_port);
+	return 0;
+}
+
+static int agent_start(struct agent *a, struct err *e)
+{
+	if (mkdir_p(a->opts.state_dir, 0700) < 0)
+		return err_set(e, "state dir %s: %s", a->opts.state_dir, strerror(errno));
+	if (load_initial_config(a, e) < 0)
+		return -1;
+	if (dataplane_probe(a->opts.bpf_dir, e) < 0)
+		return -1;
+	if (start_identity(a, e) < 0)
+		return -1;
+	a->dp = dataplane_open(a->opts.bpf_dir, e);
+	if (!a->dp)
+		return -1;
+	a->metrics = metrics_new();
+	describe_metrics(a->metrics);
+	if (start_http(a, e) < 0)
+		return -1;
+	struct err de = {{0}};
+	a->dns = dns_resolver_new(a->loop, a->opts.resolv_conf, &de);
+	if (!a->dns)
+		log_warn("ServiceEntry DNS resolution disabled: %s", de.msg);
+	a->pool = hbone_pool_new(a);
+	if (agent_config_watch(a, e) < 0 || agent_events_start(a, e) < 0)
+		return -1;
+	agent_egress_refresh(a);
+	agent_sync_dataplane(a);
+	char *sock = xasprintf("%s/moatd.sock", a->opts.state_dir);
+	a->ctl = ctl_server_new(a, sock, e);
+	free(sock);
+	if (!a->ctl)
+		return -1;
+	return setup_signals(a, e);
+}
+
+static void agent_stop(struct agent *a)
+{
+	a->ready = false;
+	ctl_server_free(a->ctl);
+	if (a->dp)
+		agent_unenroll_all(a);
+	if (a->pool)
+		hbone_pool_free(a->pool);
+	inbound_free_all(a);
+	agent_egress_free(a);
+	if (a->dns)
+		dns_resolver_free(a->dns);
+	if (a->dp)
+		dataplane_close(a->dp);
+	http_server_free(a->http_metrics);
+	http_server_free(a->http_admin);
+	http_server_free(a->http_ready);
+	if (a->ids)
+		identity_store_free(a->ids);
+	if (a->ca)
+		ca_free(a->ca);
+	if (a->metrics)
+		metrics_free(a->metrics);
+	if (a->cfg)
+		mesh_config_unref(a->cfg);
+	if (a->inotify_fd > 0)
+		close(a->inotify_fd);
+	if (a->signal_fd > 0)
+		close(a->signal_fd);
+	intern_free(&a->workload_ids);
+	intern_free(&a->identity_ids);
+	intern_free(&a->policy_ids);
+	loop_free(a->loop);
+}
+
+int main(int argc, char **argv)
+{
+	static struct main_state st;
+	struct agent *a = &st.a;
+	if (parse_args(argc, argv, &a->opts) < 0)
+		return 2;
+	if (a->opts.access_log) {
+		st.access = fopen(a->opts.access_log, "ae");
+		if (!st.access) {
+			fprintf(stderr, "moatd: --access-log %s: %s\n", a->opts.access_log, strerror(errno));
+			return 2;
+		}
+		log_set_access(st.access);
+	}
+	a->loop = loop_new();
+	if (!a->loop) {
+		fprintf(stderr, "moatd: epoll: %s\n", strerror(errno));
+		return 1;
+	}
+	struct err e = {{0}};
+	if (agent_start(a, &e) < 0) {
+		log_error("%s", e.msg);
+		agent_stop(a);
+		return 1;
+	}
+	a->ready = true;
+	log_info("ready: config %s, bpf %s, control socket %s/moatd.sock", a->opts.config_dir,
+		 a->opts.bpf_dir, a->opts.state_dir);
+	int rc = loop_run(a->loop);
+	agent_stop(a);
+	if (st.access)
+		fclose(st.access);
+	log_info("stopped");
+	return rc == 0 ? 0 : 1;
+}

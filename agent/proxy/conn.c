@@ -1,0 +1,318 @@
+#include "proxy/conn.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "obs/metrics.h"
+#include "proxy/proxy.h"
+#include "proxy/connector.h"
+#include "proxy/relay.h"
+#include "hbone/h2.h"
+#include <sys/socket.h>
+#include <unistd.h>
+
+static const char *path_name(enum conn_path p)
+{
+	static const char *names[] = {"hbone", "plaintext", "egress", "inbound_plaintext"};
+	return names[p];
+}
+
+struct conn *conn_new(struct agent *a, enum conn_dir dir, enum conn_path path, struct pod *pod)
+{
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->agent = a;
+	c->dir = dir;
+	c->path = path;
+	c->pod = pod;
+	c->app_fd = -1;
+	c->id = ++a->n_conns;
+	c->start_wall_ms = wall_ms();
+	c->start_ms = now_ms();
+	c->next = a->conns;
+	if (a->conns)
+		a->conns->prev = c;
+	a->conns = c;
+	return c;
+}
+
+static void set_str(char **slot, const char *v)
+{
+	free(*slot);
+	*slot = v ? xstrdup(v) : NULL;
+}
+
+void conn_set_src(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
+		  const char *identity)
+{
+	c->src = *a;
+	c->sport = port;
+	set_str(&c->src_workload, workload);
+	set_str(&c->src_identity, identity);
+}
+
+void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
+		  const char *identity)
+{
+	c->dst = *a;
+	c->dport = port;
+	set_str(&c->dst_workload, workload);
+	set_str(&c->dst_identity, identity);
+}
+
+/* "ns/name" -> name and namespace views without allocating. */
+static void split_name(const char *full, char *ns, size_t nsl, char *name, size_t nl)
+{
+	ns[0] = name[0] = 0;
+	if (!full)
+		return;
+	const char *slash = strchr(full, '/');
+	if (!slash) {
+		snprintf(name, nl, "%s", full);
+		return;
+	}
+	snprintf(ns, nsl, "%.*s", (int)(slash - full), full);
+	snprintf(name, nl, "%s", slash + 1);
+}
+
+static const char *or_unknown(const char *s)
+{
+	return s && *s ? s : "unknown";
+}
+
+/* ztunnel's label set (istio_tcp_*). */
+static void conn_labels(const struct conn *c, struct metric_labels *l, char bufs[4][128],
+			const char *flags)
+{
+	split_name(c->src_workload, bufs[0], 128, bufs[1], 128);
+	split_name(c->dst_workload, bufs[2], 128, bufs[3], 128);
+	metric_label(l, "reporter", c->dir == CONN_OUTBOUND ? "source" : "destination");
+	metric_label(l, "source_workload", or_unknown(bufs[1]));
+	metric_label(l, "source_workload_namespace", or_unknown(bufs[0]));
+	metric_label(l, "source_principal", or_unknown(c->src_identity));
+	metric_label(l, "source_app", or_unknown(bufs[1]));
+	metric_label(l, "source_version", "unknown");
+	metric_label(l, "source_cluster", "Kubernetes");
+	metric_label(l, "destination_service", or_unknown(c->dst_workload));
+	metric_label(l, "destination_service_namespace", or_unknown(bufs[2]));
+	metric_label(l, "destination_service_name", or_unknown(bufs[3]));
+	metric_label(l, "destination_workload", or_unknown(bufs[3]));
+	metric_label(l, "destination_workload_namespace", or_unknown(bufs[2]));
+	metric_label(l, "destination_principal", or_unknown(c->dst_identity));
+	metric_label(l, "destination_app", or_unknown(bufs[3]));
+	metric_label(l, "destination_version", "unknown");
+	metric_label(l, "destination_cluster", "Kubernetes");
+	metric_label(l, "request_protocol", "tcp");
+	metric_label(l, "response_flags", flags);
+	metric_label(l, "connection_security_policy",
+		     c->path == PATH_HBONE ? "mutual_tls" : "unknown");
+}
+
+void conn_opened(struct conn *c, const char *policy)
+{
+	if (policy != c->policy)
+		set_str(&c->policy, policy);
+	c->opened = true;
+	struct metric_labels l = {0};
+	char bufs[4][128];
+	conn_labels(c, &l, bufs, "-");
+	metrics_counter_add(c->agent->metrics, "istio_tcp_connections_opened_total", &l, 1);
+}
+
+static void json_addr(struct sbuf *b, const char *key, const struct moat_addr *a, uint16_t port)
+{
+	char s[ADDR_STRLEN + 8];
+	sbuf_printf(b, ",\"%s\":", key);
+	if (addr_is_zero(a))
+		sbuf_puts(b, "null");
+	else if (port)
+		sbuf_json_str(b, addr_port_str(a, port, s, sizeof(s)));
+	else
+		sbuf_json_str(b, addr_str(a, s, sizeof(s)));
+}
+
+void conn_close(struct conn *c, uint64_t bytes_sent, uint64_t bytes_received, const char *error)
+{
+	struct agent *a = c->agent;
+	if (c->closed)
+		return;
+	c->closed = true;
+	char ts[40];
+	if (c->opened) {
+		struct metric_labels l = {0};
+		char bufs[4][128];
+		conn_labels(c, &l, bufs, error ? "CONNECTION_FAILURE" : "-");
+		metrics_counter_add(a->metrics, "istio_tcp_connections_closed_total", &l, 1);
+		metrics_counter_add(a->metrics, "istio_tcp_sent_bytes_total", &l, bytes_sent);
+		metrics_counter_add(a->metrics, "istio_tcp_received_bytes_total", &l, bytes_received);
+	} else {
+		struct metric_labels l = {0};
+		char bufs[4][128];
+		conn_labels(c, &l, bufs, "UPSTREAM_CONNECT_FAILURE");
+		metrics_counter_add(a->metrics, "istio_tcp_connections_failed_total", &l, 1);
+	}
+
+	struct sbuf b;
+	sbuf_init(&b);
+	sbuf_printf(&b, "{\"time\":\"%s\",\"type\":\"connection\",\"direction\":\"%s\"",
+		    iso8601_ms(wall_ms(), ts, sizeof(ts)),
+		    c->dir == CONN_OUTBOUND ? "outbound" : "inbound");
+	json_addr(&b, "src_addr", &c->src, c->sport);
+	sbuf_puts(&b, ",\"src_workload\":");
+	sbuf_json_str(&b, c->src_workload);
+	sbuf_puts(&b, ",\"src_identity\":");
+	sbuf_json_str(&b, c->src_identity);
+	json_addr(&b, "dst_addr", &c->dst, c->dport);
+	sbuf_puts(&b, ",\"dst_workload\":");
+	sbuf_json_str(&b, c->dst_workload);
+	sbuf_puts(&b, ",\"dst_identity\":");
+	sbuf_json_str(&b, c->dst_identity);
+	sbuf_puts(&b, ",\"verdict\":\"ALLOW\",\"policy\":");
+	sbuf_json_str(&b, c->policy);
+	sbuf_printf(&b, ",\"security\":\"%s\",\"path\":\"%s\"",
+		    c->path == PATH_HBONE ? "mutual_tls" : "none", path_name(c->path));
+	sbuf_printf(&b, ",\"bytes_sent\":%llu,\"bytes_received\":%llu,\"duration_ms\":%llu",
+		    (unsigned long long)bytes_sent, (unsigned long long)bytes_received,
+		    (unsigned long long)(now_ms() - c->start_ms));
+	sbuf_puts(&b, ",\"error\":");
+	sbuf_json_str(&b, error);
+	sbuf_puts(&b, "}");
+	log_json_line(b.s);
+	sbuf_free(&b);
+	conn_discard(c);
+}
+
+void conn_discard(struct conn *c)
+{
+	struct agent *a = c->agent;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		a->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c->src_workload);
+	free(c->src_identity);
+	free(c->dst_workload);
+	free(c->dst_identity);
+	free(c->policy);
+	free(c->note);
+	free(c);
+}
+
+void agent_log_deny(struct agent *a, const struct deny_record *r)
+{
+	char ts[40];
+	struct sbuf b;
+	sbuf_init(&b);
+	sbuf_printf(&b, "{\"time\":\"%s\",\"type\":\"deny\",\"phase\":\"%s\"",
+		    iso8601_ms(wall_ms(), ts, sizeof(ts)), r->phase);
+	sbuf_puts(&b, ",\"src_workload\":");
+	sbuf_json_str(&b, r->src_workload);
+	sbuf_puts(&b, ",\"src_identity\":");
+	sbuf_json_str(&b, r->src_identity);
+	static const struct moat_addr zero;
+	json_addr(&b, "src_addr", r->src ? r->src : &zero, r->sport);
+	json_addr(&b, "dst_addr", r->dst ? r->dst : &zero, r->dport);
+	sbuf_puts(&b, ",\"dst_workload\":");
+	sbuf_json_str(&b, r->dst_workload);
+	sbuf_puts(&b, ",\"verdict\":\"DENY\",\"policy\":");
+	sbuf_json_str(&b, r->policy);
+	sbuf_puts(&b, ",\"reason\":");
+	sbuf_json_str(&b, r->reason);
+	sbuf_puts(&b, ",\"reason_code\":");
+	sbuf_json_str(&b, r->reason_code);
+	sbuf_puts(&b, "}");
+	log_json_line(b.s);
+	sbuf_free(&b);
+
+	struct metric_labels l = {0};
+	char ns[128], name[128], dns_[128], dname[128];
+	split_name(r->src_workload, ns, sizeof(ns), name, sizeof(name));
+	split_name(r->dst_workload, dns_, sizeof(dns_), dname, sizeof(dname));
+	metric_label(&l, "reporter", strcmp(r->phase, "inbound") == 0 ? "destination" : "source");
+	metric_label(&l, "source_workload", or_unknown(name));
+	metric_label(&l, "source_workload_namespace", or_unknown(ns));
+	metric_label(&l, "source_principal", or_unknown(r->src_identity));
+	metric_label(&l, "destination_workload", or_unknown(dname));
+	metric_label(&l, "destination_workload_namespace", or_unknown(dns_));
+	metric_label(&l, "response_flags", r->response_flags ? r->response_flags : "RBAC_ACCESS_DENIED");
+	metrics_counter_add(a->metrics, "istio_tcp_connections_closed_total", &l, 1);
+	if (strcmp(r->phase, "connect") == 0) {
+		struct metric_labels f = {0};
+		metric_label(&f, "reason", r->reason_code ? r->reason_code : "POLICY");
+		metrics_counter_add(a->metrics, "moat_bpf_fast_denies_total", &f, 1);
+	} else {
+		struct metric_labels f = {0};
+		metric_label(&f, "phase", r->phase);
+		metrics_counter_add(a->metrics, "moat_denies_total", &f, 1);
+	}
+}
+
+void conns_dump(struct agent *a, bool json, struct sbuf *out)
+{
+	char s[ADDR_STRLEN + 8], d[ADDR_STRLEN + 8];
+	static const char *paths[] = {"hbone", "plaintext", "egress", "inbound_plaintext"};
+	if (json)
+		sbuf_puts(out, "[");
+	else
+		sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %s\n", "DIR", "SOURCE",
+			    "DESTINATION", "SRC-WORKLOAD", "DST-WORKLOAD", "PATH", "AGE-MS");
+	bool first = true;
+	for (struct conn *c = a->conns; c; c = c->next) {
+		addr_port_str(&c->src, c->sport, s, sizeof(s));
+		addr_port_str(&c->dst, c->dport, d, sizeof(d));
+		const char *dir = c->dir == CONN_OUTBOUND ? "outbound" : "inbound";
+		unsigned long long age = (unsigned long long)(now_ms() - c->start_ms);
+		if (!json) {
+			sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %llu\n", dir, s, d,
+				    c->src_workload ? c->src_workload : "-",
+				    c->dst_workload ? c->dst_workload : "-", paths[c->path], age);
+			continue;
+		}
+		sbuf_printf(out, "%s{\"direction\":\"%s\",\"src_addr\":\"%s\",\"dst_addr\":\"%s\"",
+			    first ? "" : ",", dir, s, d);
+		sbuf_puts(out, ",\"src_workload\":");
+		sbuf_json_str(out, c->src_workload);
+		sbuf_puts(out, ",\"src_identity\":");
+		sbuf_json_str(out, c->src_identity);
+		sbuf_puts(out, ",\"dst_workload\":");
+		sbuf_json_str(out, c->dst_workload);
+		sbuf_puts(out, ",\"policy\":");
+		sbuf_json_str(out, c->policy);
+		sbuf_printf(out, ",\"path\":\"%s\",\"opened\":%s,\"age_ms\":%llu}", paths[c->path],
+			    c->opened ? "true" : "false", age);
+		first = false;
+	}
+	if (json)
+		sbuf_puts(out, "]\n");
+}
+
+void conns_drop_pod(struct agent *a, struct pod *p)
+{
+	/* Each step may free connections: take one, end it, start over. */
+	for (;;) {
+		struct conn *c = a->conns;
+		while (c && c->pod != p)
+			c = c->next;
+		if (!c)
+			return;
+		if (c->relay) {
+			relay_reset(c->relay, "pod unenrolled");
+		} else if (c->stream) {
+			h2stream_reset(c->stream, "pod unenrolled");
+		} else {
+			if (c->connecting) {
+				connector_cancel(c->connecting);
+				c->connecting = NULL;
+			}
+			if (c->app_fd >= 0) {
+				struct linger lg = {.l_onoff = 1, .l_linger = 0};
+				setsockopt(c->app_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+				close(c->app_fd);
+				c->app_fd = -1;
+			}
+			conn_close(c, 0, 0, "pod unenrolled");
+		}
+	}
+}

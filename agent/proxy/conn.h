@@ -1,0 +1,78 @@
+/* One proxied connection as the agent accounts for it: who talked to whom, under which
+ * verdict and policy, over which path, how many bytes, how long, and how it ended. Opening
+ * and closing update ztunnel's metrics; closing writes one JSON access-log line. Also the
+ * deny records (connect-time fast denies, outbound and inbound refusals). */
+#ifndef MOAT_PROXY_CONN_H
+#define MOAT_PROXY_CONN_H
+
+#include <stdint.h>
+
+#include "state/agent.h"
+
+enum conn_dir { CONN_OUTBOUND = 0, CONN_INBOUND = 1 };
+enum conn_path {
+	PATH_HBONE = 0,      /* mTLS tunnel to a pod's agent */
+	PATH_PLAINTEXT,      /* workload without an agent, reached directly */
+	PATH_EGRESS,         /* ServiceEntry / outside the mesh, reached directly */
+	PATH_INBOUND_PLAIN,  /* PERMISSIVE plaintext into a local pod (15006) */
+};
+
+struct h2stream;
+struct relay;
+struct connector;
+
+struct conn {
+	struct agent *agent;
+	struct conn *prev, *next;
+	uint64_t id;
+	enum conn_dir dir;
+	enum conn_path path;
+	struct pod *pod; /* the local pod: source (outbound) or destination (inbound) */
+	struct moat_addr src, dst;
+	uint16_t sport, dport;
+	char *src_workload, *src_identity, *dst_workload, *dst_identity; /* may be NULL */
+	char *policy;    /* deciding ALLOW policy "ns/name", NULL when none */
+	int64_t start_wall_ms;
+	uint64_t start_ms;
+	/* data path (at most one is active) */
+	int app_fd;                 /* accepted socket before the relay owns it, else -1 */
+	struct connector *connecting;
+	struct relay *relay;
+	struct h2stream *stream;
+	char *note;          /* why it failed before it was carried (upstream connect error) */
+	bool opened;         /* counted as opened (authorized and carried) */
+	bool closed_as_deny; /* refused by the peer: logged as a deny, not as a connection */
+	bool rechecked_deny; /* a policy change denied it: being closed */
+	bool closed;
+};
+
+struct conn *conn_new(struct agent *a, enum conn_dir dir, enum conn_path path, struct pod *pod);
+void conn_set_src(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
+		  const char *identity);
+void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
+		  const char *identity);
+/* The connection is authorized and carried: count it as opened. */
+void conn_opened(struct conn *c, const char *policy);
+/* Finished: metrics, one access-log line, unlink and free. bytes_sent = source -> dest. */
+void conn_close(struct conn *c, uint64_t bytes_sent, uint64_t bytes_received, const char *error);
+
+/* Drop the record without logging (it was already logged as a deny). */
+void conn_discard(struct conn *c);
+
+/* A refusal (no connection was carried): one JSON "deny" line + metrics. */
+struct deny_record {
+	const char *phase;   /* "connect" (BPF), "outbound", "inbound" */
+	const char *src_workload, *src_identity;
+	const struct moat_addr *src;
+	uint16_t sport;
+	const struct moat_addr *dst;
+	uint16_t dport;
+	const char *dst_workload;
+	const char *policy;  /* "ns/name" or NULL */
+	const char *reason;         /* one sentence for people */
+	const char *reason_code;    /* POLICY_DENY, NO_ALLOW, UNREGISTERED, STRICT_PLAINTEXT... */
+	const char *response_flags; /* e.g. RBAC_ACCESS_DENIED */
+};
+void agent_log_deny(struct agent *a, const struct deny_record *r);
+
+#endif

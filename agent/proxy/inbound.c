@@ -1,0 +1,442 @@
+/* Inbound: 15008 (HBONE, mutual TLS) and 15006 (plaintext steered by sk_lookup in
+ * PERMISSIVE mode). The destination agent is authoritative: it never trusts the source's
+ * decision and authorizes with the identity it verified itself. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "identity/identity.h"
+#include "hbone/h2.h"
+#include "proxy/conn.h"
+#include "proxy/connector.h"
+#include "proxy/proxy.h"
+#include "proxy/relay.h"
+
+/* Marks the upstream socket of a transparent connection so the app's replies to the
+ * foreign source address are routed back to the agent (policy routing set up at enroll). */
+#define MOAT_TPROXY_MARK 0x539
+
+struct srv_conn {
+	struct agent *agent;
+	struct pod *pod;
+	struct h2conn *h2;
+	char desc[128];
+	bool ready;
+	struct srv_conn *next;
+};
+
+static void rst_close(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+static bool is_agent_port(uint16_t port)
+{
+	return port == MOAT_PORT_OUTBOUND || port == MOAT_PORT_INBOUND_PLAIN ||
+	       port == MOAT_PORT_HBONE;
+}
+
+/* The source as the destination agent can name it: the workload owning the address. */
+static const char *src_workload_name(struct agent *a, const struct moat_addr *ip)
+{
+	struct dest d;
+	if (agent_lookup_dest(a, ip, &d) && d.kind == DEST_WORKLOAD)
+		return d.name;
+	return NULL;
+}
+
+static void upstream_connect(struct agent *a, struct conn *c, connector_cb cb)
+{
+	struct pod *p = c->pod;
+	char who[300];
+	snprintf(who, sizeof(who), "pod %s", p->key);
+	bool transparent = a->opts.transparent && p->transparent_ok &&
+			   addr_is_v4(&c->src) == addr_is_v4(&p->addr) && !addr_eq(&c->src, &p->addr);
+	struct connect_req r = {
+		.netns_fd = p->netns_fd,
+		.dst = p->addr,
+		.dst_port = c->dport,
+		.src = transparent ? &c->src : NULL,
+		.transparent = transparent,
+		.mark = transparent ? MOAT_TPROXY_MARK : 0,
+		.timeout_ms = 10000,
+		.who = who,
+	};
+	c->connecting = connector_start(a->loop, &r, cb, c);
+}
+
+/* ---- 15008: HBONE ---- */
+
+static void stream_closed(struct h2stream *s, void *user, const struct h2stream_stats *st,
+			  const char *error)
+{
+	(void)s;
+	struct conn *c = user;
+	c->stream = NULL;
+	if (c->connecting) {
+		connector_cancel(c->connecting);
+		c->connecting = NULL;
+	}
+	conn_close(c, st->bytes_from_peer, st->bytes_to_peer, error ? error : c->note);
+}
+
+static const struct h2stream_ops inbound_stream_ops = {.on_close = stream_closed};
+
+static void hbone_upstream(void *arg, int fd, int err_no, const char *error)
+{
+	(void)err_no;
+	struct conn *c = arg;
+	c->connecting = NULL;
+	if (fd < 0) {
+		log_info("HBONE into pod %s: %s (503)", c->pod->key, error);
+		c->note = xstrdup(error);
+		h2stream_respond(c->stream, 503); /* on_close follows and closes c */
+		return;
+	}
+	struct err e = {{0}};
+	if (h2stream_accept(c->stream, fd, &e) < 0) {
+		rst_close(fd);
+		c->note = xstrdup(e.msg);
+		return;
+	}
+	conn_opened(c, c->policy);
+}
+
+static void refuse(struct h2stream *s, struct srv_conn *sc, const struct hbone_request *r,
+		   int status, const char *why)
+{
+	char peer[ADDR_STRLEN + 8];
+	log_warn("HBONE %s -> pod %s: refused %d: %s (peer %s)",
+		 addr_port_str(&r->peer_addr, r->peer_port, peer, sizeof(peer)), sc->pod->key, status,
+		 why, r->peer_id);
+	h2stream_respond(s, status);
+}
+
+/* forwarded: for="ip:port" from the source agent names the app's own port: use it when it
+ * agrees with the address that connected. */
+static uint16_t forwarded_port(const struct hbone_request *r)
+{
+	if (!r->forwarded)
+		return 0;
+	const char *p = strstr(r->forwarded, "for=");
+	if (!p)
+		return 0;
+	p += 4;
+	char buf[ADDR_STRLEN + 16];
+	size_t n = 0;
+	if (*p == '"')
+		p++;
+	while (*p && *p != '"' && *p != ';' && *p != ',' && n + 1 < sizeof(buf))
+		buf[n++] = *p++;
+	buf[n] = 0;
+	struct moat_addr a;
+	uint16_t port;
+	if (addr_port_parse(buf, &a, &port) && addr_eq(&a, &r->peer_addr))
+		return port;
+	return 0;
+}
+
+static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_request *r)
+{
+	struct srv_conn *sc = h2conn_owner(h);
+	struct agent *a = sc->agent;
+	struct pod *p = sc->pod;
+	char why[600];
+	if (strcmp(r->method, "CONNECT") != 0) {
+		snprintf(why, sizeof(why), "method %s is not CONNECT", r->method);
+		refuse(s, sc, r, 400, why);
+		return;
+	}
+	struct moat_addr dst;
+	uint16_t dport;
+	if (!addr_port_parse(r->authority, &dst, &dport)) {
+		snprintf(why, sizeof(why), "authority \"%s\" is not ip:port", r->authority);
+		refuse(s, sc, r, 400, why);
+		return;
+	}
+	if (!addr_eq(&dst, &r->local_addr)) {
+		char d[ADDR_STRLEN];
+		snprintf(why, sizeof(why), "authority %s is not the dialed pod %s", r->authority,
+			 addr_str(&r->local_addr, d, sizeof(d)));
+		refuse(s, sc, r, 400, why);
+		return;
+	}
+	if (is_agent_port(dport)) {
+		refuse(s, sc, r, 400, "agent ports are not valid destinations");
+		return;
+	}
+	struct dest d;
+	if (!agent_lookup_dest(a, &dst, &d) || d.local != p) {
+		refuse(s, sc, r, 503, "no such workload on this node");
+		return;
+	}
+	const char *principal = spiffe_principal(r->peer_id);
+	struct authz_decision dec;
+	agent_authorize(a, &d, &dst, dport, principal, &r->peer_addr, &dec);
+	const char *src_name = src_workload_name(a, &r->peer_addr);
+	if (dec.action != MOAT_ACTION_ALLOW) {
+		struct deny_record dr = {
+			.phase = "inbound",
+			.src_workload = src_name,
+			.src_identity = r->peer_id,
+			.src = &r->peer_addr,
+			.sport = forwarded_port(r),
+			.dst = &dst,
+			.dport = dport,
+			.dst_workload = p->key,
+			.policy = dec.policy ? dec.policy->id_name : NULL,
+			.reason = dec.why,
+			.reason_code = dec.reason == MOAT_REASON_POLICY_DENY ? "POLICY_DENY" : "NO_ALLOW",
+		};
+		agent_log_deny(a, &dr);
+		h2stream_respond(s, 401);
+		return;
+	}
+	struct conn *c = conn_new(a, CONN_INBOUND, PATH_HBONE, p);
+	uint16_t sport = forwarded_port(r);
+	conn_set_src(c, &r->peer_addr, sport ? sport : r->peer_port, src_name, r->peer_id);
+	conn_set_dst(c, &dst, dport, p->key, p->spiffe_id);
+	c->policy = dec.policy ? xstrdup(dec.policy->id_name) : NULL;
+	c->stream = s;
+	h2stream_set_ops(s, &inbound_stream_ops, c);
+	upstream_connect(a, c, hbone_upstream);
+}
+
+static void srv_ready(struct h2conn *h)
+{
+	struct srv_conn *sc = h2conn_owner(h);
+	sc->ready = true;
+	log_debug("HBONE %s: peer %s verified", sc->desc, h2conn_peer_id(h));
+}
+
+static void srv_closed(struct h2conn *h, const char *why)
+{
+	struct srv_conn *sc = h2conn_owner(h);
+	struct agent *a = sc->agent;
+	if (why && !sc->ready)
+		log_warn("HBONE %s: refused: %s", sc->desc, why);
+	else if (why)
+		log_info("HBONE %s closed: %s", sc->desc, why);
+	struct srv_conn **pp = &a->srv_conns;
+	while (*pp && *pp != sc)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = sc->next;
+	free(sc);
+}
+
+static const struct h2conn_ops srv_ops = {
+	.on_request = on_request,
+	.on_ready = srv_ready,
+	.on_closed = srv_closed,
+};
+
+void inbound_hbone_accept(struct agent *a, struct listener *l)
+{
+	struct pod *p = l->pod;
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warn("accept on 15008 of pod %s: %s", p->key, strerror(errno));
+			return;
+		}
+		struct moat_addr peer;
+		uint16_t pport;
+		addr_from_sockaddr((struct sockaddr *)&ss, &peer, &pport);
+		struct srv_conn *sc = xcalloc(1, sizeof(*sc));
+		sc->agent = a;
+		sc->pod = p;
+		char ps[ADDR_STRLEN + 8];
+		snprintf(sc->desc, sizeof(sc->desc), "%s -> pod %s:15008",
+			 addr_port_str(&peer, pport, ps, sizeof(ps)), p->key);
+		SSL_CTX *ctx = identity_server_ctx(a->ids, p->spiffe_id);
+		struct err e = {{0}};
+		sc->h2 = ctx ? h2conn_new(a->loop, H2_SERVER, fd, ctx, NULL, &srv_ops, sc, sc->desc, &e)
+			     : NULL;
+		if (!sc->h2) {
+			log_warn("HBONE %s: %s", sc->desc, ctx ? e.msg : "no certificate for the pod");
+			rst_close(fd);
+			free(sc);
+			continue;
+		}
+		sc->next = a->srv_conns;
+		a->srv_conns = sc;
+	}
+}
+
+void inbound_drop_pod(struct agent *a, struct pod *p)
+{
+	for (;;) {
+		struct srv_conn *sc = a->srv_conns;
+		while (sc && sc->pod != p)
+			sc = sc->next;
+		if (!sc)
+			break;
+		h2conn_abort(sc->h2, "pod unenrolled"); /* unlinks and frees sc */
+	}
+	conns_drop_pod(a, p);
+}
+
+void inbound_free_all(struct agent *a)
+{
+	while (a->srv_conns)
+		h2conn_abort(a->srv_conns->h2, "agent shutting down");
+}
+
+/* ---- 15006: plaintext (PERMISSIVE) ---- */
+
+static void plain_done(void *user, uint64_t a_to_b, uint64_t b_to_a, const char *error)
+{
+	struct conn *c = user;
+	c->relay = NULL;
+	conn_close(c, a_to_b, b_to_a, error);
+}
+
+static void plain_upstream(void *arg, int fd, int err_no, const char *error)
+{
+	(void)err_no;
+	struct conn *c = arg;
+	struct agent *a = c->agent;
+	c->connecting = NULL;
+	int client = c->app_fd;
+	c->app_fd = -1;
+	if (fd < 0) {
+		log_info("plaintext into pod %s: %s", c->pod->key, error);
+		rst_close(client);
+		conn_close(c, 0, 0, error);
+		return;
+	}
+	c->relay = relay_new(a->loop, client, fd, plain_done, c);
+	if (!c->relay) {
+		rst_close(client);
+		rst_close(fd);
+		conn_close(c, 0, 0, "cannot watch sockets");
+		return;
+	}
+	conn_opened(c, c->policy);
+}
+
+static void plain_handle(struct agent *a, struct pod *p, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	struct moat_addr src, dst;
+	uint16_t sport = 0, dport = 0;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
+		addr_from_sockaddr((struct sockaddr *)&ss, &src, &sport);
+	sl = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
+		addr_from_sockaddr((struct sockaddr *)&ss, &dst, &dport);
+	struct dest d;
+	if (!agent_lookup_dest(a, &dst, &d) || d.local != p || is_agent_port(dport)) {
+		char s[ADDR_STRLEN + 8];
+		log_warn("plaintext into pod %s: destination %s is not the pod's workload; refused",
+			 p->key, addr_port_str(&dst, dport, s, sizeof(s)));
+		rst_close(fd);
+		return;
+	}
+	struct authz_decision dec;
+	agent_authorize(a, &d, &dst, dport, NULL, &src, &dec);
+	const char *src_name = src_workload_name(a, &src);
+	if (dec.action != MOAT_ACTION_ALLOW) {
+		struct deny_record dr = {
+			.phase = "inbound",
+			.src_workload = src_name,
+			.src = &src,
+			.sport = sport,
+			.dst = &dst,
+			.dport = dport,
+			.dst_workload = p->key,
+			.policy = dec.policy ? dec.policy->id_name : NULL,
+			.reason = dec.why,
+			.reason_code = dec.reason == MOAT_REASON_STRICT_PLAIN ? "STRICT_PLAINTEXT"
+				     : dec.reason == MOAT_REASON_POLICY_DENY ? "POLICY_DENY"
+									     : "NO_ALLOW",
+		};
+		agent_log_deny(a, &dr);
+		rst_close(fd);
+		return;
+	}
+	struct conn *c = conn_new(a, CONN_INBOUND, PATH_INBOUND_PLAIN, p);
+	conn_set_src(c, &src, sport, src_name, NULL);
+	conn_set_dst(c, &dst, dport, p->key, p->spiffe_id);
+	c->policy = dec.policy ? xstrdup(dec.policy->id_name) : NULL;
+	c->app_fd = fd;
+	upstream_connect(a, c, plain_upstream);
+}
+
+void inbound_plain_accept(struct agent *a, struct listener *l)
+{
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warn("accept on 15006 of pod %s: %s", l->pod->key, strerror(errno));
+			return;
+		}
+		plain_handle(a, l->pod, fd);
+	}
+}
+
+/* ---- live re-check ---- */
+
+static bool still_allowed(struct agent *a, struct conn *c, struct authz_decision *dec)
+{
+	struct dest d;
+	if (!agent_lookup_dest(a, &c->dst, &d) || d.local != c->pod)
+		return false;
+	const char *principal = c->src_identity ? spiffe_principal(c->src_identity) : NULL;
+	agent_authorize(a, &d, &c->dst, c->dport, principal, &c->src, dec);
+	return dec->action == MOAT_ACTION_ALLOW;
+}
+
+void inbound_recheck(struct agent *a)
+{
+	/* Resets may free connections: find one to close, close it, start over. */
+	for (int guard = 0; guard < 1000000; guard++) {
+		struct conn *victim = NULL;
+		struct authz_decision dec;
+		for (struct conn *c = a->conns; c; c = c->next) {
+			if (c->dir != CONN_INBOUND || !c->opened || c->closed || c->rechecked_deny)
+				continue;
+			if (!still_allowed(a, c, &dec)) {
+				victim = c;
+				break;
+			}
+		}
+		if (!victim)
+			return;
+		victim->rechecked_deny = true;
+		char reason[700];
+		snprintf(reason, sizeof(reason), "late rejection after a policy change: %s", dec.why);
+		struct deny_record dr = {
+			.phase = "inbound",
+			.src_workload = victim->src_workload,
+			.src_identity = victim->src_identity,
+			.src = &victim->src,
+			.sport = victim->sport,
+			.dst = &victim->dst,
+			.dport = victim->dport,
+			.dst_workload = victim->dst_workload,
+			.policy = dec.policy ? dec.policy->id_name : NULL,
+			.reason = reason,
+			.reason_code = "LATE_REJECTION",
+		};
+		agent_log_deny(a, &dr);
+		if (victim->stream)
+			h2stream_reset(victim->stream, "closed: policy now denies this connection");
+		else if (victim->relay)
+			relay_reset(victim->relay, "closed: policy now denies this connection");
+	}
+}

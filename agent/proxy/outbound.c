@@ -1,0 +1,268 @@
+/* 15001: connections the capture hook rewrote. The listener a connection reaches proves
+ * which pod it came from (one listener per pod netns); the original destination comes from
+ * the BPF orig_dst map. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bpf/dataplane.h"
+#include "core/log.h"
+#include "proxy/conn.h"
+#include "proxy/connector.h"
+#include "proxy/pool.h"
+#include "proxy/proxy.h"
+#include "proxy/relay.h"
+
+static void rst_close(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(fd);
+}
+
+static bool is_agent_port(uint16_t port)
+{
+	return port == MOAT_PORT_OUTBOUND || port == MOAT_PORT_INBOUND_PLAIN ||
+	       port == MOAT_PORT_HBONE;
+}
+
+static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr *dst,
+		 uint16_t dport, uint16_t sport, const char *dst_name, const char *policy,
+		 const char *reason, const char *code)
+{
+	struct deny_record r = {
+		.phase = "outbound",
+		.src_workload = p->key,
+		.src_identity = p->spiffe_id,
+		.src = &p->addr,
+		.sport = sport,
+		.dst = dst,
+		.dport = dport,
+		.dst_workload = dst_name,
+		.policy = policy,
+		.reason = reason,
+		.reason_code = code,
+	};
+	agent_log_deny(a, &r);
+	rst_close(fd);
+}
+
+/* ---- direct paths: plaintext workloads and egress ---- */
+
+static void direct_done(void *user, uint64_t a_to_b, uint64_t b_to_a, const char *error)
+{
+	struct conn *c = user;
+	c->relay = NULL;
+	conn_close(c, a_to_b, b_to_a, error);
+}
+
+static void direct_connected(void *arg, int fd, int err_no, const char *error)
+{
+	(void)err_no;
+	struct conn *c = arg;
+	struct agent *a = c->agent;
+	c->connecting = NULL;
+	if (fd < 0) {
+		log_info("outbound from %s: %s", c->pod->key, error);
+		rst_close(c->app_fd);
+		c->app_fd = -1;
+		conn_close(c, 0, 0, error);
+		return;
+	}
+	int app = c->app_fd;
+	c->app_fd = -1;
+	c->relay = relay_new(a->loop, app, fd, direct_done, c);
+	if (!c->relay) {
+		rst_close(app);
+		rst_close(fd);
+		conn_close(c, 0, 0, "cannot watch sockets");
+		return;
+	}
+	conn_opened(c, c->policy);
+}
+
+static void go_direct(struct agent *a, struct conn *c)
+{
+	char who[300];
+	snprintf(who, sizeof(who), "pod %s", c->pod->key);
+	struct connect_req r = {
+		.netns_fd = c->pod->netns_fd,
+		.dst = c->dst,
+		.dst_port = c->dport,
+		.timeout_ms = 10000,
+		.who = who,
+	};
+	c->connecting = connector_start(a->loop, &r, direct_connected, c);
+}
+
+/* ---- HBONE ---- */
+
+static void hbone_response(struct h2stream *s, void *user, int status)
+{
+	(void)s;
+	struct conn *c = user;
+	if (status == 200) {
+		conn_opened(c, c->policy);
+		return;
+	}
+	if (status == 401) {
+		struct deny_record r = {
+			.phase = "outbound",
+			.src_workload = c->src_workload,
+			.src_identity = c->src_identity,
+			.src = &c->src,
+			.sport = c->sport,
+			.dst = &c->dst,
+			.dport = c->dport,
+			.dst_workload = c->dst_workload,
+			.reason = "the destination's agent denied it (HBONE 401)",
+			.reason_code = "DESTINATION_DENIED",
+		};
+		agent_log_deny(c->agent, &r);
+		c->closed_as_deny = true;
+	}
+}
+
+static void hbone_close(struct h2stream *s, void *user, const struct h2stream_stats *st,
+			const char *error)
+{
+	(void)s;
+	struct conn *c = user;
+	c->stream = NULL;
+	if (c->closed_as_deny)
+		conn_discard(c);
+	else
+		conn_close(c, st->bytes_to_peer, st->bytes_from_peer, error);
+}
+
+static const struct h2stream_ops hbone_ops = {
+	.on_response = hbone_response,
+	.on_close = hbone_close,
+};
+
+static void trace_parent(char *buf, size_t len)
+{
+	uint8_t r[24];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		memset(r, 0x5a, sizeof(r));
+	char hex[49];
+	for (int i = 0; i < 24; i++)
+		snprintf(hex + 2 * i, 3, "%02x", r[i]);
+	snprintf(buf, len, "00-%.32s-%.16s-01", hex, hex + 32);
+}
+
+static void go_hbone(struct agent *a, struct conn *c, const struct dest *d)
+{
+	char authority[ADDR_STRLEN + 8], fwd[ADDR_STRLEN + 16], src[ADDR_STRLEN + 8];
+	char baggage[512], tp[64];
+	addr_port_str(&c->dst, c->dport, authority, sizeof(authority));
+	snprintf(fwd, sizeof(fwd), "for=\"%s\"", addr_port_str(&c->src, c->sport, src, sizeof(src)));
+	const struct mc_workload *w = pod_workload(c->pod);
+	const char *app = mc_label_get(&w->labels, "app");
+	const char *ver = mc_label_get(&w->labels, "version");
+	snprintf(baggage, sizeof(baggage),
+		 "k8s.cluster.name=Kubernetes,k8s.namespace.name=%s,k8s.pod.name=%s,"
+		 "service.name=%s,service.version=%s",
+		 c->pod->ns, c->pod->name, app ? app : c->pod->name, ver ? ver : "latest");
+	trace_parent(tp, sizeof(tp));
+	const char *headers[] = {"forwarded", fwd, "baggage", baggage, "traceparent", tp};
+	struct pool_req r = {
+		.src = c->pod,
+		.dst_id = d->spiffe_id,
+		.dst_ip = c->dst,
+		.authority = authority,
+		.headers = headers,
+		.n_headers = 3,
+		.app_fd = c->app_fd,
+		.ops = &hbone_ops,
+		.user = c,
+	};
+	c->app_fd = -1;
+	hbone_pool_submit(a->pool, &r);
+}
+
+/* ---- decision ---- */
+
+static void outbound_handle(struct agent *a, struct pod *p, int fd,
+			    const struct moat_addr *client, uint16_t cport)
+{
+	struct moat_orig_dst od;
+	if (dataplane_orig_dst_take(a->dp, p->netns_cookie, client, cport, &od) < 0) {
+		char s[ADDR_STRLEN + 8];
+		log_warn("outbound from pod %s %s: no original destination recorded (connection "
+			 "not captured by moat's connect hook); refused",
+			 p->key, addr_port_str(client, cport, s, sizeof(s)));
+		rst_close(fd);
+		return;
+	}
+	struct moat_addr dst = od.addr;
+	uint16_t dport = od.port;
+	struct dest d;
+	agent_lookup_dest(a, &dst, &d);
+	if (is_agent_port(dport)) {
+		deny(a, p, fd, &dst, dport, cport, d.name, NULL,
+		     "agent ports 15001/15006/15008 are not valid destinations", "AGENT_PORT");
+		return;
+	}
+	if (d.kind == DEST_NONE) {
+		if (a->cfg->mesh.outbound == MC_OUTBOUND_REGISTRY_ONLY && !addr_is_loopback(&dst)) {
+			deny(a, p, fd, &dst, dport, cport, NULL, NULL,
+			     "outboundTrafficPolicy REGISTRY_ONLY: destination is not in the registry "
+			     "(no WorkloadEntry or ServiceEntry)",
+			     "UNREGISTERED");
+			return;
+		}
+	} else if (d.kind == DEST_SERVICE || d.ambient) {
+		struct authz_decision dec;
+		agent_authorize(a, &d, &dst, dport, p->principal, &p->addr, &dec);
+		if (dec.action != MOAT_ACTION_ALLOW) {
+			deny(a, p, fd, &dst, dport, cport, d.name,
+			     dec.policy ? dec.policy->id_name : NULL, dec.why,
+			     dec.reason == MOAT_REASON_POLICY_DENY ? "POLICY_DENY" : "NO_ALLOW");
+			return;
+		}
+		enum conn_path path = d.kind == DEST_SERVICE ? PATH_EGRESS : PATH_HBONE;
+		struct conn *c = conn_new(a, CONN_OUTBOUND, path, p);
+		conn_set_src(c, &p->addr, cport, p->key, p->spiffe_id);
+		conn_set_dst(c, &dst, dport, d.name, d.spiffe_id);
+		c->app_fd = fd;
+		c->policy = dec.policy ? xstrdup(dec.policy->id_name) : NULL;
+		if (path == PATH_HBONE)
+			go_hbone(a, c, &d);
+		else
+			go_direct(a, c);
+		return;
+	}
+	/* Outside the mesh (ALLOW_ANY) or a workload without an agent: plaintext, as ztunnel. */
+	struct conn *c = conn_new(a, CONN_OUTBOUND, d.kind == DEST_NONE ? PATH_EGRESS : PATH_PLAINTEXT, p);
+	conn_set_src(c, &p->addr, cport, p->key, p->spiffe_id);
+	conn_set_dst(c, &dst, dport, d.name, NULL);
+	c->app_fd = fd;
+	go_direct(a, c);
+}
+
+void outbound_accept(struct agent *a, struct listener *l)
+{
+	for (int i = 0; i < 64; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warn("accept on 15001 of pod %s: %s", l->pod->key, strerror(errno));
+			return;
+		}
+		struct moat_addr client;
+		uint16_t cport;
+		addr_from_sockaddr((struct sockaddr *)&ss, &client, &cport);
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
+		outbound_handle(a, l->pod, fd, &client, cport);
+	}
+}

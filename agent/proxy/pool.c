@@ -1,0 +1,328 @@
+#include "proxy/pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "identity/identity.h"
+#include "proxy/connector.h"
+
+/* A request waiting for its pooled connection to be connected. */
+struct pending {
+	char *authority;
+	char **headers;
+	int n_headers;
+	int app_fd;
+	const struct h2stream_ops *ops;
+	void *user;
+	struct pending *next;
+};
+
+struct pool_conn {
+	struct hbone_pool *pool;
+	struct pod *src;
+	char *src_id, *dst_id;
+	struct moat_addr dst_ip;
+	struct connector *connecting;
+	struct h2conn *h2;
+	struct pending *queue, **queue_tail;
+	int n_queued;
+	struct loop_timer idle;
+	char desc[160];
+	struct pool_conn *next;
+};
+
+struct hbone_pool {
+	struct agent *agent;
+	struct pool_conn *conns;
+};
+
+struct hbone_pool *hbone_pool_new(struct agent *a)
+{
+	struct hbone_pool *p = xcalloc(1, sizeof(*p));
+	p->agent = a;
+	return p;
+}
+
+static void pending_free(struct pending *q)
+{
+	free(q->authority);
+	for (int i = 0; i < 2 * q->n_headers; i++)
+		free(q->headers[i]);
+	free(q->headers);
+	free(q);
+}
+
+/* Fail a request that never got a stream: RST the app and tell its owner. */
+static void pending_fail(struct pending *q, const char *why)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(q->app_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(q->app_fd);
+	struct h2stream_stats st = {0};
+	if (q->ops && q->ops->on_close)
+		q->ops->on_close(NULL, q->user, &st, why);
+	pending_free(q);
+}
+
+static void pc_unlink(struct pool_conn *pc)
+{
+	struct pool_conn **pp = &pc->pool->conns;
+	while (*pp && *pp != pc)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = pc->next;
+}
+
+static void pc_free(struct pool_conn *pc)
+{
+	loop_timer_cancel(pc->pool->agent->loop, &pc->idle);
+	free(pc->src_id);
+	free(pc->dst_id);
+	free(pc);
+}
+
+static void pc_fail_queue(struct pool_conn *pc, const char *why)
+{
+	while (pc->queue) {
+		struct pending *q = pc->queue;
+		pc->queue = q->next;
+		pc->n_queued--;
+		pending_fail(q, why);
+	}
+	pc->queue_tail = &pc->queue;
+}
+
+static void pc_on_closed(struct h2conn *c, const char *why)
+{
+	struct pool_conn *pc = h2conn_owner(c);
+	if (why)
+		log_info("HBONE %s closed: %s", pc->desc, why);
+	pc->h2 = NULL;
+	pc_unlink(pc);
+	pc_fail_queue(pc, why ? why : "HBONE connection closed");
+	pc_free(pc);
+}
+
+static void pc_on_streams(struct h2conn *c, int n)
+{
+	struct pool_conn *pc = h2conn_owner(c);
+	struct agent *a = pc->pool->agent;
+	if (n == 0 && !pc->n_queued)
+		loop_timer_arm(a->loop, &pc->idle, (uint64_t)a->opts.pool_idle_ms);
+	else
+		loop_timer_cancel(a->loop, &pc->idle);
+}
+
+static void pc_on_ready(struct h2conn *c)
+{
+	struct pool_conn *pc = h2conn_owner(c);
+	log_debug("HBONE %s ready, peer %s", pc->desc, h2conn_peer_id(c));
+}
+
+static const struct h2conn_ops pool_conn_ops = {
+	.on_ready = pc_on_ready,
+	.on_closed = pc_on_closed,
+	.on_streams = pc_on_streams,
+};
+
+static void pc_idle(struct loop_timer *t)
+{
+	struct pool_conn *pc = container_of(t, struct pool_conn, idle);
+	if (pc->h2 && h2conn_streams(pc->h2) == 0 && !pc->n_queued) {
+		log_debug("HBONE %s idle: releasing", pc->desc);
+		h2conn_shutdown(pc->h2);
+	}
+}
+
+static struct h2stream *pc_open(struct pool_conn *pc, const char *authority,
+				const char *const *headers, int n_headers, int app_fd,
+				const struct h2stream_ops *ops, void *user, struct err *e)
+{
+	return h2conn_open_stream(pc->h2, authority, headers, n_headers, app_fd, ops, user, e);
+}
+
+static void pc_connected(void *arg, int fd, int err_no, const char *error)
+{
+	(void)err_no;
+	struct pool_conn *pc = arg;
+	struct agent *a = pc->pool->agent;
+	pc->connecting = NULL;
+	if (fd < 0) {
+		log_warn("HBONE %s: %s", pc->desc, error);
+		pc_unlink(pc);
+		pc_fail_queue(pc, error);
+		pc_free(pc);
+		return;
+	}
+	SSL_CTX *ctx = identity_client_ctx(a->ids, pc->src_id);
+	struct err e = {{0}};
+	pc->h2 = ctx ? h2conn_new(a->loop, H2_CLIENT, fd, ctx, pc->dst_id, &pool_conn_ops, pc,
+				  pc->desc, &e)
+		     : NULL;
+	if (!pc->h2) {
+		close(fd);
+		char why[900];
+		snprintf(why, sizeof(why), "HBONE %s: %s", pc->desc,
+			 ctx ? e.msg : "no certificate for the source identity");
+		log_warn("%s", why);
+		pc_unlink(pc);
+		pc_fail_queue(pc, why);
+		pc_free(pc);
+		return;
+	}
+	/* Submit what waited: nghttp2 queues the frames until the handshake is done. */
+	while (pc->queue) {
+		struct pending *q = pc->queue;
+		pc->queue = q->next;
+		pc->n_queued--;
+		struct err se = {{0}};
+		if (!pc_open(pc, q->authority, (const char *const *)q->headers, q->n_headers,
+			     q->app_fd, q->ops, q->user, &se))
+			pending_fail(q, se.msg);
+		else
+			pending_free(q);
+		if (!pc->h2)
+			break; /* the connection died under us; pc is gone */
+	}
+	if (pc->h2)
+		pc->queue_tail = &pc->queue;
+}
+
+static struct pool_conn *pc_find(struct hbone_pool *p, const struct pool_req *r)
+{
+	for (struct pool_conn *pc = p->conns; pc; pc = pc->next) {
+		if (pc->src != r->src || !addr_eq(&pc->dst_ip, &r->dst_ip) ||
+		    strcmp(pc->dst_id, r->dst_id) != 0 || strcmp(pc->src_id, r->src->spiffe_id) != 0)
+			continue;
+		int load = pc->n_queued + (pc->h2 ? h2conn_streams(pc->h2) : 0);
+		if (pc->h2 && !h2conn_usable(pc->h2))
+			continue;
+		if (load < H2_CLIENT_STREAMS)
+			return pc;
+	}
+	return NULL;
+}
+
+static struct pool_conn *pc_create(struct hbone_pool *p, const struct pool_req *r)
+{
+	struct agent *a = p->agent;
+	struct pool_conn *pc = xcalloc(1, sizeof(*pc));
+	pc->pool = p;
+	pc->src = r->src;
+	pc->src_id = xstrdup(r->src->spiffe_id);
+	pc->dst_id = xstrdup(r->dst_id);
+	pc->dst_ip = r->dst_ip;
+	pc->queue_tail = &pc->queue;
+	loop_timer_init(&pc->idle, pc_idle);
+	char s[ADDR_STRLEN], d[ADDR_STRLEN + 8];
+	snprintf(pc->desc, sizeof(pc->desc), "%s -> %s", addr_str(&r->src->addr, s, sizeof(s)),
+		 addr_port_str(&r->dst_ip, MOAT_PORT_HBONE, d, sizeof(d)));
+	pc->next = p->conns;
+	p->conns = pc;
+	char who[300];
+	snprintf(who, sizeof(who), "pod %s", r->src->key);
+	struct connect_req cr = {
+		.netns_fd = r->src->netns_fd,
+		.dst = r->dst_ip,
+		.dst_port = MOAT_PORT_HBONE,
+		.timeout_ms = 10000,
+		.who = who,
+	};
+	pc->connecting = connector_start(a->loop, &cr, pc_connected, pc);
+	return pc;
+}
+
+static void pc_enqueue(struct pool_conn *pc, const struct pool_req *r)
+{
+	struct pending *q = xcalloc(1, sizeof(*q));
+	q->authority = xstrdup(r->authority);
+	q->n_headers = r->n_headers;
+	q->headers = xcalloc((size_t)(2 * r->n_headers + 1), sizeof(char *));
+	for (int i = 0; i < 2 * r->n_headers; i++)
+		q->headers[i] = xstrdup(r->headers[i]);
+	q->app_fd = r->app_fd;
+	q->ops = r->ops;
+	q->user = r->user;
+	*pc->queue_tail = q;
+	pc->queue_tail = &q->next;
+	pc->n_queued++;
+}
+
+void hbone_pool_submit(struct hbone_pool *p, const struct pool_req *r)
+{
+	struct pool_conn *pc = pc_find(p, r);
+	if (!pc)
+		pc = pc_create(p, r);
+	if (!pc->h2) {
+		pc_enqueue(pc, r);
+		return;
+	}
+	loop_timer_cancel(p->agent->loop, &pc->idle);
+	struct err e = {{0}};
+	if (!pc_open(pc, r->authority, r->headers, r->n_headers, r->app_fd, r->ops, r->user, &e)) {
+		struct pending *q = xcalloc(1, sizeof(*q));
+		q->app_fd = r->app_fd;
+		q->ops = r->ops;
+		q->user = r->user;
+		pending_fail(q, e.msg);
+	}
+}
+
+void hbone_pool_drop_pod(struct hbone_pool *p, struct pod *pod)
+{
+	struct pool_conn **pp = &p->conns;
+	while (*pp) {
+		struct pool_conn *pc = *pp;
+		if (pc->src != pod) {
+			pp = &pc->next;
+			continue;
+		}
+		if (pc->h2) {
+			h2conn_abort(pc->h2, "source pod unenrolled"); /* pc freed in on_closed */
+		} else {
+			*pp = pc->next;
+			connector_cancel(pc->connecting);
+			pc_fail_queue(pc, "source pod unenrolled");
+			pc_free(pc);
+		}
+		pp = &p->conns; /* the list changed under us: start over */
+	}
+}
+
+void hbone_pool_free(struct hbone_pool *p)
+{
+	if (!p)
+		return;
+	while (p->conns) {
+		struct pool_conn *pc = p->conns;
+		if (pc->h2) {
+			h2conn_abort(pc->h2, "agent shutting down");
+		} else {
+			p->conns = pc->next;
+			connector_cancel(pc->connecting);
+			pc_fail_queue(pc, "agent shutting down");
+			pc_free(pc);
+		}
+	}
+	free(p);
+}
+
+void hbone_pool_counts(const struct hbone_pool *p, int *conns, int *streams)
+{
+	*conns = *streams = 0;
+	for (const struct pool_conn *pc = p->conns; pc; pc = pc->next) {
+		(*conns)++;
+		*streams += pc->n_queued + (pc->h2 ? h2conn_streams(pc->h2) : 0);
+	}
+}
+
+void hbone_pool_dump(const struct hbone_pool *p, struct sbuf *out)
+{
+	for (const struct pool_conn *pc = p->conns; pc; pc = pc->next)
+		sbuf_printf(out, "%s %s -> %s streams=%d%s\n", pc->desc, pc->src_id, pc->dst_id,
+			    pc->n_queued + (pc->h2 ? h2conn_streams(pc->h2) : 0),
+			    pc->h2 ? (h2conn_ready(pc->h2) ? "" : " (handshaking)") : " (connecting)");
+}

@@ -1,0 +1,34 @@
+/* The agent's listeners inside each enrolled pod's netns and what happens on accept:
+ *   15001 outbound  captured connects: original destination from BPF, authorize, then HBONE
+ *                   (pooled), plaintext to workloads without an agent, or egress;
+ *   15008 HBONE     mTLS + HTTP/2 CONNECT: authorize the verified peer, connect to the app;
+ *   15006 plaintext PERMISSIVE inbound steered here by sk_lookup: authorize as no identity. */
+#ifndef MOAT_PROXY_PROXY_H
+#define MOAT_PROXY_PROXY_H
+
+#include "state/agent.h"
+
+enum listener_kind { LSN_OUTBOUND = 0, LSN_HBONE = 1, LSN_PLAIN = 2 };
+
+/* Open one listener of the pod (bound inside its netns) and watch it. */
+int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
+		  int family, struct err *e);
+void listener_close(struct agent *a, struct listener *l);
+
+/* Accept handlers (called by the listener watcher). */
+void outbound_accept(struct agent *a, struct listener *l);
+void inbound_hbone_accept(struct agent *a, struct listener *l);
+void inbound_plain_accept(struct agent *a, struct listener *l);
+
+/* Inbound HBONE connections of a pod are aborted (unenroll). */
+void inbound_drop_pod(struct agent *a, struct pod *p);
+/* Policy changed: re-evaluate established inbound connections, close those now denied
+ * (logged as late rejections naming the policy). */
+void inbound_recheck(struct agent *a);
+void inbound_free_all(struct agent *a);
+/* Close every remaining connection (relays, pending connects) that involves the pod. */
+void conns_drop_pod(struct agent *a, struct pod *p);
+/* Live connections as text (moatctl connections) or JSON. */
+void conns_dump(struct agent *a, bool json, struct sbuf *out);
+
+#endif

@@ -1,0 +1,178 @@
+/* The one agent context: everything moatd holds lives here and is passed explicitly.
+ * Rooms: state/ (this context, the registry of workloads and pods, verdict sync, config
+ * reload, BPF events), proxy/ (outbound 15001, inbound 15008 + 15006, relays, the HBONE
+ * pool), hbone/ (HTTP/2 over TLS), identity/, policy/, config/, bpf/, obs/, dns/, ctl/. */
+#ifndef MOAT_STATE_AGENT_H
+#define MOAT_STATE_AGENT_H
+
+#include <net/if.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/loop.h"
+#include "core/util.h"
+#include "moat/abi.h"
+#include "policy/authz.h"
+
+struct dataplane;
+struct identity_store;
+struct moat_ca;
+struct metrics;
+struct http_server;
+struct dns_resolver;
+struct hbone_pool;
+struct ctl_server;
+struct conn;
+struct srv_conn;
+
+struct agent_opts {
+	const char *config_dir;
+	const char *state_dir;   /* default /run/moat */
+	const char *bpf_dir;     /* default /sys/fs/bpf/moat */
+	const char *ca_dir;      /* NULL: node-local ephemeral CA */
+	const char *bundle_path; /* NULL: <ca_dir>/root-cert.pem */
+	const char *resolv_conf; /* default /etc/resolv.conf */
+	const char *access_log;  /* NULL: stdout */
+	const char *node_name;
+	int svid_ttl;            /* seconds */
+	bool allow_tls12;
+	bool transparent;        /* preserve client source addresses upstream (IP_TRANSPARENT) */
+	int pool_idle_ms;        /* release idle HBONE connections after this */
+	uint16_t metrics_port, admin_port, ready_port;
+};
+
+/* Stable ids for names (workloads, identities, policies): the same name keeps its id for the
+ * agent's lifetime, so BPF map entries stay meaningful across reloads. id = index + 1. */
+struct intern {
+	char **names;
+	size_t n, cap;
+	struct intern_slot *slots; /* open addressing: hash -> id */
+	size_t n_slots;
+};
+
+uint32_t intern_id(struct intern *in, const char *name);
+const char *intern_name(const struct intern *in, uint32_t id); /* NULL for 0 / unknown */
+void intern_free(struct intern *in);
+
+struct listener {
+	struct loop_io io;
+	int fd;
+	struct pod *pod;
+	int kind; /* enum listener_kind (proxy/) */
+};
+
+/* A pod enrolled on this node. Facts come from its WorkloadEntry (looked up again on every
+ * reload) or, when it has none, from the enroll request (synthetic workload). */
+struct pod {
+	struct agent *agent;
+	char *ns, *name, *key;     /* key "ns/name" */
+	char *fs_key;              /* "ns_name" for pin paths */
+	char *spiffe_id;           /* spiffe://td/ns/NS/sa/SA */
+	char *principal;           /* td/ns/NS/sa/SA */
+	char *cgroup_path;
+	struct mc_workload synth;  /* used when the config has no WorkloadEntry for it */
+	const struct mc_workload *entry; /* into agent->cfg, refreshed on reload; NULL if none */
+	struct moat_addr addr;
+	int netns_fd, cgroup_fd;
+	uint64_t netns_cookie;
+	char ifname[IF_NAMESIZE];
+	uint32_t workload_id, identity_id;
+	struct listener out4, out6, hbone4, hbone6, plain4, plain6;
+	bool transparent_ok;       /* policy routing for IP_TRANSPARENT is in place */
+	struct pod *next;
+};
+
+/* Where a destination address leads. */
+enum dest_kind { DEST_NONE = 0, DEST_WORKLOAD, DEST_SERVICE };
+
+struct dest {
+	enum dest_kind kind;
+	const struct mc_workload *wl;        /* DEST_WORKLOAD (config or a pod's synthetic) */
+	const struct mc_service_entry *se;   /* DEST_SERVICE */
+	struct pod *local;                   /* the destination is a pod on this node */
+	uint32_t id;                         /* stable workload / service id */
+	bool ambient;                        /* reached over HBONE */
+	const char *name;                    /* "ns/name" */
+	const char *spiffe_id;               /* DEST_WORKLOAD */
+};
+
+struct agent {
+	struct agent_opts opts;
+	struct loop *loop;
+	struct mesh_config *cfg;      /* the configuration in force (last good one) */
+	struct dataplane *dp;
+	struct moat_ca *ca;
+	struct identity_store *ids;
+	struct metrics *metrics;
+	struct http_server *http_metrics, *http_admin, *http_ready;
+	struct dns_resolver *dns;
+	struct hbone_pool *pool;
+	struct ctl_server *ctl;
+	struct intern workload_ids, identity_ids, policy_ids;
+	struct pod *pods;
+	struct conn *conns;           /* live proxied connections */
+	struct srv_conn *srv_conns;   /* inbound HBONE (TLS) connections */
+	uint64_t n_conns;
+	uint64_t epoch;
+	bool ready;
+	/* config watch */
+	int inotify_fd;
+	struct loop_io inotify_io;
+	struct loop_timer reload_timer;
+	uint64_t reloads_ok, reloads_failed;
+	char last_reload_error[1024];
+	/* BPF events */
+	struct loop_io events_io;
+	struct loop_timer stats_timer;
+	struct moat_stats bpf_stats_last; /* exported as counter deltas */
+	/* egress DNS (ServiceEntry resolution: DNS) */
+	struct egress_dns *egress;
+	struct loop_io signal_io;
+	int signal_fd;
+};
+
+/* ---- registry (state/registry.c) ---- */
+bool agent_lookup_dest(struct agent *a, const struct moat_addr *addr, struct dest *d);
+struct pod *agent_pod_by_name(struct agent *a, const char *ns, const char *name);
+struct pod *agent_pod_by_addr(struct agent *a, const struct moat_addr *addr);
+const struct mc_workload *pod_workload(const struct pod *p);
+/* Recompute and write every BPF map from the configuration and the pods (epoch bump). */
+void agent_sync_dataplane(struct agent *a);
+/* Evaluate with the agent's engine; fills target/peer/decision. */
+void agent_authorize(struct agent *a, const struct dest *d, const struct moat_addr *dst_ip,
+		     uint16_t dst_port, const char *principal, const struct moat_addr *src_ip,
+		     struct authz_decision *out);
+uint32_t agent_policy_id(struct agent *a, const struct mc_authz *p);
+/* ServiceEntry addresses learnt from DNS (state/egress.c). */
+const struct mc_service_entry *agent_service_by_resolved(struct agent *a, const struct moat_addr *ip);
+
+/* ---- config (state/reload.c) ---- */
+int agent_config_watch(struct agent *a, struct err *e);
+/* Load the directory; on success swap it in and resync. Returns 0 / -1 (old config kept). */
+int agent_config_reload(struct agent *a);
+
+/* ---- pods (state/pods.c) ---- */
+struct enroll_req {
+	const char *ns, *name, *sa;
+	const char *cgroup_path;
+	const char *ifname;       /* default eth0 */
+	int netns_fd;             /* owned by the request until enroll succeeds */
+	struct mc_labels labels;  /* extra labels (no WorkloadEntry) */
+};
+int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e);
+int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err *e);
+void agent_unenroll_all(struct agent *a);
+
+/* ---- BPF events (state/events.c) ---- */
+int agent_events_start(struct agent *a, struct err *e);
+
+/* ---- egress DNS (state/egress.c) ---- */
+void agent_egress_refresh(struct agent *a); /* (re)start resolution for the current config */
+void agent_egress_free(struct agent *a);
+/* Addresses currently resolved for ServiceEntries: callback per (address, service). */
+void agent_egress_each(struct agent *a, void (*fn)(void *arg, const struct moat_addr *ip,
+						   const struct mc_service_entry *se),
+		       void *arg);
+
+#endif

@@ -1,0 +1,146 @@
+/* BPF events: every connect() the kernel refused and every plaintext SYN TC dropped becomes
+ * one JSON deny line naming source, destination, policy and reason; BPF counters become
+ * metrics. */
+#include <errno.h>
+#include <string.h>
+
+#include "bpf/dataplane.h"
+#include "core/log.h"
+#include "obs/metrics.h"
+#include "proxy/conn.h"
+#include "state/agent.h"
+
+#define STATS_INTERVAL_MS 2000
+
+static struct pod *pod_by_cookie(struct agent *a, uint64_t cookie)
+{
+	for (struct pod *p = a->pods; p; p = p->next)
+		if (p->netns_cookie == cookie)
+			return p;
+	return NULL;
+}
+
+static const char *reason_code(uint32_t r)
+{
+	switch (r) {
+	case MOAT_REASON_POLICY_DENY: return "POLICY_DENY";
+	case MOAT_REASON_NO_ALLOW: return "NO_ALLOW";
+	case MOAT_REASON_UNREGISTERED: return "UNREGISTERED";
+	case MOAT_REASON_STRICT_PLAIN: return "STRICT_PLAINTEXT";
+	default: return "DENY";
+	}
+}
+
+static void connect_denied(struct agent *a, const struct moat_event *ev)
+{
+	struct pod *p = pod_by_cookie(a, ev->netns_cookie);
+	struct dest d;
+	bool known = agent_lookup_dest(a, &ev->dst, &d);
+	char why[600];
+	const char *policy = intern_name(&a->policy_ids, ev->policy);
+	if (ev->reason == MOAT_REASON_UNREGISTERED) {
+		snprintf(why, sizeof(why), "outboundTrafficPolicy REGISTRY_ONLY: destination is not "
+					   "in the registry (no WorkloadEntry or ServiceEntry)");
+	} else if (p && known && ev->epoch == a->epoch) {
+		/* Same engine, same configuration: the exact reason moatd would give. */
+		struct authz_decision dec;
+		agent_authorize(a, &d, &ev->dst, ev->dst_port, p->principal, &p->addr, &dec);
+		snprintf(why, sizeof(why), "%s", dec.why);
+	} else {
+		snprintf(why, sizeof(why), "%s", ev->reason == MOAT_REASON_POLICY_DENY
+							 ? "a DENY policy matched"
+							 : "no ALLOW policy matched");
+	}
+	struct deny_record r = {
+		.phase = "connect",
+		.src_workload = p ? p->key : intern_name(&a->workload_ids, ev->src_workload),
+		.src_identity = p ? p->spiffe_id : NULL,
+		.src = p ? &p->addr : NULL,
+		.dst = &ev->dst,
+		.dport = ev->dst_port,
+		.dst_workload = known ? d.name : NULL,
+		.policy = policy,
+		.reason = why,
+		.reason_code = reason_code(ev->reason),
+	};
+	agent_log_deny(a, &r);
+}
+
+static void plaintext_dropped(struct agent *a, const struct moat_event *ev)
+{
+	struct dest d;
+	bool known = agent_lookup_dest(a, &ev->dst, &d);
+	struct dest s;
+	bool src_known = agent_lookup_dest(a, &ev->src, &s);
+	struct deny_record r = {
+		.phase = "inbound",
+		.src_workload = src_known ? s.name : NULL,
+		.src = &ev->src,
+		.sport = ev->src_port,
+		.dst = &ev->dst,
+		.dport = ev->dst_port,
+		.dst_workload = known ? d.name : NULL,
+		.reason = "plaintext TCP to a STRICT mTLS workload: SYN dropped by TC",
+		.reason_code = "STRICT_PLAINTEXT",
+	};
+	agent_log_deny(a, &r);
+}
+
+static void on_event(void *arg, const struct moat_event *ev)
+{
+	struct agent *a = arg;
+	if (ev->kind == MOAT_EV_CONNECT_DENIED)
+		connect_denied(a, ev);
+	else if (ev->kind == MOAT_EV_PLAINTEXT_DROPPED)
+		plaintext_dropped(a, ev);
+}
+
+static void on_events(struct loop_io *io, uint32_t events)
+{
+	(void)events;
+	struct agent *a = container_of(io, struct agent, events_io);
+	dataplane_events_consume(a->dp, on_event, a);
+}
+
+static void export_stats(struct loop_timer *t)
+{
+	struct agent *a = container_of(t, struct agent, stats_timer);
+	struct moat_stats st;
+	if (dataplane_stats(a->dp, &st) == 0) {
+		const struct moat_stats *o = &a->bpf_stats_last;
+		struct {
+			const char *name;
+			uint64_t now, before;
+		} rows[] = {
+			{"moat_bpf_connects_captured_total", st.connects_captured, o->connects_captured},
+			{"moat_bpf_connects_denied_total", st.connects_denied, o->connects_denied},
+			{"moat_bpf_connects_unregistered_total", st.connects_unregistered,
+			 o->connects_unregistered},
+			{"moat_bpf_connects_passed_total", st.connects_passed, o->connects_passed},
+			{"moat_bpf_verdict_misses_total", st.verdict_misses, o->verdict_misses},
+			{"moat_bpf_plaintext_dropped_total", st.plaintext_dropped, o->plaintext_dropped},
+			{"moat_bpf_plaintext_redirected_total", st.plaintext_redirected,
+			 o->plaintext_redirected},
+			{"moat_bpf_events_lost_total", st.events_lost, o->events_lost},
+		};
+		struct metric_labels none = {0};
+		for (size_t i = 0; i < ARRAY_SIZE(rows); i++)
+			metrics_counter_add(a->metrics, rows[i].name, &none,
+					    rows[i].now >= rows[i].before ? rows[i].now - rows[i].before : 0);
+		a->bpf_stats_last = st;
+	}
+	loop_timer_arm(a->loop, &a->stats_timer, STATS_INTERVAL_MS);
+}
+
+int agent_events_start(struct agent *a, struct err *e)
+{
+	int fd = dataplane_events_fd(a->dp);
+	if (fd < 0)
+		return err_set(e, "BPF events: no ring buffer");
+	loop_io_init(&a->events_io);
+	if (loop_io_add(a->loop, &a->events_io, fd, EPOLLIN, on_events) < 0)
+		return err_set(e, "BPF events: epoll: %s", strerror(errno));
+	loop_timer_init(&a->stats_timer, export_stats);
+	loop_timer_arm(a->loop, &a->stats_timer, STATS_INTERVAL_MS);
+	return 0;
+}

@@ -1,0 +1,318 @@
+/* Enrollment: a pod hands its netns and cgroup to the agent (as istio-cni does for
+ * ztunnel). The agent opens its listeners inside the pod, mints the pod's identity, then
+ * attaches capture, so that by the time connects are rewritten something listens. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bpf/dataplane.h"
+#include "core/log.h"
+#include "core/netns.h"
+#include "identity/identity.h"
+#include "proxy/pool.h"
+#include "proxy/proxy.h"
+#include "state/agent.h"
+#include "state/tproxy.h"
+
+static bool dns_label(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 63)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i && i + 1 < n);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/* The pod's address as its netns has it: the first global address of ifname (IPv4 first). */
+static int read_pod_addr(int netns_fd, const char *ifname, struct moat_addr *out, struct err *e)
+{
+	int saved;
+	if (netns_enter(netns_fd, &saved, e) < 0)
+		return -1;
+	struct ifaddrs *ifs = NULL;
+	int rc = getifaddrs(&ifs);
+	int err = errno;
+	netns_leave(saved);
+	if (rc < 0)
+		return err_set(e, "read addresses of the pod netns: %s", strerror(err));
+	bool found = false;
+	for (int want = AF_INET; want && !found; want = want == AF_INET ? AF_INET6 : 0) {
+		for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+			if (!i->ifa_addr || i->ifa_addr->sa_family != want || strcmp(i->ifa_name, ifname))
+				continue;
+			addr_from_sockaddr(i->ifa_addr, out, NULL);
+			if (want == AF_INET6 && (out->bytes[0] == 0xfe && (out->bytes[1] & 0xc0) == 0x80))
+				continue; /* link-local */
+			found = true;
+		}
+	}
+	freeifaddrs(ifs);
+	if (!found)
+		return err_set(e, "interface %s of the pod netns has no address", ifname);
+	return 0;
+}
+
+static bool netns_has_addr(int netns_fd, const struct moat_addr *want)
+{
+	struct err e;
+	int saved;
+	if (netns_enter(netns_fd, &saved, &e) < 0)
+		return false;
+	struct ifaddrs *ifs = NULL;
+	int rc = getifaddrs(&ifs);
+	netns_leave(saved);
+	if (rc < 0)
+		return false;
+	bool found = false;
+	for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+		if (!i->ifa_addr || (i->ifa_addr->sa_family != AF_INET && i->ifa_addr->sa_family != AF_INET6))
+			continue;
+		struct moat_addr a;
+		addr_from_sockaddr(i->ifa_addr, &a, NULL);
+		found = addr_eq(&a, want);
+	}
+	freeifaddrs(ifs);
+	return found;
+}
+
+static void labels_copy(struct mc_labels *dst, const struct mc_labels *src)
+{
+	for (size_t i = 0; i < src->n; i++) {
+		struct mc_label *l = VEC_PUSH(dst->items, dst->n, dst->cap);
+		l->key = xstrdup(src->items[i].key);
+		l->value = xstrdup(src->items[i].value);
+	}
+}
+
+static void labels_free(struct mc_labels *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->items[i].key);
+		free(l->items[i].value);
+	}
+	free(l->items);
+	memset(l, 0, sizeof(*l));
+}
+
+static void pod_close_listeners(struct agent *a, struct pod *p)
+{
+	struct listener *all[] = {&p->out4, &p->out6, &p->hbone4, &p->hbone6, &p->plain4, &p->plain6};
+	for (size_t i = 0; i < ARRAY_SIZE(all); i++)
+		listener_close(a, all[i]);
+}
+
+static void pod_free(struct agent *a, struct pod *p)
+{
+	pod_close_listeners(a, p);
+	if (p->netns_fd >= 0)
+		close(p->netns_fd);
+	if (p->cgroup_fd >= 0)
+		close(p->cgroup_fd);
+	labels_free(&p->synth.labels);
+	labels_free(&p->synth.meta.labels);
+	free(p->synth.meta.name);
+	free(p->synth.meta.ns);
+	free(p->synth.service_account);
+	free(p->synth.spiffe_id);
+	free(p->ns);
+	free(p->name);
+	free(p->key);
+	free(p->fs_key);
+	free(p->spiffe_id);
+	free(p->principal);
+	free(p->cgroup_path);
+	free(p);
+}
+
+/* Listeners in the pod: IPv4 is required, IPv6 where the pod netns has it. */
+static int pod_open_listeners(struct agent *a, struct pod *p, struct err *e)
+{
+	struct {
+		struct listener *l;
+		enum listener_kind kind;
+		int family;
+	} want[] = {
+		{&p->out4, LSN_OUTBOUND, AF_INET},  {&p->out6, LSN_OUTBOUND, AF_INET6},
+		{&p->hbone4, LSN_HBONE, AF_INET},   {&p->hbone6, LSN_HBONE, AF_INET6},
+		{&p->plain4, LSN_PLAIN, AF_INET},   {&p->plain6, LSN_PLAIN, AF_INET6},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		struct err le;
+		if (listener_open(a, p, want[i].l, want[i].kind, want[i].family, &le) == 0)
+			continue;
+		if (want[i].family == AF_INET6 && addr_is_v4(&p->addr)) {
+			log_debug("pod %s: no IPv6 listener: %s", p->key, le.msg);
+			continue;
+		}
+		*e = le;
+		return -1;
+	}
+	return 0;
+}
+
+/* The pod's facts as they were at enrollment (its WorkloadEntry's, else the request's):
+ * what the agent falls back to if the entry later leaves the configuration. */
+static void pod_synth(struct agent *a, struct pod *p, const struct enroll_req *r,
+		      const struct mc_workload *we)
+{
+	struct mc_workload *w = &p->synth;
+	w->meta.name = xstrdup(r->name);
+	w->meta.ns = xstrdup(r->ns);
+	w->address = p->addr;
+	w->service_account = xstrdup(we ? we->service_account : r->sa ? r->sa : "default");
+	labels_copy(&w->labels, we ? &we->labels : &r->labels);
+	if (we)
+		labels_copy(&w->meta.labels, &we->meta.labels);
+	w->ambient = true;
+	w->spiffe_id = mc_spiffe_id(a->cfg, r->ns, w->service_account);
+}
+
+static int pod_identify(struct agent *a, struct pod *p, const struct enroll_req *r, struct err *e)
+{
+	const struct mc_workload *we = mc_workload_by_name(a->cfg, r->ns, r->name);
+	if (!we && !r->sa)
+		return err_set(e, "pod %s/%s has no WorkloadEntry in the configuration: give "
+				  "--service-account (and --label k=v) to enroll it anyway",
+			       r->ns, r->name);
+	if (we && r->sa && strcmp(we->service_account, r->sa) != 0)
+		log_warn("pod %s/%s: --service-account %s ignored: its WorkloadEntry (%s:%d) says %s",
+			 r->ns, r->name, r->sa, we->meta.file, we->meta.line, we->service_account);
+	if (we) {
+		p->addr = we->address;
+		if (!netns_has_addr(r->netns_fd, &we->address)) {
+			char s[ADDR_STRLEN];
+			return err_set(e, "pod %s/%s: its WorkloadEntry (%s:%d) says address %s, which "
+					  "the pod's network namespace does not have",
+				       r->ns, r->name, we->meta.file, we->meta.line,
+				       addr_str(&we->address, s, sizeof(s)));
+		}
+	} else if (read_pod_addr(r->netns_fd, p->ifname, &p->addr, e) < 0) {
+		return err_wrap(e, "pod %s/%s", r->ns, r->name);
+	}
+	pod_synth(a, p, r, we);
+	p->entry = we;
+	p->spiffe_id = xstrdup(p->synth.spiffe_id);
+	p->principal = xstrdup(p->spiffe_id + strlen("spiffe://"));
+	return 0;
+}
+
+int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e)
+{
+	if (!dns_label(r->ns) || !dns_label(r->name))
+		return err_set(e, "namespace \"%s\" / name \"%s\": must be DNS labels (a-z, 0-9, -)",
+			       r->ns, r->name);
+	if (r->sa && !dns_label(r->sa))
+		return err_set(e, "service account \"%s\": must be a DNS label", r->sa);
+	uint64_t cookie;
+	if (netns_cookie_of(r->netns_fd, &cookie, e) < 0)
+		return err_wrap(e, "enroll %s/%s", r->ns, r->name);
+	struct pod *old = agent_pod_by_name(a, r->ns, r->name);
+	if (old && old->netns_cookie == cookie) {
+		close(r->netns_fd);
+		r->netns_fd = -1;
+		log_info("pod %s already enrolled with this network namespace", old->key);
+		return 0;
+	}
+	if (old) {
+		log_info("pod %s enrolled again with a new network namespace: replacing", old->key);
+		agent_unenroll(a, r->ns, r->name, NULL);
+	}
+	struct pod *p = xcalloc(1, sizeof(*p));
+	p->agent = a;
+	p->ns = xstrdup(r->ns);
+	p->name = xstrdup(r->name);
+	p->key = xasprintf("%s/%s", r->ns, r->name);
+	p->fs_key = xasprintf("%s_%s", r->ns, r->name);
+	p->cgroup_path = xstrdup(r->cgroup_path);
+	p->netns_cookie = cookie;
+	p->netns_fd = -1;
+	p->cgroup_fd = -1;
+	snprintf(p->ifname, sizeof(p->ifname), "%s", r->ifname ? r->ifname : "eth0");
+	struct listener *ls[] = {&p->out4, &p->out6, &p->hbone4, &p->hbone6, &p->plain4, &p->plain6};
+	for (size_t i = 0; i < ARRAY_SIZE(ls); i++)
+		ls[i]->fd = -1;
+	p->cgroup_fd = open(r->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (p->cgroup_fd < 0) {
+		err_set(e, "enroll %s: open cgroup %s: %s", p->key, r->cgroup_path, strerror(errno));
+		goto fail;
+	}
+	p->netns_fd = r->netns_fd;
+	r->netns_fd = -1;
+	if (pod_identify(a, p, r, e) < 0)
+		goto fail;
+	p->workload_id = intern_id(&a->workload_ids, p->key);
+	p->identity_id = intern_id(&a->identity_ids, p->spiffe_id);
+	if (identity_acquire(a->ids, p->spiffe_id, e) < 0) {
+		err_wrap(e, "enroll %s: identity %s", p->key, p->spiffe_id);
+		goto fail;
+	}
+	if (pod_open_listeners(a, p, e) < 0) {
+		identity_release(a->ids, p->spiffe_id);
+		goto fail;
+	}
+	p->transparent_ok = a->opts.transparent && tproxy_setup(p->netns_fd, e) == 0;
+	if (a->opts.transparent && !p->transparent_ok)
+		log_warn("pod %s: client source addresses will not be preserved: %s", p->key, e->msg);
+	struct listener *plain = addr_is_v4(&p->addr) ? &p->plain4 : &p->plain6;
+	if (plain->fd >= 0 && dataplane_plain_listener_put(a->dp, &p->addr, plain->fd, e) < 0) {
+		identity_release(a->ids, p->spiffe_id);
+		goto fail;
+	}
+	if (dataplane_attach_pod(a->dp, p->fs_key, p->cgroup_fd, p->netns_fd, p->ifname, e) < 0) {
+		dataplane_plain_listener_del(a->dp, &p->addr);
+		identity_release(a->ids, p->spiffe_id);
+		err_wrap(e, "enroll %s", p->key);
+		goto fail;
+	}
+	p->next = a->pods;
+	a->pods = p;
+	char s[ADDR_STRLEN];
+	log_info("enrolled pod %s: address %s, identity %s, interface %s%s", p->key,
+		 addr_str(&p->addr, s, sizeof(s)), p->spiffe_id, p->ifname,
+		 p->entry ? "" : " (no WorkloadEntry: facts from the enroll request)");
+	agent_sync_dataplane(a);
+	return 0;
+fail:
+	pod_free(a, p);
+	return -1;
+}
+
+int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err *e)
+{
+	struct pod **pp = &a->pods;
+	while (*pp && !(strcmp((*pp)->ns, ns) == 0 && strcmp((*pp)->name, name) == 0))
+		pp = &(*pp)->next;
+	if (!*pp)
+		return err_set(e, "pod %s/%s is not enrolled on this node", ns, name);
+	struct pod *p = *pp;
+	*pp = p->next;
+	/* Capture off first (the pod is leaving the mesh), then its connections and our
+	 * listeners go. */
+	dataplane_detach_pod(a->dp, p->fs_key, p->netns_fd, p->ifname);
+	dataplane_pod_del(a->dp, p->netns_cookie);
+	dataplane_plain_listener_del(a->dp, &p->addr);
+	tproxy_teardown(p->netns_fd);
+	hbone_pool_drop_pod(a->pool, p);
+	inbound_drop_pod(a, p);
+	identity_release(a->ids, p->spiffe_id);
+	log_info("unenrolled pod %s", p->key);
+	pod_free(a, p);
+	agent_sync_dataplane(a);
+	return 0;
+}
+
+void agent_unenroll_all(struct agent *a)
+{
+	while (a->pods)
+		agent_unenroll(a, a->pods->ns, a->pods->name, NULL);
+}

@@ -1,0 +1,451 @@
+/* What the agent knows about addresses and how it tells the kernel: stable ids, destination
+ * lookup, authorization with the shared engine, and the full sync of the BPF maps. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bpf/dataplane.h"
+#include "core/log.h"
+#include "state/agent.h"
+
+/* ---- interning ---- */
+
+struct intern_slot {
+	uint64_t hash;
+	uint32_t id;
+};
+
+static uint64_t hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 1099511628211ull;
+	return h ? h : 1;
+}
+
+static void intern_rehash(struct intern *in)
+{
+	size_t n = in->n_slots ? in->n_slots * 2 : 64;
+	struct intern_slot *slots = xcalloc(n, sizeof(*slots));
+	for (size_t i = 0; i < in->n_slots; i++) {
+		if (!in->slots[i].id)
+			continue;
+		size_t j = in->slots[i].hash & (n - 1);
+		while (slots[j].id)
+			j = (j + 1) & (n - 1);
+		slots[j] = in->slots[i];
+	}
+	free(in->slots);
+	in->slots = slots;
+	in->n_slots = n;
+}
+
+uint32_t intern_id(struct intern *in, const char *name)
+{
+	if ((in->n + 1) * 2 > in->n_slots)
+		intern_rehash(in);
+	uint64_t h = hash_str(name);
+	size_t j = h & (in->n_slots - 1);
+	while (in->slots[j].id) {
+		if (in->slots[j].hash == h && strcmp(in->names[in->slots[j].id - 1], name) == 0)
+			return in->slots[j].id;
+		j = (j + 1) & (in->n_slots - 1);
+	}
+	*VEC_PUSH(in->names, in->n, in->cap) = xstrdup(name);
+	in->slots[j].hash = h;
+	in->slots[j].id = (uint32_t)in->n;
+	return (uint32_t)in->n;
+}
+
+const char *intern_name(const struct intern *in, uint32_t id)
+{
+	return id && id <= in->n ? in->names[id - 1] : NULL;
+}
+
+void intern_free(struct intern *in)
+{
+	for (size_t i = 0; i < in->n; i++)
+		free(in->names[i]);
+	free(in->names);
+	free(in->slots);
+	memset(in, 0, sizeof(*in));
+}
+
+/* ---- lookups ---- */
+
+const struct mc_workload *pod_workload(const struct pod *p)
+{
+	return p->entry ? p->entry : &p->synth;
+}
+
+struct pod *agent_pod_by_name(struct agent *a, const char *ns, const char *name)
+{
+	for (struct pod *p = a->pods; p; p = p->next)
+		if (strcmp(p->ns, ns) == 0 && strcmp(p->name, name) == 0)
+			return p;
+	return NULL;
+}
+
+struct pod *agent_pod_by_addr(struct agent *a, const struct moat_addr *addr)
+{
+	for (struct pod *p = a->pods; p; p = p->next)
+		if (addr_eq(&p->addr, addr))
+			return p;
+	return NULL;
+}
+
+static uint32_t service_id(struct agent *a, const struct mc_service_entry *se)
+{
+	char key[300];
+	snprintf(key, sizeof(key), "serviceentry:%s/%s", se->meta.ns, se->meta.name);
+	return intern_id(&a->workload_ids, key);
+}
+
+static uint32_t workload_id(struct agent *a, const struct mc_workload *w)
+{
+	char key[300];
+	snprintf(key, sizeof(key), "%s/%s", w->meta.ns, w->meta.name);
+	return intern_id(&a->workload_ids, key);
+}
+
+bool agent_lookup_dest(struct agent *a, const struct moat_addr *addr, struct dest *d)
+{
+	memset(d, 0, sizeof(*d));
+	struct pod *p = agent_pod_by_addr(a, addr);
+	if (p) {
+		d->kind = DEST_WORKLOAD;
+		d->wl = pod_workload(p);
+		d->local = p;
+		d->id = p->workload_id;
+		d->ambient = true;
+		d->name = p->key;
+		d->spiffe_id = p->spiffe_id;
+		return true;
+	}
+	const struct mc_workload *w = mc_workload_by_addr(a->cfg, addr);
+	if (w) {
+		d->kind = DEST_WORKLOAD;
+		d->wl = w;
+		d->id = workload_id(a, w);
+		d->ambient = w->ambient;
+		d->name = intern_name(&a->workload_ids, d->id);
+		d->spiffe_id = w->spiffe_id;
+		return true;
+	}
+	const struct mc_service_entry *se = mc_service_by_addr(a->cfg, addr);
+	if (!se)
+		se = agent_service_by_resolved(a, addr);
+	if (se) {
+		d->kind = DEST_SERVICE;
+		d->se = se;
+		d->id = service_id(a, se);
+		d->name = intern_name(&a->workload_ids, d->id) + strlen("serviceentry:");
+		return true;
+	}
+	return false;
+}
+
+uint32_t agent_policy_id(struct agent *a, const struct mc_authz *p)
+{
+	return p ? intern_id(&a->policy_ids, p->id_name) : 0;
+}
+
+static void log_dry_run(const struct authz_decision *d, const char *principal,
+			const struct moat_addr *dst_ip, uint16_t port)
+{
+	for (int i = 0; i < d->n_dry_run; i++) {
+		const struct authz_dry_run *r = &d->dry_run[i];
+		if (!r->matched)
+			continue;
+		char dst[ADDR_STRLEN + 8];
+		log_info("dry-run: policy %s rule %d would %s %s -> %s (enforced verdict: %s)",
+			 r->policy->id_name, r->rule,
+			 r->would == MOAT_ACTION_DENY ? "DENY" : "ALLOW",
+			 principal ? principal : "plaintext", addr_port_str(dst_ip, port, dst, sizeof(dst)),
+			 d->action == MOAT_ACTION_ALLOW ? "ALLOW" : "DENY");
+	}
+}
+
+void agent_authorize(struct agent *a, const struct dest *d, const struct moat_addr *dst_ip,
+		     uint16_t dst_port, const char *principal, const struct moat_addr *src_ip,
+		     struct authz_decision *out)
+{
+	struct authz_target t = {
+		.kind = d->kind == DEST_SERVICE ? AUTHZ_TARGET_SERVICE : AUTHZ_TARGET_WORKLOAD,
+		.workload = d->wl,
+		.service = d->se,
+		.ip = *dst_ip,
+		.port = dst_port,
+	};
+	struct authz_peer peer = {.principal = principal};
+	if (src_ip) {
+		peer.ip = *src_ip;
+		peer.has_ip = true;
+	}
+	authz_evaluate(a->cfg, &t, &peer, out);
+	if (out->n_dry_run)
+		log_dry_run(out, principal, dst_ip, dst_port);
+}
+
+/* ---- sync to BPF ---- */
+
+struct want_wl {
+	struct moat_addr addr;
+	struct moat_workload v;
+};
+
+struct sync_ctx {
+	struct agent *a;
+	struct want_wl *wl;
+	size_t n_wl, cap_wl;
+	size_t n_verdicts;
+	bool verdicts_full;
+};
+
+static void want_add(struct sync_ctx *s, const struct moat_addr *addr, uint32_t id,
+		     uint32_t identity, uint32_t flags, uint32_t mode, const char *name)
+{
+	for (size_t i = 0; i < s->n_wl; i++) {
+		if (addr_eq(&s->wl[i].addr, addr)) {
+			/* A pod on this node wins over a config entry with the same address. */
+			if (!(flags & MOAT_WL_LOCAL))
+				return;
+			s->n_wl--;
+			s->wl[i] = s->wl[s->n_wl];
+			break;
+		}
+	}
+	struct want_wl *w = VEC_PUSH(s->wl, s->n_wl, s->cap_wl);
+	w->addr = *addr;
+	w->v.id = id;
+	w->v.identity = identity;
+	w->v.flags = flags;
+	w->v.mtls_mode = mode;
+	snprintf(w->v.name, sizeof(w->v.name), "%s", name);
+}
+
+static uint32_t mtls_flag(enum mc_mtls m)
+{
+	return m == MC_MTLS_STRICT ? MOAT_MTLS_STRICT : MOAT_MTLS_PERMISSIVE;
+}
+
+static void collect_service(void *arg, const struct moat_addr *ip, const struct mc_service_entry *se)
+{
+	struct sync_ctx *s = arg;
+	uint32_t id = service_id(s->a, se);
+	want_add(s, ip, id, 0, MOAT_WL_SERVICE, 0, intern_name(&s->a->workload_ids, id) +
+							   strlen("serviceentry:"));
+}
+
+/* Expand a ServiceEntry CIDR into host entries the connect hook can find (bounded). */
+static void collect_cidr(struct sync_ctx *s, const struct cidr *c, const struct mc_service_entry *se)
+{
+	unsigned host_bits = 128u - c->prefix;
+	if (host_bits > 8) {
+		char b[64];
+		log_warn("ServiceEntry %s/%s: address %s is wider than /24 (/120): only its first "
+			 "256 addresses are known to the connect hook; others are decided by moatd",
+			 se->meta.ns, se->meta.name, cidr_str(c, b, sizeof(b)));
+		host_bits = 8;
+	}
+	for (unsigned i = 0; i < (1u << host_bits); i++) {
+		struct moat_addr a = c->addr;
+		a.bytes[15] = (uint8_t)(a.bytes[15] | i);
+		collect_service(s, &a, se);
+	}
+}
+
+static void collect_workloads(struct sync_ctx *s)
+{
+	struct agent *a = s->a;
+	const struct mesh_config *cfg = a->cfg;
+	for (size_t i = 0; i < cfg->n_workloads; i++) {
+		const struct mc_workload *w = &cfg->workloads[i];
+		want_add(s, &w->address, workload_id(a, w), intern_id(&a->identity_ids, w->spiffe_id),
+			 w->ambient ? MOAT_WL_AMBIENT : 0, mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)),
+			 intern_name(&a->workload_ids, workload_id(a, w)));
+	}
+	for (size_t i = 0; i < cfg->n_services; i++) {
+		const struct mc_service_entry *se = &cfg->services[i];
+		for (size_t j = 0; j < se->n_addresses; j++)
+			collect_cidr(s, &se->addresses[j], se);
+		for (size_t j = 0; j < se->n_endpoints; j++)
+			if (se->endpoints[j].is_ip)
+				collect_service(s, &se->endpoints[j].ip, se);
+	}
+	agent_egress_each(a, collect_service, s);
+	for (struct pod *p = a->pods; p; p = p->next) {
+		const struct mc_workload *w = pod_workload(p);
+		uint32_t flags = MOAT_WL_AMBIENT | MOAT_WL_LOCAL;
+		if (authz_has_port_mtls(cfg, w))
+			flags |= MOAT_WL_PORT_MTLS;
+		want_add(s, &p->addr, p->workload_id, p->identity_id, flags,
+			 mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)), p->key);
+	}
+}
+
+static void write_workloads(struct sync_ctx *s)
+{
+	struct agent *a = s->a;
+	struct moat_addr *keys = NULL;
+	size_t n = 0;
+	if (dataplane_workload_keys(a->dp, &keys, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			bool keep = false;
+			for (size_t j = 0; j < s->n_wl && !keep; j++)
+				keep = addr_eq(&keys[i], &s->wl[j].addr);
+			if (!keep)
+				dataplane_workload_del(a->dp, &keys[i]);
+		}
+	}
+	free(keys);
+	for (size_t i = 0; i < s->n_wl; i++) {
+		struct err e;
+		if (dataplane_workload_put(a->dp, &s->wl[i].addr, &s->wl[i].v, &e) < 0)
+			log_error("BPF workloads map: %s", e.msg);
+	}
+}
+
+static void write_port_mtls(struct agent *a)
+{
+	const struct mesh_config *cfg = a->cfg;
+	dataplane_port_mtls_clear(a->dp);
+	for (struct pod *p = a->pods; p; p = p->next) {
+		const struct mc_workload *w = pod_workload(p);
+		for (size_t i = 0; i < cfg->n_peer_auths; i++) {
+			const struct mc_peer_auth *pa = &cfg->peer_auths[i];
+			if (!pa->has_selector || strcmp(pa->meta.ns, w->meta.ns) != 0 ||
+			    !mc_workload_selected(w, &pa->selector))
+				continue;
+			for (size_t j = 0; j < pa->n_port_level; j++) {
+				uint16_t port = pa->port_level[j].port;
+				struct moat_port_mtls_key k = {.workload = p->workload_id, .port = port};
+				struct moat_port_mtls v = {
+					.mtls_mode = mtls_flag(authz_mtls_mode(cfg, w, port, NULL))};
+				struct err e;
+				if (dataplane_port_mtls_put(a->dp, &k, &v, &e) < 0)
+					log_error("BPF port_mtls map: %s", e.msg);
+			}
+		}
+	}
+}
+
+static void put_verdict(struct sync_ctx *s, struct pod *src, uint32_t dst_id, uint16_t port,
+			const struct authz_decision *d)
+{
+	if (s->n_verdicts >= MOAT_VERDICTS_MAX) {
+		s->verdicts_full = true;
+		return;
+	}
+	struct moat_verdict_key k = {.src_workload = src->workload_id, .dst_workload = dst_id,
+				     .dst_port = port};
+	struct moat_verdict v = {
+		.action = d->action,
+		.reason = d->reason,
+		.policy = agent_policy_id(s->a, d->policy),
+		.epoch = s->a->epoch,
+	};
+	struct err e;
+	if (dataplane_verdict_put(s->a->dp, &k, &v, &e) < 0)
+		log_error("BPF verdicts map: %s", e.msg);
+	else
+		s->n_verdicts++;
+}
+
+/* Every verdict a source pod can need for one destination: the ports its policies name,
+ * and port 0 standing for every other port. */
+static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest *d,
+			 const struct moat_addr *ip)
+{
+	struct authz_target t = {
+		.kind = d->kind == DEST_SERVICE ? AUTHZ_TARGET_SERVICE : AUTHZ_TARGET_WORKLOAD,
+		.workload = d->wl,
+		.service = d->se,
+		.ip = *ip,
+	};
+	uint16_t *ports = NULL;
+	size_t n = authz_ports_of_interest(s->a->cfg, &t, &ports);
+	struct authz_peer peer = {.principal = src->principal, .ip = src->addr, .has_ip = true};
+	for (size_t i = 0; i <= n; i++) {
+		t.port = i < n ? ports[i] : 0;
+		struct authz_decision dec;
+		authz_evaluate(s->a->cfg, &t, &peer, &dec);
+		put_verdict(s, src, d->id, t.port, &dec);
+	}
+	free(ports);
+}
+
+static bool seen_once(uint32_t **ids, size_t *n, size_t *cap, uint32_t id)
+{
+	for (size_t i = 0; i < *n; i++)
+		if ((*ids)[i] == id)
+			return false;
+	*VEC_PUSH(*ids, *n, *cap) = id;
+	return true;
+}
+
+static void write_verdicts(struct sync_ctx *s)
+{
+	struct agent *a = s->a;
+	dataplane_verdicts_clear(a->dp);
+	uint32_t *done = NULL;
+	size_t n_done = 0, cap_done = 0;
+	for (struct pod *src = a->pods; src; src = src->next) {
+		n_done = 0; /* a destination with many addresses needs its verdicts once */
+		for (size_t i = 0; i < s->n_wl; i++) {
+			const struct want_wl *w = &s->wl[i];
+			if (w->v.id == src->workload_id)
+				continue;
+			bool mesh = (w->v.flags & (MOAT_WL_AMBIENT | MOAT_WL_SERVICE)) != 0;
+			if (!mesh)
+				continue; /* no agent in front: nothing to enforce, moatd relays */
+			if (!seen_once(&done, &n_done, &cap_done, w->v.id))
+				continue;
+			struct dest d;
+			if (!agent_lookup_dest(a, &w->addr, &d))
+				continue;
+			verdicts_for(s, src, &d, &w->addr);
+		}
+	}
+	free(done);
+	if (s->verdicts_full)
+		log_warn("verdict cache full (%d entries): other connections are decided by moatd",
+			 MOAT_VERDICTS_MAX);
+}
+
+static void write_pods(struct agent *a)
+{
+	for (struct pod *p = a->pods; p; p = p->next) {
+		struct moat_pod v = {.workload = p->workload_id, .identity = p->identity_id};
+		snprintf(v.name, sizeof(v.name), "%s", p->key);
+		struct err e;
+		if (dataplane_pod_put(a->dp, p->netns_cookie, &v, &e) < 0)
+			log_error("BPF pods map: %s", e.msg);
+	}
+}
+
+void agent_sync_dataplane(struct agent *a)
+{
+	uint64_t t0 = now_ms();
+	a->epoch++;
+	/* First invalidate every cached verdict (new epoch): until the new ones are written,
+	 * connects go to moatd, which already decides with the new configuration. */
+	struct moat_settings st = {
+		.epoch = a->epoch,
+		.outbound_policy = a->cfg->mesh.outbound == MC_OUTBOUND_REGISTRY_ONLY
+					   ? MOAT_OUTBOUND_REGISTRY_ONLY
+					   : MOAT_OUTBOUND_ALLOW_ANY,
+	};
+	struct err e;
+	if (dataplane_settings_set(a->dp, &st, &e) < 0)
+		log_error("BPF settings: %s", e.msg);
+	struct sync_ctx s = {.a = a};
+	collect_workloads(&s);
+	write_workloads(&s);
+	write_port_mtls(a);
+	write_pods(a);
+	write_verdicts(&s);
+	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts, %llu ms",
+		 (unsigned long long)a->epoch, s.n_wl, s.n_verdicts,
+		 (unsigned long long)(now_ms() - t0));
+	free(s.wl);
+}
