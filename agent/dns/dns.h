@@ -21,7 +21,9 @@ struct dns_answer {
  * the negative-caching TTL), else says what failed ("timeout after 3 tries to 10.0.0.2:53"). */
 typedef void (*dns_cb)(void *arg, const char *host, const struct dns_answer *a, const char *error);
 
-/* resolv_conf: path of a resolv.conf (nameserver lines; options timeout/attempts honoured). */
+/* resolv_conf: path of a resolv.conf (nameserver lines; options timeout/attempts honoured).
+ * moat extensions, ignored by glibc: "nameserver 127.0.0.1:5353", "nameserver [::1]:5353",
+ * "options timeout_ms:N" (tests, labs). See docs/observability.md for the retry rules. */
 struct dns_resolver *dns_resolver_new(struct loop *l, const char *resolv_conf, struct err *e);
 void dns_resolver_free(struct dns_resolver *r); /* pending queries are cancelled, no callback */
 /* Resolve host (A + AAAA); cb runs once, later, on the loop. Returns a query id > 0. */

@@ -75,6 +75,7 @@ struct h2conn {
 static void conn_flush(struct h2conn *c);
 static void conn_update_interest(struct h2conn *c);
 static void stream_check_done(struct h2stream *s);
+static void stream_on_io(struct loop_io *io, uint32_t events);
 
 /* ---- helpers ---- */
 
@@ -207,6 +208,8 @@ static void stream_check_done(struct h2stream *s)
 		c->ops->on_streams(c, c->n_streams);
 }
 
+/* Watch the local socket only for what the stream waits for. With nothing to wait for it
+ * leaves epoll altogether: a hung-up socket would otherwise report EPOLLHUP forever. */
 static void stream_update_io(struct h2stream *s)
 {
 	if (s->fd < 0)
@@ -216,7 +219,13 @@ static void stream_update_io(struct h2stream *s)
 		ev |= EPOLLIN;
 	if (s->pend_len > s->pend_off)
 		ev |= EPOLLOUT;
-	loop_io_mod(s->conn->loop, &s->io, ev);
+	struct loop *l = s->conn->loop;
+	if (!ev)
+		loop_io_del(l, &s->io);
+	else if (s->io.fd < 0)
+		loop_io_add(l, &s->io, s->fd, ev, stream_on_io);
+	else
+		loop_io_mod(l, &s->io, ev);
 }
 
 static void stream_maybe_shut_wr(struct h2stream *s)
@@ -301,25 +310,14 @@ static void stream_on_io(struct loop_io *io, uint32_t events)
 	struct h2stream *s = container_of(io, struct h2stream, io);
 	struct h2conn *c = s->conn;
 	conn_enter(c);
-	if ((events & EPOLLOUT) && s->pend_len > s->pend_off)
+	/* HUP/ERR are answered by the next read or write, which reports what happened. */
+	if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s->pend_len > s->pend_off)
 		stream_drain_pending(s);
 	if (s->fd >= 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && s->deferred) {
 		s->deferred = false;
 		stream_update_io(s);
 		if (s->ng_open)
 			nghttp2_session_resume_data(c->ng, s->id);
-	} else if (s->fd >= 0 && (events & (EPOLLERR | EPOLLHUP)) && !s->deferred &&
-		   s->pend_len == s->pend_off) {
-		/* Not waiting for anything from this socket, yet it hung up or failed. */
-		int soerr = 0;
-		socklen_t sl = sizeof(soerr);
-		getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-		if (soerr || !(s->local_eof && s->remote_eof)) {
-			stream_set_error(s, "local socket %s", soerr ? strerror(soerr) : "hung up");
-			stream_fail(s, NGHTTP2_CONNECT_ERROR);
-		} else {
-			loop_io_del(c->loop, &s->io);
-		}
 	}
 	conn_flush(c);
 	conn_leave(c);
@@ -962,16 +960,6 @@ struct h2stream *h2conn_open_stream(struct h2conn *c, const char *authority,
 	}
 	s->id = id;
 	s->ng_open = true;
-	if (loop_io_add(c->loop, &s->io, local_fd, 0, stream_on_io) < 0) {
-		err_set(e, "HBONE %s: epoll: %s", c->desc, strerror(errno));
-		nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
-		nghttp2_session_set_stream_user_data(c->ng, id, NULL);
-		s->fd = -1;
-		s->ng_open = false;
-		stream_unlink(s);
-		free(s);
-		return NULL;
-	}
 	if (c->ops->on_streams)
 		c->ops->on_streams(c, c->n_streams);
 	/* Send from the loop, not from here: no callback may run inside this call. */
@@ -1006,10 +994,6 @@ int h2stream_accept(struct h2stream *s, int upstream_fd, struct err *e)
 	if (!s->ng_open || c->state != C_OPEN)
 		return err_set(e, "HBONE stream already closed");
 	s->fd = upstream_fd;
-	if (loop_io_add(c->loop, &s->io, upstream_fd, 0, stream_on_io) < 0) {
-		s->fd = -1;
-		return err_set(e, "epoll: %s", strerror(errno));
-	}
 	nghttp2_nv nv = {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE};
 	nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read_cb};
 	s->status = 200;

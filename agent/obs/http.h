@@ -27,5 +27,8 @@ struct http_server *http_server_new(struct loop *l, const char *bind_addr, uint1
 				    http_handler h, void *arg, struct err *e);
 void http_server_free(struct http_server *s);
 uint16_t http_server_port(const struct http_server *s); /* useful with port 0 in tests */
+/* Per-connection time limit (default 10000 ms): the whole request must arrive within it, and
+ * a response that makes no write progress for that long is dropped. Tests shorten it. */
+void http_server_set_timeout(struct http_server *s, uint32_t timeout_ms);
 
 #endif

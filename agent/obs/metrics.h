@@ -10,6 +10,8 @@
 #include "core/util.h"
 
 #define METRIC_MAX_LABELS 24
+/* Content-Type of the /metrics response. */
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 struct metric_labels {
 	const char *key[METRIC_MAX_LABELS];

@@ -31,6 +31,9 @@ struct relay {
 	bool finished;
 };
 
+static void on_io_a(struct loop_io *io, uint32_t events);
+static void on_io_b(struct loop_io *io, uint32_t events);
+
 static void rst_close(int fd)
 {
 	struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -72,7 +75,13 @@ static void update_interest(struct relay *r)
 		/* write i when the opposite flow has a backlog for it */
 		if (r->flow[!i].len > r->flow[!i].off)
 			ev |= EPOLLOUT;
-		loop_io_mod(r->loop, &r->io[i], ev);
+		/* Nothing to wait for: leave epoll, or a hung-up socket would wake us forever. */
+		if (!ev)
+			loop_io_del(r->loop, &r->io[i]);
+		else if (r->io[i].fd < 0)
+			loop_io_add(r->loop, &r->io[i], r->fd[i], ev, i ? on_io_b : on_io_a);
+		else
+			loop_io_mod(r->loop, &r->io[i], ev);
 	}
 }
 

@@ -1,6 +1,7 @@
 #include "test.h"
 
 #include <stdarg.h>
+#include <signal.h>
 #include <stdlib.h>
 
 static struct test_case *cases, **cases_tail = &cases;
@@ -53,6 +54,7 @@ int test_main(int argc, char **argv)
 {
 	int passed = 0, failed = 0, skipped = 0;
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGPIPE, SIG_IGN); /* as moatd: a closed peer is an error code, not a kill */
 	for (struct test_case *tc = cases; tc; tc = tc->next) {
 		if (!selected(tc, argc, argv))
 			continue;
