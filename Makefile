@@ -35,6 +35,8 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
               -Ivmlinux/$(ARCH) -Iinclude -mcpu=v3
 
 .PHONY: all build deps test demo bench clean unit-tests
+# Keep the BPF objects: the kernel-under-QEMU layer loads them too.
+.SECONDARY:
 
 all:
 	@bash scripts/deps.sh

@@ -6,13 +6,16 @@
  *   capture4 / capture6  cgroup/connect4, connect6 on each pod's cgroup: fast deny (EPERM),
  *                        REGISTRY_ONLY, rewrite captured connects to 127.0.0.1|::1:15001 and
  *                        record the original destination under the socket cookie.
- *   sockops              on each pod's cgroup: at TCP_CONNECT move the original destination to
- *                        (netns cookie, client addr, client port) for moatd.
+ *   sock_ops             (section sockops) on each pod's cgroup: at TCP_CONNECT move the
+ *                        original destination to (netns cookie, client addr, client port).
  *   ingress              TC ingress on the pod's interface (inside its netns): drop plaintext
  *                        SYNs to STRICT workloads (counted, event), pass HBONE (15008).
+ *   lo_ingress           TC ingress on the pod netns' lo: marks connections made inside the
+ *                        pod so plain_lookup leaves them alone.
  *   plain_lookup         sk_lookup on the pod's netns: steer plaintext to PERMISSIVE workloads
- *                        into the pod's 15006 listener (not for traffic arriving on lo).
+ *                        into the pod's 15006 listener (not connections made inside the pod).
  * Pins: <dir>/<map name> for every map, <dir>/progs/<prog>, <dir>/links/<pod key>/<prog>.
+ * docs/bpf.md has the details.
  * Links are pinned so a crashed moatd fails closed (captured connects are refused, STRICT
  * drops stay) instead of open. */
 #ifndef MOAT_BPF_DATAPLANE_H
@@ -36,9 +39,10 @@ struct dataplane *dataplane_open(const char *pin_dir, struct err *e);
 /* Detach every pod, unpin everything under pin_dir and free. */
 void dataplane_close(struct dataplane *dp);
 
-/* Attach capture (connect4/6 + sockops) to the pod's cgroup, TC ingress to ifname inside the
- * pod netns, sk_lookup to the pod netns; links pinned under links/<pod_key>. pod_key is a
- * filesystem-safe name ("ns_name"). The calling thread's netns is restored before return. */
+/* Attach capture (connect4/6 + sockops) to the pod's cgroup, TC ingress to ifname (and to lo)
+ * inside the pod netns, sk_lookup to the pod netns; links pinned under links/<pod_key>.
+ * pod_key is a filesystem-safe name ("ns_name"). Attaching a key again replaces the previous
+ * attachment. The calling thread's netns is restored before return. */
 int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_fd, int netns_fd,
 			 const char *ifname, struct err *e);
 void dataplane_detach_pod(struct dataplane *dp, const char *pod_key, int netns_fd,
@@ -49,7 +53,7 @@ int dataplane_settings_set(struct dataplane *dp, const struct moat_settings *s, 
 int dataplane_workload_put(struct dataplane *dp, const struct moat_addr *a,
 			   const struct moat_workload *w, struct err *e);
 int dataplane_workload_del(struct dataplane *dp, const struct moat_addr *a);
-/* Iterate keys currently in the workloads map (to remove stale ones). */
+/* Iterate keys currently in the workloads map (to remove stale ones); the caller frees *keys. */
 int dataplane_workload_keys(struct dataplane *dp, struct moat_addr **keys, size_t *n);
 int dataplane_port_mtls_put(struct dataplane *dp, const struct moat_port_mtls_key *k,
 			    const struct moat_port_mtls *v, struct err *e);
@@ -61,6 +65,11 @@ int dataplane_verdict_put(struct dataplane *dp, const struct moat_verdict_key *k
 			  const struct moat_verdict *v, struct err *e);
 int dataplane_verdict_get(struct dataplane *dp, const struct moat_verdict_key *k,
 			  struct moat_verdict *v);
+/* Call cb for every entry of the verdicts map (moatctl verdicts). */
+int dataplane_verdicts_each(struct dataplane *dp,
+			    void (*cb)(void *arg, const struct moat_verdict_key *k,
+				       const struct moat_verdict *v),
+			    void *arg);
 /* Remove every verdict (an epoch bump already invalidates them; this frees the space). */
 int dataplane_verdicts_clear(struct dataplane *dp);
 int dataplane_plain_listener_put(struct dataplane *dp, const struct moat_addr *pod_addr,
@@ -73,7 +82,8 @@ int dataplane_orig_dst_take(struct dataplane *dp, uint64_t netns_cookie,
 /* Sum of the per-CPU stats. */
 int dataplane_stats(struct dataplane *dp, struct moat_stats *out);
 
-/* Events: poll this fd (readable = events pending), then consume. */
+/* Events: poll this fd (readable = events pending), then consume (returns the number of
+ * events handed to cb, or -1). */
 typedef void (*dataplane_event_cb)(void *arg, const struct moat_event *ev);
 int dataplane_events_fd(struct dataplane *dp);
 int dataplane_events_consume(struct dataplane *dp, dataplane_event_cb cb, void *arg);

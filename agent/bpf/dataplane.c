@@ -1,0 +1,437 @@
+/* Load the BPF object, pin it, attach it per pod, and take it all down again. */
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bpf/internal.h"
+#include "core/log.h"
+#include "core/netns.h"
+#include "core/util.h"
+#include "moat.skel.h"
+
+const char *dataplane_pin_dir(const struct dataplane *dp)
+{
+	return dp->pin_dir;
+}
+
+/* ---------------- open / close ---------------- */
+
+static int pin_objects(struct dataplane *dp, struct err *e)
+{
+	struct bpf_map *map;
+	bpf_object__for_each_map(map, dp->skel->obj)
+	{
+		if (bpf_map__is_internal(map))
+			continue; /* .rodata/.bss if globals are ever added: not ABI */
+		char *path = xasprintf("%s/%s", dp->pin_dir, bpf_map__name(map));
+		int rc = bpf_map__pin(map, path);
+		free(path);
+		if (rc < 0)
+			return err_set(e, "pin map %s under %s: %s", bpf_map__name(map), dp->pin_dir,
+				       strerror(-rc));
+	}
+	char *progs = xasprintf("%s/progs", dp->pin_dir);
+	int rc = mkdir(progs, 0700) < 0 && errno != EEXIST
+			 ? err_set(e, "mkdir %s: %s", progs, strerror(errno))
+			 : 0;
+	struct bpf_program *prog;
+	bpf_object__for_each_program(prog, dp->skel->obj)
+	{
+		if (rc < 0)
+			break;
+		char *path = xasprintf("%s/%s", progs, bpf_program__name(prog));
+		int prc = bpf_program__pin(prog, path);
+		if (prc < 0)
+			rc = err_set(e, "pin program %s at %s: %s", bpf_program__name(prog), path,
+				     strerror(-prc));
+		free(path);
+	}
+	free(progs);
+	if (rc < 0)
+		return rc;
+	char *links = xasprintf("%s/links", dp->pin_dir);
+	if (mkdir(links, 0700) < 0 && errno != EEXIST)
+		rc = err_set(e, "mkdir %s: %s", links, strerror(errno));
+	free(links);
+	return rc;
+}
+
+static int ring_event(void *ctx, void *data, size_t size)
+{
+	struct dataplane *dp = ctx;
+	if (size < sizeof(struct moat_event) || !dp->ev_cb)
+		return 0;
+	struct moat_event ev; /* copy: ring buffer records are only 8-byte aligned */
+	memcpy(&ev, data, sizeof(ev));
+	dp->ev_cb(dp->ev_arg, &ev);
+	return 0;
+}
+
+static int load_skeleton(struct dataplane *dp, struct err *e)
+{
+	dp->skel = moat_bpf__open();
+	if (!dp->skel)
+		return err_set(e, "open BPF object moat: %s", strerror(errno));
+	int rc = moat_bpf__load(dp->skel);
+	if (rc < 0)
+		return err_set(e,
+			       "load BPF object moat: %s (the verifier log above says which "
+			       "program; the kernel needs Linux 6.1+ with BTF)",
+			       strerror(-rc));
+	return 0;
+}
+
+struct dataplane *dataplane_open(const char *pin_dir, struct err *e)
+{
+	if (!pin_dir || pin_dir[0] != '/')
+		return err_set(e, "BPF pin dir must be an absolute path, got \"%s\"",
+			       pin_dir ? pin_dir : "(null)"),
+		       NULL;
+	if (dp_ensure_bpffs(pin_dir, e) < 0)
+		return NULL;
+	if (mkdir_p(pin_dir, 0700) < 0) {
+		err_set(e, "mkdir %s: %s", pin_dir, strerror(errno));
+		return NULL;
+	}
+	/* A previous moatd's pins (its links keep programs attached): the agent re-enrolls its
+	 * pods from its state directory, so start from nothing. */
+	if (dp_clear_pins(pin_dir, e) < 0)
+		return NULL;
+
+	struct dataplane *dp = xcalloc(1, sizeof(*dp));
+	dp->pin_dir = xstrdup(pin_dir);
+	dp->ncpus = libbpf_num_possible_cpus();
+	if (dp->ncpus <= 0) {
+		err_set(e, "count possible CPUs: %s", strerror(-dp->ncpus));
+		goto fail;
+	}
+	if (load_skeleton(dp, e) < 0 || pin_objects(dp, e) < 0)
+		goto fail;
+	struct moat_settings s = {.epoch = 1, .outbound_policy = MOAT_OUTBOUND_ALLOW_ANY};
+	if (dataplane_settings_set(dp, &s, e) < 0)
+		goto fail;
+	dp->rb = ring_buffer__new(bpf_map__fd(dp->skel->maps.events), ring_event, dp, NULL);
+	if (!dp->rb) {
+		err_set(e, "ring buffer on map events: %s", strerror(errno));
+		goto fail;
+	}
+	return dp;
+fail:
+	dataplane_close(dp);
+	return NULL;
+}
+
+/* ---------------- per pod ---------------- */
+
+static bool pod_key_ok(const char *key)
+{
+	size_t n = strlen(key);
+	if (n == 0 || n > 200 || strcmp(key, ".") == 0 || strcmp(key, "..") == 0)
+		return false;
+	return strchr(key, '/') == NULL;
+}
+
+static struct dp_pod *pod_find(struct dataplane *dp, const char *key)
+{
+	for (size_t i = 0; i < dp->n_pods; i++)
+		if (strcmp(dp->pods[i].key, key) == 0)
+			return &dp->pods[i];
+	return NULL;
+}
+
+static const char *link_name(enum dp_link_slot slot)
+{
+	static const char *names[DP_LINK_COUNT] = {"capture4", "capture6", "sock_ops",
+						   "plain_lookup"};
+	return names[slot];
+}
+
+static char *pod_link_dir(const struct dataplane *dp, const char *key)
+{
+	return xasprintf("%s/links/%s", dp->pin_dir, key);
+}
+
+static struct bpf_program *link_prog(struct dataplane *dp, enum dp_link_slot slot)
+{
+	switch (slot) {
+	case DP_LINK_CAPTURE4:
+		return dp->skel->progs.capture4;
+	case DP_LINK_CAPTURE6:
+		return dp->skel->progs.capture6;
+	case DP_LINK_SOCK_OPS:
+		return dp->skel->progs.sock_ops;
+	default:
+		return dp->skel->progs.plain_lookup;
+	}
+}
+
+/* Attach and pin one link. */
+static int attach_link(struct dataplane *dp, struct dp_pod *pod, enum dp_link_slot slot,
+		       int cgroup_fd, struct err *e)
+{
+	struct bpf_program *prog = link_prog(dp, slot);
+	struct bpf_link *link = slot == DP_LINK_PLAIN_LOOKUP
+					? bpf_program__attach_netns(prog, pod->netns_fd)
+					: bpf_program__attach_cgroup(prog, cgroup_fd);
+	if (!link)
+		return err_set(e, "attach %s to pod %s %s: %s", link_name(slot), pod->key,
+			       slot == DP_LINK_PLAIN_LOOKUP ? "netns" : "cgroup", strerror(errno));
+	pod->links[slot] = link;
+	char *dir = pod_link_dir(dp, pod->key);
+	char *path = xasprintf("%s/%s", dir, link_name(slot));
+	int rc = bpf_link__pin(link, path);
+	if (rc < 0)
+		err_set(e, "pin %s link of pod %s at %s: %s", link_name(slot), pod->key, path,
+			strerror(-rc));
+	free(path);
+	free(dir);
+	return rc < 0 ? -1 : 0;
+}
+
+static void tc_hook_init(struct bpf_tc_hook *hook, int ifindex)
+{
+	memset(hook, 0, sizeof(*hook));
+	hook->sz = sizeof(*hook);
+	hook->ifindex = ifindex;
+	hook->attach_point = BPF_TC_INGRESS;
+}
+
+/* One TC ingress filter (prog) on tc->ifname; runs inside the pod netns. */
+static int tc_attach_here(const char *pod_key, struct dp_tc *tc, struct bpf_program *prog,
+			  struct err *e)
+{
+	tc->ifindex = (int)if_nametoindex(tc->ifname);
+	if (tc->ifindex == 0)
+		return err_set(e, "TC ingress of pod %s: interface %s: %s", pod_key, tc->ifname,
+			       strerror(errno));
+	struct bpf_tc_hook hook;
+	tc_hook_init(&hook, tc->ifindex);
+	int rc = bpf_tc_hook_create(&hook);
+	if (rc < 0 && rc != -EEXIST)
+		return err_set(e, "TC ingress of pod %s: add clsact qdisc on %s: %s", pod_key,
+			       tc->ifname, strerror(-rc));
+	tc->qdisc_created = rc == 0;
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = DP_TC_HANDLE, .priority = DP_TC_PRIORITY,
+		    .prog_fd = bpf_program__fd(prog), .flags = BPF_TC_F_REPLACE);
+	rc = bpf_tc_attach(&hook, &opts);
+	if (rc < 0)
+		return err_set(e, "TC ingress of pod %s: attach %s on %s: %s", pod_key,
+			       bpf_program__name(prog), tc->ifname, strerror(-rc));
+	tc->attached = true;
+	return 0;
+}
+
+static bool tc_gone(int rc)
+{
+	return rc == -ENOENT || rc == -ENODEV || rc == -EINVAL;
+}
+
+/* Remove our filter (and the clsact qdisc when we created it); inside the pod netns. */
+static void tc_detach_here(const char *pod_key, struct dp_tc *tc)
+{
+	struct bpf_tc_hook hook;
+	tc_hook_init(&hook, tc->ifindex);
+	if (tc->attached) {
+		LIBBPF_OPTS(bpf_tc_opts, opts, .handle = DP_TC_HANDLE,
+			    .priority = DP_TC_PRIORITY);
+		int rc = bpf_tc_detach(&hook, &opts);
+		if (rc < 0 && !tc_gone(rc))
+			log_warn("detach TC ingress of pod %s on %s: %s", pod_key, tc->ifname,
+				 strerror(-rc));
+		tc->attached = false;
+	}
+	if (tc->qdisc_created) {
+		hook.attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS; /* = the clsact qdisc */
+		int rc = bpf_tc_hook_destroy(&hook);
+		if (rc < 0 && !tc_gone(rc))
+			log_warn("remove clsact qdisc of pod %s on %s: %s", pod_key, tc->ifname,
+				 strerror(-rc));
+		tc->qdisc_created = false;
+	}
+}
+
+static struct bpf_program *tc_prog(struct dataplane *dp, enum dp_tc_slot slot)
+{
+	return slot == DP_TC_LO ? dp->skel->progs.lo_ingress : dp->skel->progs.ingress;
+}
+
+static int tc_attach(struct dataplane *dp, struct dp_pod *pod, struct err *e)
+{
+	int saved;
+	if (netns_enter(pod->netns_fd, &saved, e) < 0)
+		return err_wrap(e, "TC ingress of pod %s", pod->key);
+	int rc = 0;
+	for (int i = 0; i < DP_TC_COUNT && rc == 0; i++)
+		rc = tc_attach_here(pod->key, &pod->tc[i], tc_prog(dp, (enum dp_tc_slot)i), e);
+	if (rc < 0)
+		for (int i = 0; i < DP_TC_COUNT; i++)
+			tc_detach_here(pod->key, &pod->tc[i]); /* incl. a qdisc we created */
+	netns_leave(saved);
+	return rc;
+}
+
+static void tc_detach(struct dp_pod *pod)
+{
+	bool any = false;
+	for (int i = 0; i < DP_TC_COUNT; i++)
+		any |= pod->tc[i].attached || pod->tc[i].qdisc_created;
+	if (!any)
+		return;
+	int saved;
+	struct err e;
+	if (netns_enter(pod->netns_fd, &saved, &e) < 0) {
+		log_warn("detach TC ingress of pod %s: %s", pod->key, e.msg);
+		return;
+	}
+	for (int i = 0; i < DP_TC_COUNT; i++)
+		tc_detach_here(pod->key, &pod->tc[i]);
+	netns_leave(saved);
+}
+
+/* Undo everything a pod record holds: links (unpinned), TC, its pin directory. */
+static void pod_teardown(struct dataplane *dp, struct dp_pod *pod)
+{
+	for (int i = 0; i < DP_LINK_COUNT; i++) {
+		if (!pod->links[i])
+			continue;
+		bpf_link__unpin(pod->links[i]);
+		bpf_link__destroy(pod->links[i]);
+		pod->links[i] = NULL;
+	}
+	if (pod->netns_fd >= 0) {
+		tc_detach(pod);
+		close(pod->netns_fd);
+		pod->netns_fd = -1;
+	}
+	char *dir = pod_link_dir(dp, pod->key);
+	struct err e;
+	if (dp_clear_pins(dir, &e) < 0)
+		log_warn("detach pod %s: %s", pod->key, e.msg);
+	else if (rmdir(dir) < 0 && errno != ENOENT)
+		log_warn("detach pod %s: rmdir %s: %s", pod->key, dir, strerror(errno));
+	free(dir);
+	free(pod->key);
+	pod->key = NULL;
+}
+
+/* A new zeroed pod record. (Not VEC_PUSH: as util.h defines it today, its unused left
+ * operand trips -Wunused-value under -Werror.) */
+static struct dp_pod *pod_push(struct dataplane *dp)
+{
+	if (dp->n_pods == dp->cap_pods) {
+		dp->cap_pods = dp->cap_pods ? dp->cap_pods * 2 : 4;
+		dp->pods = xrealloc(dp->pods, dp->cap_pods * sizeof(*dp->pods));
+	}
+	struct dp_pod *pod = &dp->pods[dp->n_pods++];
+	memset(pod, 0, sizeof(*pod));
+	pod->netns_fd = -1;
+	return pod;
+}
+
+static void pod_remove(struct dataplane *dp, struct dp_pod *pod)
+{
+	pod_teardown(dp, pod);
+	size_t i = (size_t)(pod - dp->pods);
+	dp->pods[i] = dp->pods[--dp->n_pods];
+}
+
+int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_fd, int netns_fd,
+			 const char *ifname, struct err *e)
+{
+	if (!pod_key_ok(pod_key))
+		return err_set(e, "attach pod \"%s\": the key must be a file name (no '/')",
+			       pod_key);
+	if (!ifname || strlen(ifname) >= IF_NAMESIZE || strcmp(ifname, "lo") == 0)
+		return err_set(e,
+			       "attach pod %s: bad interface name \"%s\" (the pod's network "
+			       "interface, not lo)",
+			       pod_key, ifname ? ifname : "(null)");
+	struct dp_pod *old = pod_find(dp, pod_key);
+	if (old)
+		pod_remove(dp, old); /* re-enrollment replaces the previous attachment */
+
+	char *dir = pod_link_dir(dp, pod_key);
+	int rc = mkdir(dir, 0700) < 0 && errno != EEXIST
+			 ? err_set(e, "attach pod %s: mkdir %s: %s", pod_key, dir, strerror(errno))
+			 : 0;
+	free(dir);
+	if (rc < 0)
+		return rc;
+
+	struct dp_pod *pod = pod_push(dp);
+	pod->key = xstrdup(pod_key);
+	snprintf(pod->tc[DP_TC_POD_IF].ifname, IF_NAMESIZE, "%s", ifname);
+	snprintf(pod->tc[DP_TC_LO].ifname, IF_NAMESIZE, "lo");
+	pod->netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 3);
+	if (pod->netns_fd < 0) {
+		rc = err_set(e, "attach pod %s: dup netns fd %d: %s", pod_key, netns_fd,
+			     strerror(errno));
+		pod_remove(dp, pod);
+		return rc;
+	}
+	for (int i = 0; i < DP_LINK_COUNT && rc == 0; i++)
+		rc = attach_link(dp, pod, (enum dp_link_slot)i, cgroup_fd, e);
+	if (rc == 0)
+		rc = tc_attach(dp, pod, e);
+	if (rc < 0)
+		pod_remove(dp, pod);
+	return rc;
+}
+
+void dataplane_detach_pod(struct dataplane *dp, const char *pod_key, int netns_fd,
+			  const char *ifname)
+{
+	struct dp_pod *pod = pod_find(dp, pod_key);
+	if (pod) {
+		pod_remove(dp, pod);
+		return;
+	}
+	/* Not attached by this process (e.g. pins left by a previous run): unpinning its links
+	 * detaches them; TC filters we cannot know about are removed by their fixed identity
+	 * (their clsact qdiscs stay: we cannot know who created them). */
+	if (!pod_key_ok(pod_key))
+		return;
+	struct dp_pod stale = {.key = xstrdup(pod_key), .netns_fd = -1};
+	if (netns_fd >= 0 && ifname && strlen(ifname) < IF_NAMESIZE) {
+		snprintf(stale.tc[DP_TC_POD_IF].ifname, IF_NAMESIZE, "%s", ifname);
+		snprintf(stale.tc[DP_TC_LO].ifname, IF_NAMESIZE, "lo");
+		int saved;
+		struct err e;
+		if (netns_enter(netns_fd, &saved, &e) == 0) {
+			for (int i = 0; i < DP_TC_COUNT; i++) {
+				struct dp_tc *tc = &stale.tc[i];
+				tc->ifindex = (int)if_nametoindex(tc->ifname);
+				tc->attached = tc->ifindex > 0;
+				if (tc->attached)
+					tc_detach_here(pod_key, tc);
+			}
+			netns_leave(saved);
+		}
+	}
+	pod_teardown(dp, &stale);
+}
+
+void dataplane_close(struct dataplane *dp)
+{
+	if (!dp)
+		return;
+	while (dp->n_pods > 0)
+		pod_remove(dp, &dp->pods[dp->n_pods - 1]);
+	free(dp->pods);
+	ring_buffer__free(dp->rb);
+	moat_bpf__destroy(dp->skel);
+	struct err e;
+	if (dp_clear_pins(dp->pin_dir, &e) < 0)
+		log_warn("close BPF data plane: %s", e.msg);
+	else if (rmdir(dp->pin_dir) < 0 && errno != ENOENT)
+		log_warn("close BPF data plane: rmdir %s: %s", dp->pin_dir, strerror(errno));
+	free(dp->pin_dir);
+	free(dp);
+}

@@ -1,0 +1,251 @@
+/* plain_lookup (sk_lookup) and ingress (TC, really attached) with real sockets: netns A
+ * (the client) and the pod netns B joined by a veth pair; the pod is attached to B. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "core/util.h"
+#include "test.h"
+#include "world.h"
+
+#define POD_IP "10.78.0.2"
+#define CLIENT_IP "10.78.0.1"
+#define POD_IP6 "fd00:78::2"
+#define CLIENT_IP6 "fd00:78::1"
+
+static int link_up(struct world *w)
+{
+	if (sh("ip -n %s addr add %s/24 dev va", w->peer_name, CLIENT_IP) < 0 ||
+	    sh("ip -n %s addr add %s/24 dev eth0", w->name, POD_IP) < 0 ||
+	    sh("ip -n %s addr add %s/64 dev va nodad", w->peer_name, CLIENT_IP6) < 0 ||
+	    sh("ip -n %s addr add %s/64 dev eth0 nodad", w->name, POD_IP6) < 0)
+		return -1;
+	return 0;
+}
+
+static struct conn_req from_client(struct world *w, const char *ip, uint16_t port, int ms)
+{
+	struct conn_req r = {.netns_fd = w->peer_netns_fd, .in_cgroup = false,
+			     .family = strchr(ip, ':') ? AF_INET6 : AF_INET, .type = SOCK_STREAM,
+			     .ip = ip, .port = port, .timeout_ms = ms};
+	return r;
+}
+
+static struct moat_stats stats_now(struct world *w)
+{
+	struct moat_stats s;
+	if (dataplane_stats(w->dp, &s) < 0)
+		test_fail(__FILE__, __LINE__, "dataplane_stats failed");
+	return s;
+}
+
+static int register_listener(struct world *w, const char *pod_ip, const char *lsn_ip)
+{
+	int lsn = world_listen(w, w->netns_fd, lsn_ip, MOAT_PORT_INBOUND_PLAIN);
+	if (lsn < 0)
+		return -1;
+	struct moat_addr a = addr_of(pod_ip);
+	struct err e;
+	if (dataplane_plain_listener_put(w->dp, &a, lsn, &e) < 0) {
+		test_fail(__FILE__, __LINE__, "%s", e.msg);
+		return -1;
+	}
+	return lsn;
+}
+
+/* Steered: the 15006 listener accepts, and the accepted socket's local address is the
+ * address the client dialed. */
+static void expect_steered(struct world *w, int lsn, const char *ip, uint16_t port)
+{
+	struct conn_result r;
+	struct conn_req req = from_client(w, ip, port, 2000);
+	if (child_connect(w, &req, &r) < 0)
+		return;
+	CHECK_MSG(r.err == 0, "connect %s:%u from the client netns: %s", ip, port,
+		  strerror(r.err));
+	int fd = world_accept(w, lsn, 1000);
+	CHECK_MSG(fd >= 0, "%s:%u was not steered to the 15006 listener", ip, port);
+	if (fd < 0)
+		return;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	REQUIRE(getsockname(fd, (struct sockaddr *)&ss, &len) == 0);
+	struct moat_addr local;
+	uint16_t lport;
+	addr_from_sockaddr((struct sockaddr *)&ss, &local, &lport);
+	char b[ADDR_STRLEN];
+	CHECK_STR(addr_str(&local, b, sizeof(b)), ip);
+	CHECK_INT(lport, port);
+}
+
+static void permissive_body(struct world *w)
+{
+	REQUIRE(link_up(w) == 0);
+	REQUIRE(put_workload(w, POD_IP, POD_WL, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
+			     MOAT_MTLS_PERMISSIVE) == 0);
+	REQUIRE(put_workload(w, POD_IP6, POD_WL, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
+			     MOAT_MTLS_PERMISSIVE) == 0);
+	int lsn = register_listener(w, POD_IP, "127.0.0.1");
+	REQUIRE(lsn >= 0);
+	int lsn6 = register_listener(w, POD_IP6, "::1");
+	REQUIRE(lsn6 >= 0);
+	expect_steered(w, lsn, POD_IP, 8080);
+	expect_steered(w, lsn6, POD_IP6, 8080);
+	CHECK_INT(stats_now(w).plaintext_redirected, 2);
+	CHECK_INT(stats_now(w).plaintext_dropped, 0);
+
+	/* HBONE is never steered: with nothing on 15008 the connect is refused */
+	struct conn_result r;
+	struct conn_req req = from_client(w, POD_IP, MOAT_PORT_HBONE, 2000);
+	REQUIRE(child_connect(w, &req, &r) == 0);
+	CHECK_MSG(r.err == ECONNREFUSED, "HBONE port: expected ECONNREFUSED, got %s",
+		  strerror(r.err));
+	CHECK(world_accept(w, lsn, 50) < 0);
+
+	/* after the listener is removed, nothing is steered */
+	struct moat_addr a = addr_of(POD_IP);
+	REQUIRE(dataplane_plain_listener_del(w->dp, &a) == 0);
+	req = from_client(w, POD_IP, 8080, 2000);
+	REQUIRE(child_connect(w, &req, &r) == 0);
+	CHECK_MSG(r.err == ECONNREFUSED, "after del: expected ECONNREFUSED, got %s",
+		  strerror(r.err));
+	CHECK_INT(stats_now(w).plaintext_redirected, 2);
+}
+
+TEST(sklookup_permissive_steered_to_15006)
+{
+	struct world w;
+	if (world_up(&w, W_NETNS | W_PEER | W_CGROUP | W_ATTACH) == 0)
+		permissive_body(&w);
+	world_down(&w);
+}
+
+static void strict_body(struct world *w)
+{
+	REQUIRE(link_up(w) == 0);
+	REQUIRE(put_workload(w, POD_IP, POD_WL, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
+			     MOAT_MTLS_STRICT) == 0);
+	int lsn = register_listener(w, POD_IP, "127.0.0.1");
+	REQUIRE(lsn >= 0);
+	/* the app itself listens too: STRICT must keep plaintext from it as well */
+	int app = world_listen(w, w->netns_fd, "0.0.0.0", 8080);
+	REQUIRE(app >= 0);
+	struct conn_result r;
+	struct conn_req req = from_client(w, POD_IP, 8080, 400);
+	REQUIRE(child_connect(w, &req, &r) == 0);
+	CHECK_MSG(r.err == ETIMEDOUT, "STRICT: SYNs are dropped, expected a timeout, got %s",
+		  r.err ? strerror(r.err) : "a connection");
+	CHECK(world_accept(w, lsn, 50) < 0);
+	CHECK(world_accept(w, app, 50) < 0);
+	struct moat_stats s = stats_now(w);
+	CHECK_INT(s.plaintext_redirected, 0);
+	CHECK_MSG(s.plaintext_dropped >= 1, "plaintext_dropped = %llu",
+		  (unsigned long long)s.plaintext_dropped);
+	struct moat_event ev[8];
+	int n = world_events(w, ev, 8);
+	CHECK(n >= 1);
+	if (n >= 1) {
+		char b[ADDR_STRLEN];
+		CHECK_INT(ev[0].kind, MOAT_EV_PLAINTEXT_DROPPED);
+		CHECK_STR(addr_str(&ev[0].src, b, sizeof(b)), CLIENT_IP);
+		CHECK_INT(ev[0].src_port, r.local_port);
+		CHECK_INT(ev[0].dst_port, 8080);
+	}
+	/* HBONE to a STRICT pod passes TC and reaches a 15008 listener on the pod address */
+	int hbone = world_listen(w, w->netns_fd, POD_IP, MOAT_PORT_HBONE);
+	REQUIRE(hbone >= 0);
+	req = from_client(w, POD_IP, MOAT_PORT_HBONE, 2000);
+	REQUIRE(child_connect(w, &req, &r) == 0);
+	CHECK_MSG(r.err == 0, "HBONE to a STRICT pod: %s", strerror(r.err));
+	CHECK(world_accept(w, hbone, 1000) >= 0);
+}
+
+TEST(sklookup_strict_not_steered_and_dropped_at_tc)
+{
+	struct world w;
+	if (world_up(&w, W_NETNS | W_PEER | W_CGROUP | W_ATTACH) == 0)
+		strict_body(&w);
+	world_down(&w);
+}
+
+static void no_listener_body(struct world *w)
+{
+	REQUIRE(link_up(w) == 0);
+	REQUIRE(put_workload(w, POD_IP, POD_WL, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
+			     MOAT_MTLS_PERMISSIVE) == 0);
+	/* a 15006 listener exists but is not registered: the app's own listener gets it */
+	int lsn = world_listen(w, w->netns_fd, "127.0.0.1", MOAT_PORT_INBOUND_PLAIN);
+	REQUIRE(lsn >= 0);
+	int app = world_listen(w, w->netns_fd, POD_IP, 8080);
+	REQUIRE(app >= 0);
+	struct conn_result r;
+	struct conn_req req = from_client(w, POD_IP, 8080, 2000);
+	REQUIRE(child_connect(w, &req, &r) == 0);
+	CHECK_MSG(r.err == 0, "connect without a registered listener: %s", strerror(r.err));
+	CHECK(world_accept(w, app, 1000) >= 0);
+	CHECK(world_accept(w, lsn, 50) < 0);
+	CHECK_INT(stats_now(w).plaintext_redirected, 0);
+}
+
+TEST(sklookup_without_listener_not_steered)
+{
+	struct world w;
+	if (world_up(&w, W_NETNS | W_PEER | W_CGROUP | W_ATTACH) == 0)
+		no_listener_body(&w);
+	world_down(&w);
+}
+
+static void loopback_body(struct world *w)
+{
+	REQUIRE(link_up(w) == 0);
+	REQUIRE(put_workload(w, POD_IP, POD_WL, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
+			     MOAT_MTLS_PERMISSIVE) == 0);
+	int lsn = register_listener(w, POD_IP, "127.0.0.1");
+	REQUIRE(lsn >= 0);
+	int app = world_listen(w, w->netns_fd, POD_IP, 8080);
+	REQUIRE(app >= 0);
+	/* from inside the pod (over lo, outside the pod cgroup): not steered */
+	struct conn_result r;
+	struct conn_req req = {.netns_fd = w->netns_fd, .family = AF_INET, .type = SOCK_STREAM,
+			       .ip = POD_IP, .port = 8080, .timeout_ms = 2000};
+	REQUIRE(child_connect(w, &req, &r) == 0);
+	CHECK_MSG(r.err == 0, "pod to its own address: %s", strerror(r.err));
+	CHECK(world_accept(w, app, 1000) >= 0);
+	CHECK(world_accept(w, lsn, 50) < 0);
+	/* from another source address of the pod (as moatd's upstream connect from the
+	 * client's address is): the kernel reports eth0, not lo, as ingress_ifindex here */
+	REQUIRE(sh_pod(w, "ip addr add 10.78.0.50/32 dev lo") == 0);
+	req.bind_ip = "10.78.0.50";
+	REQUIRE(child_connect(w, &req, &r) == 0);
+	CHECK_MSG(r.err == 0, "pod to its own address from a second source: %s",
+		  strerror(r.err));
+	CHECK(world_accept(w, app, 1000) >= 0);
+	CHECK(world_accept(w, lsn, 50) < 0);
+	CHECK_INT(stats_now(w).plaintext_redirected, 0);
+	/* and IPv6 */
+	REQUIRE(put_workload(w, POD_IP6, POD_WL, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
+			     MOAT_MTLS_PERMISSIVE) == 0);
+	int lsn6 = register_listener(w, POD_IP6, "::1");
+	REQUIRE(lsn6 >= 0);
+	int app6 = world_listen(w, w->netns_fd, POD_IP6, 8080);
+	REQUIRE(app6 >= 0);
+	struct conn_req req6 = {.netns_fd = w->netns_fd, .family = AF_INET6,
+				.type = SOCK_STREAM, .ip = POD_IP6, .port = 8080,
+				.timeout_ms = 2000};
+	REQUIRE(child_connect(w, &req6, &r) == 0);
+	CHECK_MSG(r.err == 0, "pod to its own IPv6 address: %s", strerror(r.err));
+	CHECK(world_accept(w, app6, 1000) >= 0);
+	CHECK(world_accept(w, lsn6, 50) < 0);
+	CHECK_INT(stats_now(w).plaintext_redirected, 0);
+	/* while from the network it is still steered */
+	expect_steered(w, lsn, POD_IP, 8080);
+	expect_steered(w, lsn6, POD_IP6, 8080);
+}
+
+TEST(sklookup_loopback_not_steered)
+{
+	struct world w;
+	if (world_up(&w, W_NETNS | W_PEER | W_CGROUP | W_ATTACH) == 0)
+		loopback_body(&w);
+	world_down(&w);
+}
