@@ -84,7 +84,7 @@ static int open_socket(const struct connect_req *r, char *why, size_t wlen)
 			 ? netns_socket(r->netns_fd, family, SOCK_STREAM | SOCK_NONBLOCK, 0, &e)
 			 : socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		snprintf(why, wlen, "%s", r->netns_fd >= 0 ? e.msg : strerror(errno));
+		snprintf(why, wlen, "%.200s", r->netns_fd >= 0 ? e.msg : strerror(errno));
 		return -1;
 	}
 	int one = 1;

@@ -164,7 +164,7 @@ static void pc_connected(void *arg, int fd, int err_no, const char *error)
 		     : NULL;
 	if (!pc->h2) {
 		close(fd);
-		char why[900];
+		char why[1024];
 		snprintf(why, sizeof(why), "HBONE %s: %s", pc->desc,
 			 ctx ? e.msg : "no certificate for the source identity");
 		log_warn("%s", why);

@@ -189,14 +189,14 @@ static int pod_identify(struct agent *a, struct pod *p, const struct enroll_req 
 			 r->ns, r->name, r->sa, we->meta.file, we->meta.line, we->service_account);
 	if (we) {
 		p->addr = we->address;
-		if (!netns_has_addr(r->netns_fd, &we->address)) {
+		if (!netns_has_addr(p->netns_fd, &we->address)) {
 			char s[ADDR_STRLEN];
 			return err_set(e, "pod %s/%s: its WorkloadEntry (%s:%d) says address %s, which "
 					  "the pod's network namespace does not have",
 				       r->ns, r->name, we->meta.file, we->meta.line,
 				       addr_str(&we->address, s, sizeof(s)));
 		}
-	} else if (read_pod_addr(r->netns_fd, p->ifname, &p->addr, e) < 0) {
+	} else if (read_pod_addr(p->netns_fd, p->ifname, &p->addr, e) < 0) {
 		return err_wrap(e, "pod %s/%s", r->ns, r->name);
 	}
 	pod_synth(a, p, r, we);
