@@ -28,6 +28,9 @@ struct mc_finding {
 	int rule;      /* 1-based rule index, 0 when not about a rule */
 	char *field;   /* e.g. "rules[0].to[0].operation.methods", or NULL */
 	char *message; /* what is wrong and what it now means / what to do */
+	char *kind;    /* kind of the object ("AuthorizationPolicy", ...), NULL when unknown;
+			* mc_finding_str writes "policy ns/name" for AuthorizationPolicy and
+			* "<Kind> ns/name" for the others (added) */
 };
 
 struct mc_findings {
@@ -40,6 +43,13 @@ size_t mc_findings_count(const struct mc_findings *f, enum mc_severity sev);
 /* One finding as "file:line: policy ns/name rule N: field: message" (parts that are absent
  * are left out), prefixed with "error: " / "warning: " / "note: ". Returns buf. */
 const char *mc_finding_str(const struct mc_finding *f, char *buf, size_t len);
+/* Append a finding (strings are copied; NULL parts are absent). Returns it. (added) */
+struct mc_finding *mc_finding_add(struct mc_findings *f, enum mc_severity sev, const char *file,
+				  int line, const char *kind, const char *object, int rule,
+				  const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 9, 10)));
+/* Append copies of every finding of src. (added) */
+void mc_findings_append(struct mc_findings *dst, const struct mc_findings *src);
 
 /* ---- common pieces ---- */
 struct mc_label {
@@ -155,6 +165,8 @@ struct mc_source {
 	struct mc_strs service_accounts, not_service_accounts; /* normalised to "ns/sa" */
 	struct mc_cidrs ip_blocks, not_ip_blocks;
 	int line;
+	/* principals / notPrincipals entries as written with "spiffe://" (for lint; added) */
+	struct mc_strs spiffe_written;
 };
 
 struct mc_operation {
@@ -166,6 +178,7 @@ struct mc_operation {
 	 * DENY: an operation with a named entry in `ports` matches every port. */
 	bool named_in_ports, named_in_not_ports;
 	int line;
+	struct mc_strs named_ports, named_not_ports; /* the named entries, for lint (added) */
 };
 
 enum mc_when_key {
@@ -180,6 +193,14 @@ struct mc_condition {
 	enum mc_when_key key;
 	bool has_values, has_not_values;
 	struct mc_strs values, not_values; /* principals normalised without "spiffe://" */
+	int line;
+	struct mc_strs spiffe_written; /* source.principal values written with "spiffe://" (added) */
+};
+
+/* A field L4 cannot enforce, as found in a rule (added, for lint). */
+struct mc_l7 {
+	char *field; /* path, e.g. "spec.rules[0].to[0].operation.methods" or "...when[1] (request.headers[x])" */
+	char *name;  /* short name: "methods", "requestPrincipals", "when request.headers[x]" */
 	int line;
 };
 
@@ -197,10 +218,13 @@ struct mc_rule {
 	bool had_l7;
 	bool dropped;
 	int line;
+	struct mc_l7 *l7; /* the L7 fields found (added) */
+	size_t n_l7, cap_l7;
 };
 
 struct mc_target_ref {
 	char *group, *kind, *name, *ns; /* ns defaults to the policy's namespace */
+	int line; /* (added) */
 };
 
 struct mc_authz {

@@ -95,4 +95,14 @@ void authz_decision_json(const struct authz_decision *d, struct sbuf *out);
 void authz_decision_text(const struct authz_decision *d, const struct authz_target *t,
 			 const struct authz_peer *p, struct sbuf *out);
 
+/* `moatctl explain`, offline and live (added): turn (config, from, src_ip, to) into a target,
+ * a peer and a decision, and format it. from: "spiffe://TD/ns/NS/sa/SA" (or without the
+ * prefix) or "plaintext"; src_ip: NULL/"" when unknown (then, when exactly one WorkloadEntry
+ * presents that identity, its address is used); to: "IP:PORT" of a WorkloadEntry (inbound
+ * target) or else of a ServiceEntry (egress target). Writes the text (or one JSON object
+ * and a newline) to out, or on bad input one line saying what is wrong.
+ * Returns the exit code: 0 ALLOW, 1 DENY, 2 bad input. */
+int authz_explain(const struct mesh_config *c, const char *from, const char *src_ip,
+		  const char *to, bool json, struct sbuf *out);
+
 #endif

@@ -1,0 +1,551 @@
+/* Loading a configuration directory: files in name order, documents in file order, each
+ * object validated, then the whole set cross-checked (duplicates, addresses), completed
+ * (ambient flags, SPIFFE IDs) and linted. Any error and no snapshot is produced. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <openssl/evp.h>
+
+#include "config/config_internal.h"
+#include "policy/authz.h"
+
+#define AMBIENT_LABEL "istio.io/dataplane-mode"
+
+enum obj_kind { K_AUTHZ, K_PEER_AUTH, K_WORKLOAD_ENTRY, K_SERVICE_ENTRY, K_NAMESPACE, K_MESH };
+
+static const char *const security_versions[] = {"security.istio.io/v1",
+						"security.istio.io/v1beta1", NULL};
+static const char *const networking_versions[] = {"networking.istio.io/v1",
+						  "networking.istio.io/v1beta1",
+						  "networking.istio.io/v1alpha3", NULL};
+static const char *const core_versions[] = {"v1", NULL};
+static const char *const moat_versions[] = {"moat.dev/v1", NULL};
+
+static const struct kind_info {
+	const char *name;
+	const char *const *versions;
+	enum obj_kind kind;
+} kinds[] = {
+	{"AuthorizationPolicy", security_versions, K_AUTHZ},
+	{"PeerAuthentication", security_versions, K_PEER_AUTH},
+	{"WorkloadEntry", networking_versions, K_WORKLOAD_ENTRY},
+	{"ServiceEntry", networking_versions, K_SERVICE_ENTRY},
+	{"Namespace", core_versions, K_NAMESPACE},
+	{"MeshConfig", moat_versions, K_MESH},
+};
+
+static const char *const kind_names[] = {"AuthorizationPolicy", "PeerAuthentication",
+					 "WorkloadEntry",	"ServiceEntry",
+					 "Namespace",		"MeshConfig",
+					 NULL};
+
+static const char *const top_keys[] = {"apiVersion", "kind", "metadata", "spec", "status", NULL};
+/* Kubernetes bookkeeping fields are accepted (objects exported with kubectl carry them). */
+static const char *const meta_keys[] = {
+	"name",		 "namespace",	       "labels",	"annotations",
+	"creationTimestamp", "uid",	       "resourceVersion", "generation",
+	"managedFields", "finalizers",	       "ownerReferences", "generateName",
+	"deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", NULL};
+
+struct loadctx {
+	struct mesh_config *c;
+	struct mc_findings all; /* every finding of this load */
+	int errors;
+	unsigned seq;
+	EVP_MD_CTX *md;
+};
+
+/* ---- metadata ---- */
+
+/* RFC 3339: 2024-01-02T03:04:05Z, optional fraction, Z or +hh:mm. */
+static bool parse_rfc3339(const char *s, int64_t *ms)
+{
+	struct tm tm = {0};
+	int n = 0;
+	if (sscanf(s, "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+		   &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 || n == 0)
+		return false;
+	const char *p = s + n;
+	int64_t frac_ms = 0;
+	if (*p == '.') {
+		int digits = 0;
+		for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+			if (digits < 3)
+				frac_ms = frac_ms * 10 + (*p - '0');
+		if (digits == 0)
+			return false;
+		for (; digits < 3; digits++)
+			frac_ms *= 10;
+	}
+	int64_t offset = 0;
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int oh, om, m = 0;
+		if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &m) != 2 || m != 5)
+			return false;
+		offset = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
+		p += 6;
+	} else {
+		return false;
+	}
+	if (*p || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+	    tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+		return false;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	time_t t = timegm(&tm);
+	*ms = ((int64_t)t - offset) * 1000 + frac_ms;
+	return true;
+}
+
+static bool parse_meta(struct pctx *x, yaml_node_t *md, bool namespaced, struct mc_meta *m)
+{
+	char sub[CFG_PATH_LEN];
+	if (!md) {
+		perr(x, x->root, "metadata", "missing metadata: every object needs metadata.name");
+		return false;
+	}
+	if (!y_expect(x, md, YAML_MAPPING_NODE, "metadata"))
+		return false;
+	y_check_keys(x, md, "metadata", meta_keys);
+	const char *name = y_str(x, md, "name", "metadata");
+	const char *ns = y_str(x, md, "namespace", "metadata");
+	if (!name) {
+		perr(x, md, "metadata.name", "missing metadata.name: every object needs a name");
+		return false;
+	}
+	if (!dns1123_subdomain(name))
+		perr(x, y_get(x, md, "name"), "metadata.name",
+		     "\"%s\" is not a valid name (lowercase letters, digits, '-' and '.')", name);
+	if (ns && !dns1123_label(ns))
+		perr(x, y_get(x, md, "namespace"), "metadata.namespace",
+		     "\"%s\" is not a valid namespace name (DNS-1123 label: lowercase letters, "
+		     "digits and '-', at most 63 characters): it becomes part of SPIFFE IDs", ns);
+	m->name = xstrdup(name);
+	m->ns = xstrdup(namespaced ? (ns ? ns : "default") : "");
+	yaml_node_t *v;
+	if ((v = y_get(x, md, "labels")))
+		y_labels(x, v, "metadata.labels", &m->labels);
+	if ((v = y_get(x, md, "annotations")))
+		y_labels(x, v, "metadata.annotations", &m->annotations);
+	const char *ts = y_str(x, md, "creationTimestamp", "metadata");
+	if (ts && !parse_rfc3339(ts, &m->created_ms))
+		perr(x, y_get(x, md, "creationTimestamp"), path_key(sub, "metadata",
+								       "creationTimestamp"),
+		     "\"%s\" is not an RFC 3339 time (e.g. 2024-05-01T10:00:00Z)", ts);
+	m->file = xstrdup(x->file);
+	m->line = yline(x->root);
+	m->seq = (*x->seq)++;
+	return true;
+}
+
+/* ---- MeshConfig, Namespace ---- */
+static bool trust_domain_ok(const char *td)
+{
+	if (!*td || strlen(td) > 255)
+		return false;
+	for (const char *p = td; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '.' ||
+		      *p == '-' || *p == '_'))
+			return false;
+	return true;
+}
+
+static void parse_mesh(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta)
+{
+	static const char *const keys[] = {"trustDomain", "rootNamespace", "outboundTrafficPolicy",
+					   NULL};
+	static const char *const otp_keys[] = {"mode", NULL};
+	static const char *const modes[] = {"ALLOW_ANY", "REGISTRY_ONLY", NULL};
+	struct mc_mesh *mesh = &x->c->mesh;
+	if (mesh->file) {
+		perr(x, x->root, NULL, "more than one MeshConfig (the first is at %s:%d): keep one",
+		     mesh->file, mesh->line);
+		return;
+	}
+	mesh->file = xstrdup(x->file);
+	mesh->line = meta->line;
+	if (!spec || !y_expect(x, spec, YAML_MAPPING_NODE, "spec"))
+		return;
+	y_check_keys(x, spec, "spec", keys);
+	const char *td = y_str(x, spec, "trustDomain", "spec");
+	if (td && !trust_domain_ok(td))
+		perr(x, y_get(x, spec, "trustDomain"), "spec.trustDomain",
+		     "\"%s\" is not a valid trust domain (lowercase letters, digits, '.', '-', '_')",
+		     td);
+	else if (td)
+		mesh->trust_domain = xstrdup(td);
+	const char *root = y_str(x, spec, "rootNamespace", "spec");
+	if (root && !dns1123_label(root))
+		perr(x, y_get(x, spec, "rootNamespace"), "spec.rootNamespace",
+		     "\"%s\" is not a valid namespace name (DNS-1123 label)", root);
+	else if (root)
+		mesh->root_namespace = xstrdup(root);
+	yaml_node_t *otp = y_get(x, spec, "outboundTrafficPolicy");
+	if (otp && y_expect(x, otp, YAML_MAPPING_NODE, "spec.outboundTrafficPolicy")) {
+		y_check_keys(x, otp, "spec.outboundTrafficPolicy", otp_keys);
+		yaml_node_t *mode = y_get(x, otp, "mode");
+		int m = mode ? y_enum(x, mode, "spec.outboundTrafficPolicy.mode", modes) : 0;
+		mesh->outbound = m == 1 ? MC_OUTBOUND_REGISTRY_ONLY : MC_OUTBOUND_ALLOW_ANY;
+	}
+}
+
+static void parse_namespace(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta)
+{
+	static const char *const keys[] = {"finalizers", NULL};
+	if (!dns1123_label(meta->name))
+		perr(x, x->root, "metadata.name",
+		     "\"%s\" is not a valid namespace name (DNS-1123 label)", meta->name);
+	if (spec && y_expect(x, spec, YAML_MAPPING_NODE, "spec")) {
+		y_check_keys(x, spec, "spec", keys);
+		struct mc_strs ignored = {0};
+		yaml_node_t *f = y_get(x, spec, "finalizers");
+		if (f)
+			y_strlist(x, f, "spec.finalizers", &ignored);
+		mc_strs_free(&ignored);
+	}
+	struct mc_namespace *ns = VEC_PUSH(x->c->namespaces, x->c->n_namespaces,
+					   x->c->cap_namespaces);
+	ns->meta = *meta;
+	memset(meta, 0, sizeof(*meta));
+}
+
+/* ---- one document ---- */
+static const struct kind_info *find_kind(struct pctx *x, yaml_node_t *root)
+{
+	const char *api = y_str(x, root, "apiVersion", NULL);
+	const char *kind = y_str(x, root, "kind", NULL);
+	if (!kind) {
+		perr(x, root, "kind", "missing kind: moat reads AuthorizationPolicy, "
+		     "PeerAuthentication, WorkloadEntry, ServiceEntry, Namespace and MeshConfig");
+		return NULL;
+	}
+	const struct kind_info *ki = NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(kinds) && !ki; i++)
+		if (strcmp(kinds[i].name, kind) == 0)
+			ki = &kinds[i];
+	if (!ki) {
+		const char *near = nearest_word(kind, kind_names);
+		perr(x, y_get(x, root, "kind"), "kind",
+		     "unknown kind \"%s\"%s%s%s: moat reads AuthorizationPolicy, PeerAuthentication, "
+		     "WorkloadEntry, ServiceEntry, Namespace and MeshConfig", kind,
+		     near ? " (did you mean \"" : "", near ? near : "", near ? "\"?)" : "");
+		return NULL;
+	}
+	if (!api) {
+		perr(x, root, "apiVersion", "missing apiVersion: %s uses %s", kind, ki->versions[0]);
+		return NULL;
+	}
+	for (size_t i = 0; ki->versions[i]; i++)
+		if (strcmp(ki->versions[i], api) == 0)
+			return ki;
+	perr(x, y_get(x, root, "apiVersion"), "apiVersion",
+	     "apiVersion \"%s\" is not valid for %s: use %s", api, kind, ki->versions[0]);
+	return NULL;
+}
+
+static void parse_document(struct pctx *x, yaml_node_t *root)
+{
+	char object[512];
+	x->root = root;
+	x->kind = NULL;
+	x->object = NULL;
+	x->rule = 0;
+	if (root->type != YAML_MAPPING_NODE) {
+		perr(x, root, NULL, "not a mapping (got %s): each document must be one object with "
+		     "apiVersion, kind, metadata and spec", y_what(root));
+		return;
+	}
+	y_check_keys(x, root, NULL, top_keys);
+	const struct kind_info *ki = find_kind(x, root);
+	if (!ki)
+		return;
+	x->kind = ki->name;
+	struct mc_meta meta = {0};
+	bool namespaced = ki->kind != K_NAMESPACE && ki->kind != K_MESH;
+	if (!parse_meta(x, y_get(x, root, "metadata"), namespaced, &meta)) {
+		mc_meta_free(&meta);
+		return;
+	}
+	if (namespaced)
+		snprintf(object, sizeof(object), "%s/%s", meta.ns, meta.name);
+	else
+		snprintf(object, sizeof(object), "%s", meta.name);
+	x->object = object;
+	yaml_node_t *spec = y_get(x, root, "spec");
+	switch (ki->kind) {
+	case K_AUTHZ: parse_authz(x, spec, &meta); break;
+	case K_PEER_AUTH: parse_peer_auth(x, spec, &meta); break;
+	case K_WORKLOAD_ENTRY: parse_workload_entry(x, spec, &meta); break;
+	case K_SERVICE_ENTRY: parse_service_entry(x, spec, &meta); break;
+	case K_NAMESPACE: parse_namespace(x, spec, &meta); break;
+	case K_MESH: parse_mesh(x, spec, &meta); break;
+	}
+	mc_meta_free(&meta);
+	x->object = NULL;
+}
+
+static void digest_add(struct loadctx *lc, const char *name, const char *text, size_t len)
+{
+	char lenbuf[32];
+	int n = snprintf(lenbuf, sizeof(lenbuf), "%zu", len);
+	EVP_DigestUpdate(lc->md, name, strlen(name) + 1);
+	EVP_DigestUpdate(lc->md, lenbuf, (size_t)n + 1);
+	EVP_DigestUpdate(lc->md, text, len);
+}
+
+static void load_text(struct loadctx *lc, const char *file, const char *text, size_t len)
+{
+	yaml_parser_t parser;
+	struct pctx x = {.c = lc->c, .findings = &lc->all, .file = file, .seq = &lc->seq};
+	if (!yaml_parser_initialize(&parser)) {
+		mc_finding_add(&lc->all, MC_ERROR, file, 0, NULL, NULL, 0, NULL,
+			       "cannot initialise the YAML parser (out of memory?)");
+		lc->errors++;
+		return;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	for (;;) {
+		yaml_document_t doc;
+		if (!yaml_parser_load(&parser, &doc)) {
+			int line = (int)parser.problem_mark.line + 1;
+			mc_finding_add(&lc->all, MC_ERROR, file, line, NULL, NULL, 0, NULL,
+				       "malformed YAML: %s%s%s (column %zu); nothing after this point "
+				       "of the file was read",
+				       parser.problem ? parser.problem : "parse error",
+				       parser.context ? " " : "", parser.context ? parser.context : "",
+				       parser.problem_mark.column + 1);
+			lc->errors++;
+			break;
+		}
+		yaml_node_t *root = yaml_document_get_root_node(&doc);
+		if (!root) { /* end of stream */
+			yaml_document_delete(&doc);
+			break;
+		}
+		x.doc = &doc;
+		x.errors = 0;
+		if (!y_null(root)) /* empty documents (`---` alone, comments) are skipped */
+			parse_document(&x, root);
+		lc->errors += x.errors;
+		yaml_document_delete(&doc);
+	}
+	yaml_parser_delete(&parser);
+}
+
+/* ---- whole-set checks ---- */
+static void dup_check(struct loadctx *lc, const char *kind, struct mc_meta *const *metas, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = 0; j < i; j++) {
+			const struct mc_meta *a = metas[j], *b = metas[i];
+			if (strcmp(a->ns, b->ns) != 0 || strcmp(a->name, b->name) != 0)
+				continue;
+			char object[512];
+			snprintf(object, sizeof(object), "%s%s%s", b->ns, *b->ns ? "/" : "", b->name);
+			mc_finding_add(&lc->all, MC_ERROR, b->file, b->line, kind, object, 0, NULL,
+				       "duplicate %s %s: also defined at %s:%d; rename or delete one",
+				       kind, object, a->file, a->line);
+			lc->errors++;
+			break;
+		}
+}
+
+#define DUP_CHECK(lc, kind, arr, n)                                                          \
+	do {                                                                                 \
+		struct mc_meta **m_ = xcalloc((n) + 1, sizeof(*m_));                         \
+		for (size_t i_ = 0; i_ < (n); i_++)                                          \
+			m_[i_] = &(arr)[i_].meta;                                            \
+		dup_check(lc, kind, m_, n);                                                  \
+		free(m_);                                                                    \
+	} while (0)
+
+static void check_addresses(struct loadctx *lc)
+{
+	struct mesh_config *c = lc->c;
+	for (size_t i = 0; i < c->n_workloads; i++)
+		for (size_t j = 0; j < i; j++) {
+			const struct mc_workload *a = &c->workloads[j], *b = &c->workloads[i];
+			if (!addr_eq(&a->address, &b->address) || addr_is_zero(&b->address))
+				continue;
+			char ip[ADDR_STRLEN], object[512];
+			snprintf(object, sizeof(object), "%s/%s", b->meta.ns, b->meta.name);
+			mc_finding_add(&lc->all, MC_ERROR, b->meta.file, b->meta.line, "WorkloadEntry",
+				       object, 0, "spec.address",
+				       "address %s is already used by WorkloadEntry %s/%s (%s:%d): "
+				       "each workload needs its own address",
+				       addr_str(&b->address, ip, sizeof(ip)), a->meta.ns, a->meta.name,
+				       a->meta.file, a->meta.line);
+			lc->errors++;
+			break;
+		}
+}
+
+static void complete(struct mesh_config *c)
+{
+	if (!c->mesh.trust_domain)
+		c->mesh.trust_domain = xstrdup("cluster.local");
+	if (!c->mesh.root_namespace)
+		c->mesh.root_namespace = xstrdup("istio-system");
+	for (size_t i = 0; i < c->n_workloads; i++) {
+		struct mc_workload *w = &c->workloads[i];
+		const char *mode = mc_label_get(&w->labels, AMBIENT_LABEL);
+		if (!mode)
+			mode = mc_label_get(&w->meta.labels, AMBIENT_LABEL);
+		if (!mode) {
+			const struct mc_namespace *ns = mc_namespace_by_name(c, w->meta.ns);
+			mode = ns ? mc_label_get(&ns->meta.labels, AMBIENT_LABEL) : NULL;
+		}
+		w->ambient = mode && strcmp(mode, "ambient") == 0;
+		w->spiffe_id = mc_spiffe_id(c, w->meta.ns, w->service_account);
+	}
+}
+
+static struct mesh_config *config_new(void)
+{
+	struct mesh_config *c = xcalloc(1, sizeof(*c));
+	c->refs = 1;
+	return c;
+}
+
+static void begin(struct loadctx *lc)
+{
+	memset(lc, 0, sizeof(*lc));
+	lc->c = config_new();
+	lc->md = EVP_MD_CTX_new();
+	if (!lc->md || !EVP_DigestInit_ex(lc->md, EVP_sha256(), NULL)) {
+		fprintf(stderr, "moat: cannot initialise SHA-256 (OpenSSL)\n");
+		abort();
+	}
+}
+
+/* Cross-check, complete, lint; hand out the snapshot or the errors. */
+static int finish(struct loadctx *lc, struct mesh_config **out, struct mc_findings *findings)
+{
+	struct mesh_config *c = lc->c;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_DigestFinal_ex(lc->md, md, &mdlen);
+	EVP_MD_CTX_free(lc->md);
+	for (unsigned i = 0; i < mdlen && i < 32; i++)
+		snprintf(c->digest + 2 * i, 3, "%02x", md[i]);
+	DUP_CHECK(lc, "AuthorizationPolicy", c->policies, c->n_policies);
+	DUP_CHECK(lc, "PeerAuthentication", c->peer_auths, c->n_peer_auths);
+	DUP_CHECK(lc, "WorkloadEntry", c->workloads, c->n_workloads);
+	DUP_CHECK(lc, "ServiceEntry", c->services, c->n_services);
+	DUP_CHECK(lc, "Namespace", c->namespaces, c->n_namespaces);
+	check_addresses(lc);
+	complete(c);
+	if (lc->errors == 0)
+		authz_lint(c, &lc->all);
+	if (findings)
+		mc_findings_append(findings, &lc->all);
+	if (lc->errors) {
+		mc_findings_free(&lc->all);
+		mc_config_free(c);
+		*out = NULL;
+		return -1;
+	}
+	c->findings = lc->all;
+	*out = c;
+	return 0;
+}
+
+int mesh_config_load_texts(const char *const *names, const char *const *texts, size_t n,
+			   struct mesh_config **out, struct mc_findings *findings)
+{
+	struct loadctx lc;
+	begin(&lc);
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(texts[i]);
+		digest_add(&lc, names[i], texts[i], len);
+		load_text(&lc, names[i], texts[i], len);
+	}
+	return finish(&lc, out, findings);
+}
+
+static bool yaml_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (name[0] == '.') /* editor files, and Kubernetes' ..data links */
+		return false;
+	return (n > 5 && strcmp(name + n - 5, ".yaml") == 0) ||
+	       (n > 4 && strcmp(name + n - 4, ".yml") == 0);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_findings *findings)
+{
+	struct loadctx lc;
+	begin(&lc);
+	lc.c->dir = xstrdup(dir);
+	struct mc_strs names = {0};
+	DIR *d = opendir(dir);
+	if (!d) {
+		mc_finding_add(&lc.all, MC_ERROR, dir, 0, NULL, NULL, 0, NULL,
+			       "cannot open the configuration directory: %s", strerror(errno));
+		lc.errors++;
+		return finish(&lc, out, findings);
+	}
+	for (struct dirent *de; (de = readdir(d));) {
+		if (!yaml_name(de->d_name))
+			continue;
+		char *path = xasprintf("%s/%s", dir, de->d_name);
+		struct stat st;
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+			mc_strs_push(&names, de->d_name);
+		free(path);
+	}
+	closedir(d);
+	qsort(names.items, names.n, sizeof(char *), cmp_str);
+	for (size_t i = 0; i < names.n; i++) {
+		char *path = xasprintf("%s/%s", dir, names.items[i]);
+		struct err e;
+		size_t len = 0;
+		char *text = read_file(path, &len, &e);
+		if (!text) {
+			mc_finding_add(&lc.all, MC_ERROR, path, 0, NULL, NULL, 0, NULL,
+				       "cannot read: %s", e.msg);
+			lc.errors++;
+		} else {
+			digest_add(&lc, names.items[i], text, len);
+			load_text(&lc, path, text, len);
+		}
+		free(text);
+		free(path);
+	}
+	mc_strs_free(&names);
+	return finish(&lc, out, findings);
+}
+
+struct mesh_config *mesh_config_empty(void)
+{
+	struct mesh_config *c;
+	struct loadctx lc;
+	begin(&lc);
+	finish(&lc, &c, NULL);
+	return c;
+}
+
+struct mesh_config *mesh_config_ref(struct mesh_config *c)
+{
+	if (c)
+		__atomic_add_fetch(&c->refs, 1, __ATOMIC_RELAXED);
+	return c;
+}
+
+void mesh_config_unref(struct mesh_config *c)
+{
+	if (c && __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		mc_config_free(c);
+}

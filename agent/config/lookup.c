@@ -1,0 +1,98 @@
+/* Lookups over a snapshot. Linear scans: snapshots are small and immutable; callers that
+ * need speed (the agent's per-connection path) index them once per snapshot. */
+#include <string.h>
+
+#include "config/config.h"
+
+const struct mc_workload *mc_workload_by_addr(const struct mesh_config *c, const struct moat_addr *a)
+{
+	for (size_t i = 0; i < c->n_workloads; i++)
+		if (addr_eq(&c->workloads[i].address, a))
+			return &c->workloads[i];
+	return NULL;
+}
+
+const struct mc_workload *mc_workload_by_name(const struct mesh_config *c, const char *ns,
+					      const char *name)
+{
+	for (size_t i = 0; i < c->n_workloads; i++)
+		if (!strcmp(c->workloads[i].meta.ns, ns) && !strcmp(c->workloads[i].meta.name, name))
+			return &c->workloads[i];
+	return NULL;
+}
+
+const struct mc_namespace *mc_namespace_by_name(const struct mesh_config *c, const char *ns)
+{
+	for (size_t i = 0; i < c->n_namespaces; i++)
+		if (!strcmp(c->namespaces[i].meta.name, ns))
+			return &c->namespaces[i];
+	return NULL;
+}
+
+const struct mc_service_entry *mc_service_by_addr(const struct mesh_config *c,
+						  const struct moat_addr *a)
+{
+	for (size_t i = 0; i < c->n_services; i++) {
+		const struct mc_service_entry *se = &c->services[i];
+		for (size_t j = 0; j < se->n_addresses; j++)
+			if (cidr_contains(&se->addresses[j], a))
+				return se;
+		for (size_t j = 0; j < se->n_endpoints; j++)
+			if (se->endpoints[j].is_ip && addr_eq(&se->endpoints[j].ip, a))
+				return se;
+	}
+	return NULL;
+}
+
+const struct mc_service_entry *mc_service_by_name(const struct mesh_config *c, const char *ns,
+						  const char *name)
+{
+	for (size_t i = 0; i < c->n_services; i++)
+		if (!strcmp(c->services[i].meta.ns, ns) && !strcmp(c->services[i].meta.name, name))
+			return &c->services[i];
+	return NULL;
+}
+
+bool mc_service_has_port(const struct mc_service_entry *se, uint16_t port)
+{
+	for (size_t i = 0; i < se->n_ports; i++)
+		if (se->ports[i].number == port)
+			return true;
+	return false;
+}
+
+const char *mc_label_get(const struct mc_labels *l, const char *key)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (!strcmp(l->items[i].key, key))
+			return l->items[i].value;
+	return NULL;
+}
+
+bool mc_labels_match(const struct mc_labels *selector, const struct mc_labels *labels)
+{
+	for (size_t i = 0; i < selector->n; i++) {
+		const char *v = mc_label_get(labels, selector->items[i].key);
+		if (!v || strcmp(v, selector->items[i].value) != 0)
+			return false;
+	}
+	return true;
+}
+
+bool mc_workload_selected(const struct mc_workload *w, const struct mc_labels *selector)
+{
+	for (size_t i = 0; i < selector->n; i++) {
+		const char *key = selector->items[i].key;
+		const char *v = mc_label_get(&w->labels, key);
+		if (!v)
+			v = mc_label_get(&w->meta.labels, key);
+		if (!v || strcmp(v, selector->items[i].value) != 0)
+			return false;
+	}
+	return true;
+}
+
+char *mc_spiffe_id(const struct mesh_config *c, const char *ns, const char *sa)
+{
+	return xasprintf("spiffe://%s/ns/%s/sa/%s", c->mesh.trust_domain, ns, sa);
+}
