@@ -1,0 +1,465 @@
+# shellcheck shell=bash
+# The e2e framework: sourced by every tests/e2e/test_*.sh.
+#
+# A test file:
+#   source "$(dirname "$0")/lib.sh"
+#   e2e_init                        # temp dir, traps: the lab is torn down on any exit
+#   lab_up <<'EOF' ... EOF          # build the lab from a description on stdin (or a file)
+#   check "what it proves" cmd ...  # one "ok"/"FAIL" line per check
+#   e2e_finish                      # "N passed, N failed, N skipped", exit status
+#
+# Every wait is bounded; every helper names what it did when it fails. The lab and every agent
+# a test started are removed by the EXIT trap, also after a failure, a timeout (SIGTERM from
+# the runner) or Ctrl-C.
+set -u
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+E2E_ROOT=$(cd "$E2E_DIR/../.." && pwd)
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$E2E_ROOT/$BUILD ;; esac
+LAB_TOOL=${LAB_TOOL:-$E2E_ROOT/tests/lab/lab}
+MOATD=${MOATD:-$BUILD/moatd}
+MOATCTL=${MOATCTL:-$BUILD/moatctl}
+PROBE=${PROBE:-$BUILD/tests/moat-probe}
+LAB_RUN=${LAB_RUN:-/run/moatlab}
+
+E2E_PASSED=0
+E2E_FAILED=0
+E2E_SKIPPED=0
+E2E_LAB=""        # the lab this test built (torn down at exit)
+E2E_TMP=""        # scratch directory of this test (config dirs, outputs)
+E2E_CONFIG=""     # the config directory start_agent passes to moatd (--config)
+E2E_CA=""         # the CA directory start_agent passes to moatd (--ca), when set
+E2E_AGENTS=()     # nodes with an agent started by this test
+E2E_BG_PIDS=()    # background processes started by this test
+E2E_VERBOSE=${E2E_VERBOSE:-0}
+# Appended to lab names so that two runs at once (two engineers, CI) never share a lab.
+E2E_RUN_ID=${E2E_RUN_ID:-$$}
+
+# ---------------------------------------------------------------- reporting
+e2e_name() { basename "${BASH_SOURCE[-1]}" .sh; }
+
+_ok() { E2E_PASSED=$((E2E_PASSED + 1)); echo "ok   $1"; }
+_fail() { # DESC [DETAIL...]
+	E2E_FAILED=$((E2E_FAILED + 1))
+	echo "FAIL $1"
+	shift
+	local d
+	for d in "$@"; do
+		[ -n "$d" ] && sed -e 's/^/    /' <<<"$d" | tail -n 25
+	done
+	return 0
+}
+skip() { # DESC REASON
+	E2E_SKIPPED=$((E2E_SKIPPED + 1))
+	echo "skip $1: $2"
+}
+info() { echo "# $*"; }
+
+# check DESC CMD...: passes when CMD exits 0; on failure shows its output and exit code.
+check() {
+	local desc=$1 out rc
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		_ok "$desc"
+		[ "$E2E_VERBOSE" = 1 ] && [ -n "$out" ] && sed -e 's/^/    /' <<<"$out"
+		return 0
+	fi
+	_fail "$desc" "command: $*" "exit $rc" "$out"
+	return 1
+}
+
+# check_fails DESC CMD...: passes when CMD exits non-zero.
+check_fails() {
+	local desc=$1 out rc
+	shift
+	out=$("$@" 2>&1)
+	rc=$?
+	if [ $rc -ne 0 ]; then
+		_ok "$desc"
+		return 0
+	fi
+	_fail "$desc" "command: $* (expected to fail, exited 0)" "$out"
+	return 1
+}
+
+# check_eq DESC EXPECTED ACTUAL
+check_eq() {
+	if [ "$2" = "$3" ]; then
+		_ok "$1"
+		return 0
+	fi
+	_fail "$1" "expected: $2" "actual:   $3"
+	return 1
+}
+
+# check_match DESC ERE TEXT: TEXT matches the extended regular expression.
+check_match() {
+	if grep -Eq -- "$2" <<<"$3"; then
+		_ok "$1"
+		return 0
+	fi
+	_fail "$1" "no match for /$2/ in:" "$3"
+	return 1
+}
+
+# check_json DESC JSON FILTER...: every jq FILTER is true of JSON (e.g. '.connect == "ok"').
+check_json() {
+	local desc=$1 json=$2 f bad=()
+	shift 2
+	if ! jq -e . >/dev/null 2>&1 <<<"$json"; then
+		_fail "$desc" "not JSON:" "$json"
+		return 1
+	fi
+	for f in "$@"; do
+		jq -e "$f" >/dev/null 2>&1 <<<"$json" || bad+=("$f")
+	done
+	if [ ${#bad[@]} -eq 0 ]; then
+		_ok "$desc"
+		return 0
+	fi
+	_fail "$desc" "false: ${bad[*]}" "in: $json"
+	return 1
+}
+
+# wait_for DESC TIMEOUT-S CMD...: poll CMD (every 0.1 s) until it succeeds; not a check.
+wait_for() {
+	local desc=$1 limit=$2 deadline
+	shift 2
+	deadline=$(($(date +%s%N) / 1000000 + limit * 1000))
+	while :; do
+		"$@" >/dev/null 2>&1 && return 0
+		[ $(($(date +%s%N) / 1000000)) -ge "$deadline" ] && break
+		sleep 0.1
+	done
+	info "gave up after ${limit}s waiting for: $desc"
+	return 1
+}
+
+# check_wait DESC TIMEOUT-S CMD...: a check that CMD succeeds within the time limit.
+check_wait() {
+	local desc=$1 limit=$2
+	shift 2
+	if wait_for "$desc" "$limit" "$@"; then
+		_ok "$desc"
+		return 0
+	fi
+	local out
+	out=$("$@" 2>&1)
+	_fail "$desc" "not true within ${limit}s: $*" "last output: $out"
+	return 1
+}
+
+# Stop the test here (missing binary, lab did not come up): the trap still cleans up.
+e2e_abort() {
+	_fail "$1" "${2:-}"
+	echo "# $(e2e_name): aborted: $1"
+	e2e_finish
+}
+
+e2e_finish() {
+	trap - EXIT
+	e2e_teardown
+	echo "$E2E_PASSED passed, $E2E_FAILED failed, $E2E_SKIPPED skipped"
+	[ "$E2E_FAILED" -eq 0 ]
+	exit $?
+}
+
+# ---------------------------------------------------------------- setup and teardown
+e2e_init() {
+	[ "$(id -u)" -eq 0 ] || { echo "# needs root"; echo "0 passed, 0 failed, 1 skipped"; exit 0; }
+	E2E_TMP=$(mktemp -d "/tmp/moat-e2e-$(e2e_name).XXXXXX")
+	trap 'e2e_on_exit' EXIT
+	trap 'echo "# $(e2e_name): interrupted (SIGTERM/SIGINT): tearing down"; exit 124' TERM INT
+	[ -x "$PROBE" ] || e2e_abort "moat-probe is built" "missing $PROBE (make build, or BUILD=dir)"
+}
+
+e2e_on_exit() { # the script ended without e2e_finish (error, signal): clean up and count it
+	local rc=$?
+	e2e_teardown
+	echo "# $(e2e_name): ended early (exit $rc)"
+	echo "$E2E_PASSED passed, $((E2E_FAILED + 1)) failed, $E2E_SKIPPED skipped"
+	exit 1
+}
+
+e2e_teardown() {
+	local node pid
+	for node in "${E2E_AGENTS[@]}"; do
+		stop_agent "$node" >/dev/null 2>&1 || true
+	done
+	E2E_AGENTS=()
+	for pid in "${E2E_BG_PIDS[@]}"; do
+		kill -9 "$pid" 2>/dev/null || true
+	done
+	E2E_BG_PIDS=()
+	if [ -n "$E2E_LAB" ]; then
+		if [ "${E2E_KEEP:-0}" = 1 ]; then
+			info "E2E_KEEP=1: leaving lab $E2E_LAB up ($LAB_TOOL down $E2E_LAB)"
+		else
+			"$LAB_TOOL" down "$E2E_LAB" >/dev/null 2>&1 || "$LAB_TOOL" down "$E2E_LAB" || true
+		fi
+		E2E_LAB=""
+	fi
+	if [ -n "$E2E_TMP" ] && [ "${E2E_KEEP:-0}" != 1 ]; then
+		rm -rf "$E2E_TMP"
+	fi
+	# Reap what is left of our children (the lab is gone, so they are dead or dying).
+	local j
+	for j in $(jobs -p); do kill -9 "$j" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- the lab
+# lab_up [FILE]: build the lab (description from FILE, or stdin); the test owns it.
+lab_up() {
+	local file=${1:-}
+	if [ -z "$file" ]; then
+		file=$E2E_TMP/lab.conf
+		cat >"$file"
+	fi
+	E2E_LAB=$(awk '$1 == "lab" { print $2; exit }' "$file")
+	local out
+	if ! out=$("$LAB_TOOL" up --owner $$ "$file" 2>&1); then
+		e2e_abort "lab $E2E_LAB comes up" "$out"
+	fi
+	info "$out"
+}
+
+lab() { "$LAB_TOOL" "$@"; }
+lab_exec() { local pod=$1; shift; [ "${1:-}" = "--" ] && shift; "$LAB_TOOL" exec "$E2E_LAB" "$pod" -- "$@"; }
+node_exec() { local node=$1; shift; [ "${1:-}" = "--" ] && shift; "$LAB_TOOL" node-exec "$E2E_LAB" "$node" -- "$@"; }
+internet_exec() { [ "${1:-}" = "--" ] && shift; "$LAB_TOOL" internet-exec "$E2E_LAB" -- "$@"; }
+# pod_info POD KEY: one field of `lab pod-info` (address, netns, cgroup, node, namespace, ...)
+pod_info() { "$LAB_TOOL" pod-info "$E2E_LAB" "$1" | sed -n "s/^$2=//p"; }
+node_info() { "$LAB_TOOL" node-info "$E2E_LAB" "$1" | sed -n "s/^$2=//p"; }
+
+# Every trace of a lab is gone: netns, cgroups, bpffs pins, state, /etc/netns, processes.
+lab_traces() { # LAB -> prints what is left (nothing when clean)
+	local lab=$1 cgr
+	cgr=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+	ls /run/netns 2>/dev/null | grep "^moatlab-$lab-" | sed 's/^/netns /'
+	[ -d "$cgr/moatlab-$lab" ] && echo "cgroup $cgr/moatlab-$lab"
+	ls -d /sys/fs/bpf/moatlab-"$lab"-* 2>/dev/null | sed 's/^/pin /'
+	ls -d /etc/netns/moatlab-"$lab"-* 2>/dev/null | sed 's/^/etc /'
+	[ -e "$LAB_RUN/$lab" ] && echo "state $LAB_RUN/$lab"
+	# Processes: a task that is still exiting, or a zombie, keeps showing its cgroup; it holds
+	# nothing but its pid. Only a process still alive after 1 s counts.
+	local f pid i live=()
+	for f in $(grep -l "moatlab-$lab/" /proc/[0-9]*/cgroup 2>/dev/null); do
+		pid=${f#/proc/}
+		live+=("${pid%/cgroup}")
+	done
+	for ((i = 0; i < 10 && ${#live[@]} > 0; i++)); do
+		local still=()
+		for pid in "${live[@]}"; do
+			[ -e "/proc/$pid" ] && [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" != Z ] && still+=("$pid")
+		done
+		live=("${still[@]}")
+		[ ${#live[@]} -gt 0 ] && sleep 0.1
+	done
+	for pid in "${live[@]}"; do
+		echo "process $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null))"
+	done
+	return 0
+}
+lab_is_clean() { [ -z "$(lab_traces "$1")" ]; }
+
+# ---------------------------------------------------------------- moatd in the lab
+agent_dir() { echo "$LAB_RUN/$E2E_LAB/$1"; }
+agent_bpf_dir() { echo "/sys/fs/bpf/moatlab-$E2E_LAB-$1"; }
+agent_socket() { echo "$(agent_dir "$1")/moatd.sock"; }
+agent_log() { cat "$(agent_dir "$1")/moatd.log" 2>/dev/null; }
+access_log() { cat "$(agent_dir "$1")/access.log" 2>/dev/null; }
+agent_pid() { cat "$(agent_dir "$1")/moatd.pid" 2>/dev/null; }
+moatctl_on() { local node=$1; shift; "$MOATCTL" --socket "$(agent_socket "$node")" "$@"; }
+
+# make_ca [TRUST-DOMAIN]: a CA for this test's agents (start_agent passes it with --ca).
+# Call it directly, not through check (which runs its command in a subshell).
+make_ca() {
+	E2E_CA=$E2E_TMP/ca
+	"$MOATCTL" ca init --trust-domain "${1:-cluster.local}" --out "$E2E_CA"
+}
+
+# start_agent NODE [moatd args...]: moatd in the node's netns (nsenter: the host's bpffs stays
+# visible) and the node's lab cgroup (its own sockets are never captured).
+start_agent() {
+	local node=$1 dir bpf resolv
+	shift
+	dir=$(agent_dir "$node")
+	bpf=$(agent_bpf_dir "$node")
+	resolv=$(node_info "$node" resolv_conf)
+	mkdir -p "$dir"
+	local args=(--config "${E2E_CONFIG:?start_agent: set E2E_CONFIG to the config directory}"
+		--state-dir "$dir" --bpf-dir "$bpf" --access-log "$dir/access.log" --node "$node"
+		--log-level "${E2E_LOG_LEVEL:-debug}")
+	[ -n "$resolv" ] && args+=(--resolv-conf "$resolv")
+	[ -n "$E2E_CA" ] && args+=(--ca "$E2E_CA")
+	# lab node-exec becomes moatd (exec all the way), so $! is moatd's pid.
+	"$LAB_TOOL" node-exec "$E2E_LAB" "$node" -- "$MOATD" "${args[@]}" "$@" \
+		</dev/null >>"$dir/moatd.stdout" 2>>"$dir/moatd.log" &
+	echo $! >"$dir/moatd.pid"
+	E2E_AGENTS+=("$node")
+	info "started moatd on $node (pid $!): $MOATD ${args[*]} $*"
+}
+
+# stop_agent NODE: SIGTERM, wait up to 10 s, then SIGKILL. Returns moatd's exit status
+# (137 when it had to be killed).
+stop_agent() {
+	local node=$1 pid i rc=0
+	pid=$(agent_pid "$node")
+	[ -n "$pid" ] || return 0
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			info "moatd on $node (pid $pid) ignored SIGTERM for 10 s: SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	fi
+	wait "$pid" 2>/dev/null
+	rc=$?
+	rm -f "$(agent_dir "$node")/moatd.pid"
+	local keep=() n
+	for n in "${E2E_AGENTS[@]}"; do [ "$n" = "$node" ] || keep+=("$n"); done
+	E2E_AGENTS=("${keep[@]}")
+	return $rc
+}
+
+agent_alive() { local pid; pid=$(agent_pid "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
+
+agent_ready() { # NODE: /healthz/ready answers 200 inside the node's netns
+	node_exec "$1" curl -sf -o /dev/null -m 1 http://127.0.0.1:15021/healthz/ready
+}
+
+# wait_ready NODE [TIMEOUT-S]: fails (with the log tail) if moatd exits or is not ready in time.
+wait_ready() {
+	local node=$1 limit=${2:-30} deadline
+	deadline=$(($(date +%s) + limit))
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		if ! agent_alive "$node"; then
+			info "moatd on $node exited before it was ready; log tail:"
+			agent_log "$node" | tail -n 20 | sed 's/^/#   /'
+			return 1
+		fi
+		agent_ready "$node" && return 0
+		sleep 0.2
+	done
+	info "moatd on $node not ready after ${limit}s; log tail:"
+	agent_log "$node" | tail -n 20 | sed 's/^/#   /'
+	return 1
+}
+
+# enroll POD [moatctl enroll args...]: hand the pod to its node's agent. The service account
+# defaults to the pod's name (override with --service-account SA).
+enroll() {
+	local pod=$1 node ns name netns cg
+	shift
+	node=$(pod_info "$pod" node)
+	ns=$(pod_info "$pod" namespace)
+	name=$(pod_info "$pod" name)
+	netns=$(pod_info "$pod" netns)
+	cg=$(pod_info "$pod" cgroup)
+	local sa=(--service-account "$name")
+	case " $* " in *" --service-account "*) sa=() ;; esac
+	moatctl_on "$node" enroll --netns "$netns" --cgroup "$cg" --namespace "$ns" --name "$name" \
+		"${sa[@]}" "$@"
+}
+
+unenroll() {
+	local pod=$1 node
+	node=$(pod_info "$pod" node)
+	moatctl_on "$node" unenroll --namespace "$(pod_info "$pod" namespace)" --name "$(pod_info "$pod" name)"
+}
+
+# ---------------------------------------------------------------- access-log queries (jq)
+# access_log_select NODE JQ-CONDITION [jq args...]: the JSON lines of the node's access log
+# for which the condition holds (lines that are not JSON are skipped).
+access_log_select() {
+	local node=$1 cond=$2
+	shift 2
+	access_log "$node" | jq -c -R "$@" "fromjson? | select($cond)" 2>/dev/null
+}
+access_log_has() { [ -n "$(access_log_select "$@")" ]; }
+
+
+# ---------------------------------------------------------------- the probe
+# probe_serve POD PORT [moat-probe serve args]: start a server in the pod (default response
+# 1 MiB, --send-bytes to change) and wait until it listens. Its log is probe_log POD PORT.
+probe_serve() {
+	local pod=$1 port=$2 log
+	shift 2
+	log=$(probe_log_path "$pod" "$port")
+	"$LAB_TOOL" exec "$E2E_LAB" "$pod" -- "$PROBE" serve --port "$port" --send-bytes "${E2E_SERVE_BYTES:-1048576}" "$@" \
+		</dev/null >"$log" 2>&1 &
+	E2E_BG_PIDS+=("$!")
+	disown "$!" # killed by the teardown: no "Killed" notice from bash
+	if ! wait_for "moat-probe serving $pod:$port" 5 grep -q '"event":"listening"' "$log"; then
+		info "moat-probe serve in $pod on $port did not start: $(cat "$log")"
+		return 1
+	fi
+}
+probe_log_path() { echo "$E2E_TMP/serve-${1//\//_}-$2.log"; }
+probe_log() { cat "$(probe_log_path "$1" "$2")" 2>/dev/null; }
+
+# probe_internet_serve ADDR PORT [args]: the same in the internet netns, bound to ADDR.
+probe_internet_serve() {
+	local addr=$1 port=$2 log
+	shift 2
+	log=$(probe_log_path "internet-$addr" "$port")
+	"$LAB_TOOL" internet-exec "$E2E_LAB" -- "$PROBE" serve --port "$port" --bind "$addr" --send-bytes "${E2E_SERVE_BYTES:-1048576}" "$@" \
+		</dev/null >"$log" 2>&1 &
+	E2E_BG_PIDS+=("$!")
+	disown "$!" # killed by the teardown: no "Killed" notice from bash
+	wait_for "moat-probe serving $addr:$port" 5 grep -q '"event":"listening"' "$log"
+}
+
+# probe_connect POD TARGET [moat-probe connect args]: prints the JSON result, returns its code.
+probe_connect() {
+	local pod=$1 target=$2
+	shift 2
+	lab_exec "$pod" "$PROBE" connect "$target" --json "$@"
+}
+
+# The check_connect_* helpers leave the probe's JSON in LAST_PROBE for further checks.
+# shellcheck disable=SC2034
+LAST_PROBE=""
+
+# check_connect_ok DESC POD TARGET [SEND-BYTES [EXPECT-BYTES]]: connect works and the bytes
+# arrive intact both ways (sha256 of the request as the server saw it, response stream).
+check_connect_ok() {
+	local desc=$1 pod=$2 target=$3 send=${4:-1048576} expect=${5:-${E2E_SERVE_BYTES:-1048576}} out
+	out=$(probe_connect "$pod" "$target" --send-bytes "$send" --expect-bytes "$expect" 2>&1)
+	LAST_PROBE=$out
+	check_json "$desc" "$out" '.connect == "ok"' ".sent == $send" '.server_sha256 == .sent_sha256' \
+		".received == $expect" '.received_ok == true' '.exit == 0'
+}
+
+# check_connect_denied DESC POD TARGET [MAX-MS]: connect() fails with EPERM, fast (not a
+# timeout): default limit 500 ms.
+check_connect_denied() {
+	local desc=$1 pod=$2 target=$3 max=${4:-500} out
+	out=$(probe_connect "$pod" "$target" --send-bytes 1024 --timeout 5 2>&1)
+	LAST_PROBE=$out
+	check_json "$desc" "$out" '.connect == "EPERM"' ".connect_ms < $max" '.exit == 3'
+}
+
+# check_connect_error DESC POD TARGET ERRNO-NAME: connect() fails with that errno.
+check_connect_error() {
+	local desc=$1 pod=$2 target=$3 want=$4 out
+	out=$(probe_connect "$pod" "$target" --timeout 5 2>&1)
+	LAST_PROBE=$out
+	check_json "$desc" "$out" ".connect == \"$want\""
+}
+
+# Quiet predicates for wait_for.
+connect_is_ok() { probe_connect "$1" "$2" --send-bytes 1024 --timeout 3 >/dev/null 2>&1; }
+connect_is_denied() {
+	local out
+	out=$(probe_connect "$1" "$2" --send-bytes 1024 --timeout 3 2>/dev/null)
+	[ "$(jq -r .connect <<<"$out" 2>/dev/null)" = EPERM ]
+}
