@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/bn.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "core/log.h"
 #include "identity/identity.h"
@@ -67,6 +69,7 @@ struct h2conn {
 	const struct h2conn_ops *ops;
 	void *owner;
 	char peer_id[SPIFFE_ID_MAX];
+	char peer_serial[80];
 	char desc[160];
 	struct moat_addr local_addr, peer_addr;
 	uint16_t local_port, peer_port;
@@ -802,6 +805,12 @@ static void conn_handshake(struct h2conn *c)
 		return;
 	}
 	snprintf(c->peer_id, sizeof(c->peer_id), "%s", id);
+	X509 *peer = SSL_get0_peer_certificate(c->ssl);
+	BIGNUM *bn = peer ? ASN1_INTEGER_to_BN(X509_get0_serialNumber(peer), NULL) : NULL;
+	char *hex = bn ? BN_bn2hex(bn) : NULL;
+	snprintf(c->peer_serial, sizeof(c->peer_serial), "%s", hex ? hex : "");
+	OPENSSL_free(hex);
+	BN_free(bn);
 	loop_timer_cancel(c->loop, &c->handshake_timer);
 	c->state = C_OPEN;
 	if (c->role == H2_CLIENT)
@@ -891,6 +900,11 @@ void *h2conn_owner(const struct h2conn *c)
 const char *h2conn_peer_id(const struct h2conn *c)
 {
 	return c->peer_id[0] ? c->peer_id : NULL;
+}
+
+const char *h2conn_peer_serial(const struct h2conn *c)
+{
+	return c->peer_serial;
 }
 
 const char *h2conn_desc(const struct h2conn *c)

@@ -84,6 +84,7 @@ struct h2conn *h2conn_new(struct loop *l, enum h2_role role, int fd, SSL_CTX *ct
 			  const char *desc, struct err *e);
 void *h2conn_owner(const struct h2conn *c);
 const char *h2conn_peer_id(const struct h2conn *c); /* after on_ready */
+const char *h2conn_peer_serial(const struct h2conn *c); /* hex, after on_ready */
 const char *h2conn_desc(const struct h2conn *c);
 int h2conn_streams(const struct h2conn *c);
 bool h2conn_usable(const struct h2conn *c); /* not closing, no GOAWAY */

@@ -212,7 +212,8 @@ static void srv_ready(struct h2conn *h)
 {
 	struct srv_conn *sc = h2conn_owner(h);
 	sc->ready = true;
-	log_debug("HBONE %s: peer %s verified", sc->desc, h2conn_peer_id(h));
+	log_debug("HBONE %s: peer %s verified (certificate serial %s)", sc->desc, h2conn_peer_id(h),
+		  h2conn_peer_serial(h));
 }
 
 static void srv_closed(struct h2conn *h, const char *why)

@@ -27,6 +27,9 @@ struct pool_conn {
 	struct moat_addr dst_ip;
 	struct connector *connecting;
 	struct h2conn *h2;
+	/* The client context (certificate) this connection was made with: after a rotation
+	 * new streams go to a connection with the new certificate; this one drains. */
+	SSL_CTX *ctx;
 	struct pending *queue, **queue_tail;
 	int n_queued;
 	struct loop_timer idle;
@@ -110,8 +113,9 @@ static void pc_on_streams(struct h2conn *c, int n)
 {
 	struct pool_conn *pc = h2conn_owner(c);
 	struct agent *a = pc->pool->agent;
+	bool superseded = pc->ctx != identity_client_ctx(a->ids, pc->src_id);
 	if (n == 0 && !pc->n_queued)
-		loop_timer_arm(a->loop, &pc->idle, (uint64_t)a->opts.pool_idle_ms);
+		loop_timer_arm(a->loop, &pc->idle, superseded ? 0 : (uint64_t)a->opts.pool_idle_ms);
 	else
 		loop_timer_cancel(a->loop, &pc->idle);
 }
@@ -119,7 +123,8 @@ static void pc_on_streams(struct h2conn *c, int n)
 static void pc_on_ready(struct h2conn *c)
 {
 	struct pool_conn *pc = h2conn_owner(c);
-	log_debug("HBONE %s ready, peer %s", pc->desc, h2conn_peer_id(c));
+	log_debug("HBONE %s ready, peer %s (certificate serial %s)", pc->desc, h2conn_peer_id(c),
+		  h2conn_peer_serial(c));
 }
 
 static const struct h2conn_ops pool_conn_ops = {
@@ -158,6 +163,7 @@ static void pc_connected(void *arg, int fd, int err_no, const char *error)
 		return;
 	}
 	SSL_CTX *ctx = identity_client_ctx(a->ids, pc->src_id);
+	pc->ctx = ctx;
 	struct err e = {{0}};
 	pc->h2 = ctx ? h2conn_new(a->loop, H2_CLIENT, fd, ctx, pc->dst_id, &pool_conn_ops, pc,
 				  pc->desc, &e)
@@ -193,7 +199,10 @@ static void pc_connected(void *arg, int fd, int err_no, const char *error)
 
 static struct pool_conn *pc_find(struct hbone_pool *p, const struct pool_req *r)
 {
+	SSL_CTX *current = identity_client_ctx(p->agent->ids, r->src->spiffe_id);
 	for (struct pool_conn *pc = p->conns; pc; pc = pc->next) {
+		if (pc->h2 && pc->ctx != current)
+			continue; /* made with a certificate that has since been renewed */
 		if (pc->src != r->src || !addr_eq(&pc->dst_ip, &r->dst_ip) ||
 		    strcmp(pc->dst_id, r->dst_id) != 0 || strcmp(pc->src_id, r->src->spiffe_id) != 0)
 			continue;

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Seed 000, Diagram 8, internal part, across three nodes (orchestrator-agent and pr-agent on
+# node 1; summary-agent and mcp-code-scanning on node 2; github-mcp-server on node 3), every
+# node with its own moatd and one shared CA:
+#  - every allowed path carries data intact (sha256), over HBONE (mutual TLS, 15008), logged on
+#    both ends with the verified identities;
+#  - every blocked path is denied at connect() with its reason logged;
+#  - a capture on the underlay shows no application payload in clear and pod-to-pod traffic
+#    only on 15008;
+#  - PeerAuthentication: STRICT drops plaintext per packet at TC (counted, logged); a workload
+#    made PERMISSIVE takes plaintext through 15006, authorized as "no identity".
+source "$(dirname "$0")/lib.sh"
+e2e_init
+
+NS=agensys-demo-1
+MIB=1048576
+MIB10=10485760
+for bin in "$MOATD" "$MOATCTL"; do
+	[ -x "$bin" ] || e2e_abort "$(basename "$bin") is built" "missing $bin"
+done
+command -v tcpdump >/dev/null || e2e_abort "tcpdump is installed" "apt-get install tcpdump (make deps)"
+
+lab_up <<EOF
+lab i3n$E2E_RUN_ID
+underlay 192.168.79.0/24
+node node1 192.168.79.11 10.244.1.0/24
+node node2 192.168.79.12 10.244.2.0/24
+node node3 192.168.79.13 10.244.3.0/24
+pod node1 $NS/orchestrator-agent 10.244.1.10
+pod node1 $NS/pr-agent 10.244.1.11
+pod node2 $NS/summary-agent 10.244.2.10
+pod node2 $NS/mcp-code-scanning 10.244.2.11
+pod node3 $NS/github-mcp-server 10.244.3.10
+pod node2 default/outsider 10.244.2.50
+EOF
+
+declare -A ADDR=([orchestrator-agent]=10.244.1.10 [pr-agent]=10.244.1.11 [summary-agent]=10.244.2.10
+	[mcp-code-scanning]=10.244.2.11 [github-mcp-server]=10.244.3.10)
+declare -A PORT=([orchestrator-agent]=8080 [pr-agent]=8080 [summary-agent]=8080
+	[mcp-code-scanning]=3000 [github-mcp-server]=3000)
+declare -A NODE=([orchestrator-agent]=node1 [pr-agent]=node1 [summary-agent]=node2
+	[mcp-code-scanning]=node2 [github-mcp-server]=node3)
+SPOKES=(pr-agent summary-agent mcp-code-scanning github-mcp-server)
+
+# ---------------------------------------------------------------- configuration
+E2E_CONFIG=$E2E_TMP/config
+mkdir -p "$E2E_CONFIG"
+cat >"$E2E_CONFIG/00-mesh.yaml" <<EOF
+apiVersion: moat.dev/v1
+kind: MeshConfig
+metadata:
+  name: mesh
+spec:
+  trustDomain: cluster.local
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $NS
+  labels:
+    istio.io/dataplane-mode: ambient
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: strict
+  namespace: $NS
+spec:
+  mtls:
+    mode: STRICT
+EOF
+for w in orchestrator-agent "${SPOKES[@]}"; do
+	printf -- '---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: %s\n  namespace: %s\nspec:\n  address: %s\n  serviceAccount: %s\n  labels:\n    app: %s\n' \
+		"$w" "$NS" "${ADDR[$w]}" "$w" "$w"
+done | sed '1d' >"$E2E_CONFIG/00-workloads.yaml"
+cp "$E2E_ROOT/deploy/examples/agensys/01-default-deny.yaml" \
+	"$E2E_ROOT/deploy/examples/agensys/02-orchestrator-policies.yaml" "$E2E_CONFIG/"
+
+make_ca >/dev/null || e2e_abort "moatctl ca init" "$("$MOATCTL" ca init --out "$E2E_TMP/ca2" 2>&1)"
+for n in node1 node2 node3; do start_agent "$n"; done
+for n in node1 node2 node3; do
+	check "moatd on $n is ready" wait_ready "$n" 30 || e2e_abort "agents start" "$(agent_log "$n" | tail -20)"
+done
+for w in orchestrator-agent "${SPOKES[@]}"; do
+	check "enroll $w on ${NODE[$w]}" enroll "$w"
+done
+for w in "${SPOKES[@]}"; do
+	E2E_SERVE_BYTES=$MIB10 probe_serve "$w" "${PORT[$w]}" || e2e_abort "servers start"
+done
+
+# ---------------------------------------------------------------- capture the underlay
+PCAP=$E2E_TMP/underlay.pcap
+ip netns exec "moatlab-$E2E_LAB-underlay" tcpdump -i br0 -nn -U -s 0 -w "$PCAP" tcp \
+	>"$E2E_TMP/tcpdump.log" 2>&1 &
+TCPDUMP=$!
+E2E_BG_PIDS+=("$TCPDUMP")
+wait_for "tcpdump listening" 5 grep -q "listening on" "$E2E_TMP/tcpdump.log" ||
+	e2e_abort "tcpdump captures the underlay" "$(cat "$E2E_TMP/tcpdump.log")"
+
+# ---------------------------------------------------------------- allowed: hub and spoke
+for w in "${SPOKES[@]}"; do
+	E2E_SERVE_BYTES=$MIB10 check_connect_ok "orchestrator-agent -> $w:${PORT[$w]} (${NODE[$w]}) carries 10 MiB each way intact" \
+		orchestrator-agent "${ADDR[$w]}:${PORT[$w]}" "$MIB10" "$MIB10"
+	dst_node=${NODE[$w]}
+	check "... $dst_node logs it inbound over mutual TLS from the orchestrator's verified identity" \
+		access_log_has "$dst_node" '.type == "connection" and .direction == "inbound" and .dst_workload == $w and .security == "mutual_tls" and .src_identity == "spiffe://cluster.local/ns/'$NS'/sa/orchestrator-agent" and .bytes_sent >= '$MIB10 --arg w "$NS/$w"
+	check "... node1 logs it outbound over HBONE" \
+		access_log_has node1 '.type == "connection" and .direction == "outbound" and .path == "hbone" and .dst_workload == $w and .bytes_received >= '$MIB10 --arg w "$NS/$w"
+done
+check "the app sees the orchestrator's own address across nodes" \
+	grep -q '"peer":"10.244.1.10:' "$(probe_log_path summary-agent 8080)"
+
+# A text canary through a cross-node allowed path: it must never appear on the underlay.
+CANARY="MOAT-CLEARTEXT-CANARY-$RANDOM$RANDOM"
+check "a text payload crosses node1 -> node2" \
+	lab_exec orchestrator-agent sh -c "printf '%s\n' '$CANARY$CANARY' | nc -N -w 5 ${ADDR[summary-agent]} 8080 >/dev/null"
+
+# ---------------------------------------------------------------- blocked: Diagram 8
+for src in "${SPOKES[@]}"; do
+	for dst in orchestrator-agent "${SPOKES[@]}"; do
+		[ "$src" = "$dst" ] && continue
+		check_connect_denied "$src -> $dst:${PORT[$dst]} fails at connect() with EPERM" \
+			"$src" "${ADDR[$dst]}:${PORT[$dst]}"
+		check "... logged on ${NODE[$src]} with source identity, destination and reason" \
+			access_log_has "${NODE[$src]}" '.type == "deny" and .src_workload == $s and .src_identity == $i and .dst_addr == $d and (.reason | length > 0)' \
+			--arg s "$NS/$src" --arg i "spiffe://cluster.local/ns/$NS/sa/$src" --arg d "${ADDR[$dst]}:${PORT[$dst]}"
+	done
+done
+
+# ---------------------------------------------------------------- what crossed the underlay
+sleep 1
+kill -INT "$TCPDUMP" 2>/dev/null
+wait "$TCPDUMP" 2>/dev/null
+tcpdump -nn -r "$PCAP" 2>/dev/null >"$E2E_TMP/underlay.txt"
+check "the capture saw HBONE traffic between nodes" grep -q '\.15008[ :]' "$E2E_TMP/underlay.txt"
+pod_flows_off_15008() { # packets between pod addresses where neither port is 15008
+	awk '$2 == "IP" && $3 ~ /^10\.244\./ && $5 ~ /^10\.244\./ {
+		split($3, s, "."); split($5, d, "."); sub(":", "", d[5]);
+		if (s[5] != "15008" && d[5] != "15008") print }' "$E2E_TMP/underlay.txt"
+}
+check_eq "pod-to-pod traffic on the underlay uses only port 15008" "" "$(pod_flows_off_15008 | head -5)"
+check_fails "the text canary never crossed the underlay in clear" grep -aq "$CANARY" "$PCAP"
+check_fails "neither did the app's response header" grep -aq "sha256=" "$PCAP"
+
+# ---------------------------------------------------------------- PeerAuthentication
+# STRICT: plaintext from a pod without an agent is dropped per packet at TC.
+out=$(probe_connect outsider "${ADDR[summary-agent]}:8080" --send-bytes 1024 --timeout 2 2>&1)
+check_json "plaintext outsider -> STRICT summary-agent:8080 never connects (SYN dropped)" "$out" \
+	'.connect == "ETIMEDOUT"'
+check_wait "... node2 logs the STRICT plaintext drop" 5 \
+	access_log_has node2 '.type == "deny" and .reason_code == "STRICT_PLAINTEXT" and .dst_addr == "10.244.2.10:8080"'
+check_match "... and counts it (moatctl status)" '[1-9][0-9]* plaintext SYNs dropped' "$(moatctl_on node2 status)"
+before=$(probe_log summary-agent 8080 | grep -c '"peer":"10.244.2.50')
+check_eq "... nothing reached the app" 0 "$before"
+
+# PERMISSIVE for mcp-code-scanning: plaintext goes through 15006 and is authorized as no identity.
+cat >"$E2E_CONFIG/03-permissive-mcp.yaml" <<EOF
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: mcp-permissive
+  namespace: $NS
+spec:
+  selector:
+    matchLabels:
+      app: mcp-code-scanning
+  mtls:
+    mode: PERMISSIVE
+EOF
+check_wait "a workload PeerAuthentication PERMISSIVE is applied (no restart)" 10 \
+	sh -c "'$MOATCTL' --socket '$(agent_socket node2)' workloads | grep -E '10\.244\.2\.11 .*PERMISSIVE'"
+out=$(probe_connect outsider "${ADDR[mcp-code-scanning]}:3000" --send-bytes 1024 --timeout 3 2>&1)
+check_json "plaintext outsider -> PERMISSIVE mcp-code-scanning is refused by policy (orchestrator only)" "$out" \
+	'.connect == "ok" or .connect == "ECONNRESET"' '.exit != 0' '.received == 0'
+check_wait "... logged as an inbound deny for a plaintext peer" 5 \
+	access_log_has node2 '.type == "deny" and .phase == "inbound" and .src_identity == null and .dst_addr == "10.244.2.11:3000"'
+cat >"$E2E_CONFIG/04-allow-outsider-plaintext.yaml" <<EOF
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: allow-outsider-by-address
+  namespace: $NS
+spec:
+  selector:
+    matchLabels:
+      app: mcp-code-scanning
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        ipBlocks: ["10.244.2.50/32"]
+    to:
+    - operation:
+        ports: ["3000"]
+EOF
+check_wait "an ipBlocks ALLOW for the outsider lets its plaintext in" 10 \
+	connect_is_ok outsider "${ADDR[mcp-code-scanning]}:3000"
+E2E_SERVE_BYTES=$MIB10 check_connect_ok "... carrying 1 MiB / 10 MiB intact through 15006" \
+	outsider "${ADDR[mcp-code-scanning]}:3000" "$MIB" "$MIB10"
+check "... logged as inbound plaintext" access_log_has node2 \
+	'.type == "connection" and .path == "inbound_plaintext" and .src_identity == null and .dst_addr == "10.244.2.11:3000"'
+check "... and the app saw the outsider's own address" \
+	grep -q '"peer":"10.244.2.50:' "$(probe_log_path mcp-code-scanning 3000)"
+
+# ---------------------------------------------------------------- teardown
+for n in node1 node2 node3; do
+	stop_agent "$n"
+	check_eq "moatd on $n exits 0 on SIGTERM" 0 "$?"
+done
+lab=$E2E_LAB
+"$LAB_TOOL" down "$lab" >/dev/null 2>&1
+E2E_LAB=""
+check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+e2e_finish
