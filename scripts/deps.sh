@@ -6,7 +6,7 @@ set -euo pipefail
 BUILD_PKGS=(make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
             libssl-dev libyaml-dev libnghttp2-dev)
 RUN_PKGS=(iproute2 procps psmisc util-linux openssl curl socat netcat-openbsd iperf3
-          tcpdump dnsmasq-base nodejs nghttp2-client ca-certificates)
+          tcpdump dnsmasq-base nodejs nghttp2-client ca-certificates jq bc)
 
 missing=()
 for p in "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}"; do

@@ -263,7 +263,14 @@ struct verdict_dump {
 	struct agent *agent;
 	struct sbuf *out;
 	bool json, first;
+	char **rows; /* text rows, sorted before printing */
+	size_t n_rows, cap_rows;
 };
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
 
 static void verdict_row(void *arg, const struct moat_verdict_key *k, const struct moat_verdict *v)
 {
@@ -293,8 +300,9 @@ static void verdict_row(void *arg, const struct moat_verdict_key *k, const struc
 	}
 	char port[8];
 	snprintf(port, sizeof(port), "%u", k->dst_port);
-	sbuf_printf(d->out, "%-32s %-40s %-6s %-6s %-14s %s\n", src ? src : "?", dst ? dst : "?",
-		    k->dst_port ? port : "*", action, reason, pol ? pol : "-");
+	*VEC_PUSH(d->rows, d->n_rows, d->cap_rows) =
+		xasprintf("%-34s %-44s %-6s %-6s %-13s %s\n", src ? src : "?", dst ? dst : "?",
+			  k->dst_port ? port : "*", action, reason, pol ? pol : "-");
 }
 
 static int h_verdicts(struct agent *a, struct request *r, struct sbuf *out)
@@ -303,9 +311,15 @@ static int h_verdicts(struct agent *a, struct request *r, struct sbuf *out)
 	if (d.json)
 		sbuf_puts(out, "[");
 	else
-		sbuf_printf(out, "%-32s %-40s %-6s %-6s %-14s %s\n", "SOURCE", "DESTINATION", "PORT",
+		sbuf_printf(out, "%-34s %-44s %-6s %-6s %-13s %s\n", "SOURCE", "DESTINATION", "PORT",
 			    "ACTION", "REASON", "POLICY");
 	dataplane_verdicts_each(a->dp, verdict_row, &d);
+	qsort(d.rows, d.n_rows, sizeof(*d.rows), cmp_str);
+	for (size_t i = 0; i < d.n_rows; i++) {
+		sbuf_puts(out, d.rows[i]);
+		free(d.rows[i]);
+	}
+	free(d.rows);
 	if (d.json)
 		sbuf_puts(out, "]\n");
 	return 0;

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,6 +36,12 @@ static void rst_close(int fd)
 	struct linger lg = {.l_onoff = 1, .l_linger = 0};
 	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 	close(fd);
+}
+
+static void set_nodelay(int fd)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
 static bool is_agent_port(uint16_t port)
@@ -254,6 +262,7 @@ void inbound_hbone_accept(struct agent *a, struct listener *l)
 		struct moat_addr peer;
 		uint16_t pport;
 		addr_from_sockaddr((struct sockaddr *)&ss, &peer, &pport);
+		set_nodelay(fd); /* HTTP/2 frames are small and latency-bound: no Nagle */
 		struct srv_conn *sc = xcalloc(1, sizeof(*sc));
 		sc->agent = a;
 		sc->pod = p;
@@ -386,6 +395,7 @@ void inbound_plain_accept(struct agent *a, struct listener *l)
 				log_warn("accept on 15006 of pod %s: %s", l->pod->key, strerror(errno));
 			return;
 		}
+		set_nodelay(fd);
 		plain_handle(a, l->pod, fd);
 	}
 }

@@ -47,10 +47,10 @@ static struct mesh_config *load_example(const char *name, struct mc_findings *f)
 #define SUM_IP "10.244.2.10"
 #define SCAN_IP "10.244.2.11"
 #define GH_IP "10.244.3.10"
-#define OPENAI "198.51.100.10"
-#define ANTHROPIC "198.51.100.11"
-#define SEMGREP "198.51.100.12"
-#define GHAPI "198.51.100.13"
+#define OPENAI "203.0.113.10"
+#define ANTHROPIC "203.0.113.11"
+#define SEMGREP "203.0.113.12"
+#define GHAPI "203.0.113.13"
 
 TEST(examples_agensys_loads_with_only_the_default_deny_note)
 {
