@@ -44,9 +44,13 @@ static const char usage[] =
 	"  --metrics-port N    Prometheus metrics on :N/metrics (15020)\n"
 	"  --admin-port N      admin on 127.0.0.1:N/config_dump (15000)\n"
 	"  --ready-port N      readiness on :N/healthz/ready (15021)\n"
+	"  --cleanup           remove every pod's capture, the pins under --bpf-dir and the\n"
+	"                      enrollment records under --state-dir, then exit (no --config)\n"
 	"  -h, --help          this text\n"
 	"\n"
-	"Signals: SIGTERM/SIGINT stop (pods are detached, pins removed); SIGHUP reloads.\n";
+	"Signals: SIGTERM/SIGINT stop. Enrolled pods stay captured while no agent runs (their\n"
+	"connects are refused: moat fails closed) and the next moatd with the same --state-dir\n"
+	"and --bpf-dir takes them back. SIGHUP reloads the configuration.\n";
 
 struct main_state {
 	struct agent a;
@@ -66,7 +70,7 @@ static int parse_port(const char *s, uint16_t *out)
 static int parse_args(int argc, char **argv, struct agent_opts *o)
 {
 	enum { O_STATE = 256, O_BPF, O_CA, O_BUNDLE, O_TTL, O_RESOLV, O_ACCESS, O_LEVEL, O_NODE,
-	       O_IDLE, O_NOTP, O_TLS12, O_MPORT, O_APORT, O_RPORT };
+	       O_IDLE, O_NOTP, O_TLS12, O_MPORT, O_APORT, O_RPORT, O_CLEANUP };
 	static const struct option opts[] = {
 		{"config", required_argument, 0, 'c'},   {"state-dir", required_argument, 0, O_STATE},
 		{"bpf-dir", required_argument, 0, O_BPF}, {"ca", required_argument, 0, O_CA},
@@ -78,6 +82,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		{"tls12", no_argument, 0, O_TLS12},     {"metrics-port", required_argument, 0, O_MPORT},
 		{"admin-port", required_argument, 0, O_APORT},
 		{"ready-port", required_argument, 0, O_RPORT}, {"help", no_argument, 0, 'h'},
+		{"cleanup", no_argument, 0, O_CLEANUP},
 		{0, 0, 0, 0},
 	};
 	*o = (struct agent_opts){
@@ -125,6 +130,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 			}
 			break;
 		}
+		case O_CLEANUP: o->cleanup = true; break;
 		case 'h': fputs(usage, stdout); exit(0);
 		default: fputs(usage, stderr); return -1;
 		}
@@ -133,7 +139,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		fprintf(stderr, "moatd: unexpected argument \"%s\"\n%s", argv[optind], usage);
 		return -1;
 	}
-	if (!o->config_dir) {
+	if (!o->config_dir && !o->cleanup) {
 		fprintf(stderr, "moatd: --config DIR is required\n%s", usage);
 		return -1;
 	}
@@ -340,13 +346,12 @@ static void describe_metrics(struct metrics *m)
 	metrics_describe(m, "istio_tcp_connections_opened_total", "counter",
 			 "TCP connections opened (authorized and carried)");
 	metrics_describe(m, "istio_tcp_connections_closed_total", "counter",
-			 "TCP connections closed (and refused, with response_flags)");
+			 "TCP connections closed; refused ones with response_flags DENY, failed "
+			 "upstream connects with CONNECT");
 	metrics_describe(m, "istio_tcp_sent_bytes_total", "counter",
-			 "Bytes sent from source to destination");
+			 "Bytes of responses (destination to source)");
 	metrics_describe(m, "istio_tcp_received_bytes_total", "counter",
-			 "Bytes sent from destination to source");
-	metrics_describe(m, "istio_tcp_connections_failed_total", "counter",
-			 "Authorized connections that could not be carried");
+			 "Bytes of requests (source to destination)");
 	metrics_describe(m, "moat_bpf_fast_denies_total", "counter",
 			 "Connections refused inside connect() by the BPF verdict cache");
 	metrics_describe(m, "moat_denies_total", "counter",
@@ -396,6 +401,7 @@ static int agent_start(struct agent *a, struct err *e)
 		return -1;
 	agent_egress_refresh(a);
 	agent_sync_dataplane(a);
+	agent_restore_pods(a);
 	char *sock = xasprintf("%s/moatd.sock", a->opts.state_dir);
 	a->ctl = ctl_server_new(a, sock, e);
 	free(sock);
@@ -408,8 +414,10 @@ static void agent_stop(struct agent *a)
 {
 	a->ready = false;
 	ctl_server_free(a->ctl);
+	/* Pods stay captured (pinned links): until an agent takes them back, their connects
+	 * are refused rather than let through. `moatd --cleanup` or unenroll removes capture. */
 	if (a->dp)
-		agent_unenroll_all(a);
+		agent_release_pods(a);
 	if (a->pool)
 		hbone_pool_free(a->pool);
 	inbound_free_all(a);
@@ -417,7 +425,7 @@ static void agent_stop(struct agent *a)
 	if (a->dns)
 		dns_resolver_free(a->dns);
 	if (a->dp)
-		dataplane_close(a->dp);
+		dataplane_release(a->dp);
 	http_server_free(a->http_metrics);
 	http_server_free(a->http_admin);
 	http_server_free(a->http_ready);
@@ -439,12 +447,36 @@ static void agent_stop(struct agent *a)
 	loop_free(a->loop);
 }
 
+/* moatd --cleanup: what an uninstall needs after the last agent stopped. */
+static int cleanup(struct agent *a)
+{
+	struct err e = {{0}};
+	if (dataplane_probe(a->opts.bpf_dir, &e) < 0) {
+		log_error("%s", e.msg);
+		return 1;
+	}
+	a->dp = dataplane_open(a->opts.bpf_dir, &e);
+	if (!a->dp) {
+		log_error("%s", e.msg);
+		return 1;
+	}
+	agent_cleanup_all(a);
+	dataplane_close(a->dp); /* unpins everything left, links included */
+	char *sock = xasprintf("%s/moatd.sock", a->opts.state_dir);
+	unlink(sock);
+	free(sock);
+	log_info("cleaned up %s and %s", a->opts.bpf_dir, a->opts.state_dir);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct main_state st;
 	struct agent *a = &st.a;
 	if (parse_args(argc, argv, &a->opts) < 0)
 		return 2;
+	if (a->opts.cleanup)
+		return cleanup(a);
 	if (a->opts.access_log) {
 		st.access = fopen(a->opts.access_log, "ae");
 		if (!st.access) {

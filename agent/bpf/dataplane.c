@@ -100,9 +100,11 @@ struct dataplane *dataplane_open(const char *pin_dir, struct err *e)
 		err_set(e, "mkdir %s: %s", pin_dir, strerror(errno));
 		return NULL;
 	}
-	/* A previous moatd's pins (its links keep programs attached): the agent re-enrolls its
-	 * pods from its state directory, so start from nothing. */
-	if (dp_clear_pins(pin_dir, e) < 0)
+	/* A previous moatd's maps and programs go; its pinned links stay: they keep its programs
+	 * attached to the pods (captured connects are refused while nobody listens, STRICT drops
+	 * stay), so the pods fail closed until the agent re-enrolls them and each pod's links are
+	 * replaced by ours (dataplane_attach_pod). */
+	if (dp_clear_pins_keep(pin_dir, "links", e) < 0)
 		return NULL;
 
 	struct dataplane *dp = xcalloc(1, sizeof(*dp));
@@ -342,6 +344,45 @@ static void pod_remove(struct dataplane *dp, struct dp_pod *pod)
 	dp->pods[i] = dp->pods[--dp->n_pods];
 }
 
+static void adopt_pinned_links(struct dataplane *dp, const char *pod_key,
+			       struct bpf_link *prev[DP_LINK_COUNT])
+{
+	for (int i = 0; i < DP_LINK_COUNT; i++) {
+		char *path = xasprintf("%s/links/%s/%s", dp->pin_dir, pod_key,
+				       link_name((enum dp_link_slot)i));
+		prev[i] = access(path, F_OK) == 0 ? bpf_link__open(path) : NULL;
+		if (libbpf_get_error(prev[i]))
+			prev[i] = NULL;
+		if (prev[i])
+			unlink(path); /* our fd keeps the link; the path is for ours */
+		free(path);
+	}
+}
+
+/* drop: detach the previous links (ours are in place); else pin them back. */
+static void release_adopted(struct dataplane *dp, const char *pod_key,
+			    struct bpf_link *prev[DP_LINK_COUNT], bool drop)
+{
+	for (int i = 0; i < DP_LINK_COUNT; i++) {
+		if (!prev[i])
+			continue;
+		if (!drop) {
+			char *dir = xasprintf("%s/links/%s", dp->pin_dir, pod_key);
+			char *path = xasprintf("%s/%s", dir, link_name((enum dp_link_slot)i));
+			mkdir(dir, 0700);
+			if (bpf_link__pin(prev[i], path) < 0)
+				log_warn("pod %s: cannot keep the previous %s link pinned at %s",
+					 pod_key, link_name((enum dp_link_slot)i), path);
+			free(path);
+			free(dir);
+		} else {
+			bpf_link__detach(prev[i]);
+		}
+		bpf_link__destroy(prev[i]);
+		prev[i] = NULL;
+	}
+}
+
 int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_fd, int netns_fd,
 			 const char *ifname, struct err *e)
 {
@@ -357,13 +398,20 @@ int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_f
 	if (old)
 		pod_remove(dp, old); /* re-enrollment replaces the previous attachment */
 
+	/* Links a previous moatd pinned for this pod keep it captured until ours are in place:
+	 * hold them by fd, free their pin paths, and drop them only once ours are attached. */
+	struct bpf_link *prev[DP_LINK_COUNT] = {0};
+	adopt_pinned_links(dp, pod_key, prev);
+
 	char *dir = pod_link_dir(dp, pod_key);
 	int rc = mkdir(dir, 0700) < 0 && errno != EEXIST
 			 ? err_set(e, "attach pod %s: mkdir %s: %s", pod_key, dir, strerror(errno))
 			 : 0;
 	free(dir);
-	if (rc < 0)
+	if (rc < 0) {
+		release_adopted(dp, pod_key, prev, false);
 		return rc;
+	}
 
 	struct dp_pod *pod = pod_push(dp);
 	pod->key = xstrdup(pod_key);
@@ -374,6 +422,7 @@ int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_f
 		rc = err_set(e, "attach pod %s: dup netns fd %d: %s", pod_key, netns_fd,
 			     strerror(errno));
 		pod_remove(dp, pod);
+		release_adopted(dp, pod_key, prev, false);
 		return rc;
 	}
 	for (int i = 0; i < DP_LINK_COUNT && rc == 0; i++)
@@ -382,6 +431,8 @@ int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_f
 		rc = tc_attach(dp, pod, e);
 	if (rc < 0)
 		pod_remove(dp, pod);
+	/* Ours are attached: the previous ones go. Ours failed: the previous ones stay pinned. */
+	release_adopted(dp, pod_key, prev, rc == 0);
 	return rc;
 }
 
@@ -416,6 +467,26 @@ void dataplane_detach_pod(struct dataplane *dp, const char *pod_key, int netns_f
 		}
 	}
 	pod_teardown(dp, &stale);
+}
+
+void dataplane_release(struct dataplane *dp)
+{
+	if (!dp)
+		return;
+	/* Pinned links keep the pods captured (fail closed) until an agent takes them over. */
+	for (size_t i = 0; i < dp->n_pods; i++) {
+		for (int j = 0; j < DP_LINK_COUNT; j++)
+			if (dp->pods[i].links[j])
+				bpf_link__destroy(dp->pods[i].links[j]); /* closes our fd only */
+		if (dp->pods[i].netns_fd >= 0)
+			close(dp->pods[i].netns_fd);
+		free(dp->pods[i].key);
+	}
+	free(dp->pods);
+	ring_buffer__free(dp->rb);
+	moat_bpf__destroy(dp->skel);
+	free(dp->pin_dir);
+	free(dp);
 }
 
 void dataplane_close(struct dataplane *dp)

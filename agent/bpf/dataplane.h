@@ -33,11 +33,16 @@ struct dataplane;
  * on failure, e explains what is missing and what to do. */
 int dataplane_probe(const char *pin_dir, struct err *e);
 
-/* Load and pin. Stale pins from a previous run under pin_dir are removed first (the agent
- * re-enrolls its pods from its state directory). Mounts bpffs on /sys/fs/bpf if needed. */
+/* Load and pin. Maps and programs pinned by a previous run under pin_dir are replaced; its
+ * pinned links (pin_dir/links/<pod>) stay until dataplane_attach_pod takes each pod over (or
+ * dataplane_detach_pod removes it), so pods stay captured across an agent restart. Mounts
+ * bpffs on /sys/fs/bpf if needed. */
 struct dataplane *dataplane_open(const char *pin_dir, struct err *e);
 /* Detach every pod, unpin everything under pin_dir and free. */
 void dataplane_close(struct dataplane *dp);
+/* Free without detaching: pinned links keep the pods captured (their connects are refused
+ * while no agent listens: fail closed) until the next agent re-attaches them. */
+void dataplane_release(struct dataplane *dp);
 
 /* Attach capture (connect4/6 + sockops) to the pod's cgroup, TC ingress to ifname (and to lo)
  * inside the pod netns, sk_lookup to the pod netns; links pinned under links/<pod_key>.

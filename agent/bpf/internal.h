@@ -68,5 +68,7 @@ int dp_ensure_bpffs(const char *pin_dir, struct err *e);
 /* Remove everything under dir (pins and directories, bounded depth), keeping dir itself.
  * Refuses to touch anything not on bpffs. Missing dir is fine. */
 int dp_clear_pins(const char *dir, struct err *e);
+/* The same, leaving the top-level entry named keep (NULL: none) in place. */
+int dp_clear_pins_keep(const char *dir, const char *keep, struct err *e);
 
 #endif

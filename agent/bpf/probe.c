@@ -61,7 +61,8 @@ int dp_ensure_bpffs(const char *pin_dir, struct err *e)
 /* Depth bound for the pin tree: <dir>/links/<pod>/<prog> is 3 levels; allow some slack. */
 #define PIN_TREE_DEPTH 6
 
-static int clear_tree_at(int dirfd, const char *shown, int depth, struct err *e)
+static int clear_tree_at(int dirfd, const char *shown, int depth, const char *keep,
+			 struct err *e)
 {
 	if (depth > PIN_TREE_DEPTH)
 		return err_set(e, "clear pins %s: deeper than %d levels, refusing", shown,
@@ -76,6 +77,8 @@ static int clear_tree_at(int dirfd, const char *shown, int depth, struct err *e)
 	while (rc == 0 && (de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
+		if (depth == 0 && keep && strcmp(de->d_name, keep) == 0)
+			continue;
 		if (de->d_type == DT_DIR) {
 			int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 			if (sub < 0) {
@@ -84,7 +87,7 @@ static int clear_tree_at(int dirfd, const char *shown, int depth, struct err *e)
 				break;
 			}
 			char *sub_shown = xasprintf("%s/%s", shown, de->d_name);
-			rc = clear_tree_at(sub, sub_shown, depth + 1, e);
+			rc = clear_tree_at(sub, sub_shown, depth + 1, NULL, e);
 			free(sub_shown);
 			if (rc == 0 && unlinkat(dirfd, de->d_name, AT_REMOVEDIR) < 0)
 				rc = err_set(e, "clear pins: rmdir %s/%s: %s", shown, de->d_name,
@@ -100,6 +103,11 @@ static int clear_tree_at(int dirfd, const char *shown, int depth, struct err *e)
 
 int dp_clear_pins(const char *dir, struct err *e)
 {
+	return dp_clear_pins_keep(dir, NULL, e);
+}
+
+int dp_clear_pins_keep(const char *dir, const char *keep, struct err *e)
+{
 	struct stat st;
 	if (stat(dir, &st) != 0)
 		return errno == ENOENT ? 0 : err_set(e, "clear pins %s: %s", dir, strerror(errno));
@@ -109,7 +117,7 @@ int dp_clear_pins(const char *dir, struct err *e)
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return err_set(e, "clear pins %s: %s", dir, strerror(errno));
-	return clear_tree_at(fd, dir, 0, e);
+	return clear_tree_at(fd, dir, 0, keep, e);
 }
 
 /* ---- probe ---- */

@@ -62,6 +62,7 @@ static int h_enroll(struct agent *a, struct request *r, struct sbuf *out)
 		.cgroup_path = arg(r, "cgroup"),
 		.ifname = arg(r, "interface"),
 		.netns_fd = r->fd,
+		.netns_path = arg(r, "netns_path"),
 	};
 	if (!er.ns || !er.name || !er.cgroup_path || r->fd < 0) {
 		sbuf_puts(out, "enroll needs namespace, name, cgroup and the netns descriptor\n");

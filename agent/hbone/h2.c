@@ -645,6 +645,11 @@ void h2conn_abort(struct h2conn *c, const char *why)
 static void conn_fail_ssl(struct h2conn *c, const char *what)
 {
 	char buf[256], msg[512];
+	if (c->state == C_OPEN && ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+		ERR_clear_error();
+		conn_teardown(c, "peer closed the connection without a TLS close_notify");
+		return;
+	}
 	const char *verify = tls_verify_error(c->ssl);
 	snprintf(msg, sizeof(msg), "%s: %s", what, verify ? verify : ssl_error_text(buf, sizeof(buf)));
 	conn_teardown(c, msg);

@@ -156,6 +156,32 @@ static int cert_verify_cb(X509_STORE_CTX *xctx, void *arg)
 	return 1;
 }
 
+/* Bytes that are not TLS at all (a plaintext client on 15008, a port scanner, a server that
+ * is not TLS) fail inside OpenSSL's record layer, often without an alert, so nothing else
+ * names them: OpenSSL's own words ("http request") do not tell a user what happened. */
+static const char *not_tls_reason(unsigned long err, char *buf, size_t len)
+{
+	if (!err || ERR_GET_LIB(err) != ERR_LIB_SSL)
+		return NULL;
+	switch (ERR_GET_REASON(err)) {
+	case SSL_R_HTTP_REQUEST:
+		return "not TLS: the peer sent a plaintext HTTP request (HBONE is HTTP/2 CONNECT "
+		       "inside mutual TLS 1.3)";
+	case SSL_R_HTTPS_PROXY_REQUEST:
+		return "not TLS: the peer sent a plaintext HTTP CONNECT request (HBONE is HTTP/2 "
+		       "CONNECT inside mutual TLS 1.3)";
+	case SSL_R_WRONG_VERSION_NUMBER:
+	case SSL_R_UNKNOWN_PROTOCOL:
+	case SSL_R_PACKET_LENGTH_TOO_LONG:
+	case SSL_R_RECORD_LENGTH_MISMATCH:
+	case SSL_R_LENGTH_TOO_SHORT:
+		snprintf(buf, len, "not TLS: the peer's first bytes are not a TLS handshake record "
+			 "(%s)", ERR_reason_error_string(err));
+		return buf;
+	}
+	return NULL;
+}
+
 /* Names the failures OpenSSL detects itself (missing client certificate, alerts). */
 static void info_cb(const SSL *cssl, int where, int ret)
 {
@@ -191,6 +217,11 @@ static void info_cb(const SSL *cssl, int where, int ret)
 			ERR_GET_REASON(last) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE);
 	if (ci && ci->server && no_cert) {
 		record_error(ssl, "no client certificate");
+		return;
+	}
+	const char *not_tls = not_tls_reason(last, msg, sizeof(msg));
+	if (not_tls) {
+		record_error(ssl, not_tls);
 		return;
 	}
 	const char *why = last ? ERR_reason_error_string(last) : NULL;
@@ -357,6 +388,20 @@ const char *tls_verify_error(const SSL *ssl)
 {
 	if (!ex_ready())
 		return NULL;
-	const struct tls_conn_info *c = SSL_get_ex_data(ssl, conn_idx);
+	struct tls_conn_info *c = SSL_get_ex_data(ssl, conn_idx);
+	if (c && c->error[0])
+		return c->error;
+	if (c && c->handshake_done)
+		return NULL;
+	/* Garbage that made OpenSSL fail without sending an alert reached no callback (the
+	 * per-connection record may not even exist yet): the reason is still the last error in
+	 * the queue when the caller asks why the handshake failed. */
+	char buf[256];
+	const char *not_tls = not_tls_reason(ERR_peek_last_error(), buf, sizeof(buf));
+	if (!not_tls)
+		return NULL;
+	/* The record is ours to write: OpenSSL's const only says the SSL is not changed. */
+	record_error((SSL *)ssl, not_tls);
+	c = SSL_get_ex_data(ssl, conn_idx);
 	return c && c->error[0] ? c->error : NULL;
 }

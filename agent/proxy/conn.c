@@ -131,8 +131,11 @@ static void json_addr(struct sbuf *b, const char *key, const struct moat_addr *a
 		sbuf_json_str(b, addr_str(a, s, sizeof(s)));
 }
 
-void conn_close(struct conn *c, uint64_t bytes_sent, uint64_t bytes_received, const char *error)
+void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char *error)
 {
+	/* Istio's (Envoy's) convention: "sent" is the response (destination -> source),
+	 * "received" the request (source -> destination). */
+	uint64_t bytes_sent = to_source, bytes_received = to_dest;
 	struct agent *a = c->agent;
 	if (c->closed)
 		return;
@@ -141,15 +144,17 @@ void conn_close(struct conn *c, uint64_t bytes_sent, uint64_t bytes_received, co
 	if (c->opened) {
 		struct metric_labels l = {0};
 		char bufs[4][128];
-		conn_labels(c, &l, bufs, error ? "CONNECTION_FAILURE" : "-");
+		conn_labels(c, &l, bufs, "-");
 		metrics_counter_add(a->metrics, "istio_tcp_connections_closed_total", &l, 1);
 		metrics_counter_add(a->metrics, "istio_tcp_sent_bytes_total", &l, bytes_sent);
 		metrics_counter_add(a->metrics, "istio_tcp_received_bytes_total", &l, bytes_received);
 	} else {
+		/* Authorized but never carried (upstream or tunnel connect failed): ztunnel's
+		 * CONNECT flag. */
 		struct metric_labels l = {0};
 		char bufs[4][128];
-		conn_labels(c, &l, bufs, "UPSTREAM_CONNECT_FAILURE");
-		metrics_counter_add(a->metrics, "istio_tcp_connections_failed_total", &l, 1);
+		conn_labels(c, &l, bufs, "CONNECT");
+		metrics_counter_add(a->metrics, "istio_tcp_connections_closed_total", &l, 1);
 	}
 
 	struct sbuf b;
@@ -169,8 +174,10 @@ void conn_close(struct conn *c, uint64_t bytes_sent, uint64_t bytes_received, co
 	sbuf_json_str(&b, c->dst_identity);
 	sbuf_puts(&b, ",\"verdict\":\"ALLOW\",\"policy\":");
 	sbuf_json_str(&b, c->policy);
-	sbuf_printf(&b, ",\"security\":\"%s\",\"path\":\"%s\"",
-		    c->path == PATH_HBONE ? "mutual_tls" : "none", path_name(c->path));
+	/* mutual_tls only for a tunnel that was actually established. */
+	sbuf_printf(&b, ",\"security\":\"%s\",\"path\":\"%s\",\"opened\":%s",
+		    c->path == PATH_HBONE && c->opened ? "mutual_tls" : "none", path_name(c->path),
+		    c->opened ? "true" : "false");
 	sbuf_printf(&b, ",\"bytes_sent\":%llu,\"bytes_received\":%llu,\"duration_ms\":%llu",
 		    (unsigned long long)bytes_sent, (unsigned long long)bytes_received,
 		    (unsigned long long)(now_ms() - c->start_ms));
@@ -236,7 +243,7 @@ void agent_log_deny(struct agent *a, const struct deny_record *r)
 	metric_label(&l, "source_principal", or_unknown(r->src_identity));
 	metric_label(&l, "destination_workload", or_unknown(dname));
 	metric_label(&l, "destination_workload_namespace", or_unknown(dns_));
-	metric_label(&l, "response_flags", r->response_flags ? r->response_flags : "RBAC_ACCESS_DENIED");
+	metric_label(&l, "response_flags", r->response_flags ? r->response_flags : "DENY");
 	metrics_counter_add(a->metrics, "istio_tcp_connections_closed_total", &l, 1);
 	if (strcmp(r->phase, "connect") == 0) {
 		struct metric_labels f = {0};

@@ -53,8 +53,9 @@ void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, cons
 		  const char *identity);
 /* The connection is authorized and carried: count it as opened. */
 void conn_opened(struct conn *c, const char *policy);
-/* Finished: metrics, one access-log line, unlink and free. bytes_sent = source -> dest. */
-void conn_close(struct conn *c, uint64_t bytes_sent, uint64_t bytes_received, const char *error);
+/* Finished: metrics, one access-log line, unlink and free. to_dest: bytes the source sent
+ * to the destination (request); to_source: the response. */
+void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char *error);
 
 /* Drop the record without logging (it was already logged as a deny). */
 void conn_discard(struct conn *c);
@@ -71,7 +72,7 @@ struct deny_record {
 	const char *policy;  /* "ns/name" or NULL */
 	const char *reason;         /* one sentence for people */
 	const char *reason_code;    /* POLICY_DENY, NO_ALLOW, UNREGISTERED, STRICT_PLAINTEXT... */
-	const char *response_flags; /* e.g. RBAC_ACCESS_DENIED */
+	const char *response_flags; /* default DENY (ztunnel's flag) */
 };
 void agent_log_deny(struct agent *a, const struct deny_record *r);
 

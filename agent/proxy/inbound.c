@@ -194,7 +194,7 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 			.src_workload = src_name,
 			.src_identity = r->peer_id,
 			.src = &r->peer_addr,
-			.sport = forwarded_port(r),
+			.sport = forwarded_port(r) ? forwarded_port(r) : r->peer_port,
 			.dst = &dst,
 			.dport = dport,
 			.dst_workload = p->key,

@@ -30,6 +30,7 @@ struct pool_conn {
 	/* The client context (certificate) this connection was made with: after a rotation
 	 * new streams go to a connection with the new certificate; this one drains. */
 	SSL_CTX *ctx;
+	bool ready; /* the handshake completed: a later close is not a refusal */
 	struct pending *queue, **queue_tail;
 	int n_queued;
 	struct loop_timer idle;
@@ -101,7 +102,9 @@ static void pc_fail_queue(struct pool_conn *pc, const char *why)
 static void pc_on_closed(struct h2conn *c, const char *why)
 {
 	struct pool_conn *pc = h2conn_owner(c);
-	if (why)
+	if (why && !pc->ready)
+		log_warn("HBONE %s (pod %s as %s): refused: %s", pc->desc, pc->src->key, pc->src_id, why);
+	else if (why)
 		log_info("HBONE %s closed: %s", pc->desc, why);
 	pc->h2 = NULL;
 	pc_unlink(pc);
@@ -123,6 +126,7 @@ static void pc_on_streams(struct h2conn *c, int n)
 static void pc_on_ready(struct h2conn *c)
 {
 	struct pool_conn *pc = h2conn_owner(c);
+	pc->ready = true;
 	log_debug("HBONE %s ready, peer %s (certificate serial %s)", pc->desc, h2conn_peer_id(c),
 		  h2conn_peer_serial(c));
 }

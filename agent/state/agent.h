@@ -40,6 +40,7 @@ struct agent_opts {
 	bool transparent;        /* preserve client source addresses upstream (IP_TRANSPARENT) */
 	int pool_idle_ms;        /* release idle HBONE connections after this */
 	uint16_t metrics_port, admin_port, ready_port;
+	bool cleanup;            /* --cleanup: remove capture, pins and records, then exit */
 };
 
 /* Stable ids for names (workloads, identities, policies): the same name keeps its id for the
@@ -158,11 +159,25 @@ struct enroll_req {
 	const char *cgroup_path;
 	const char *ifname;       /* default eth0 */
 	int netns_fd;             /* owned by the request until enroll succeeds */
+	const char *netns_path;   /* where the netns can be opened again (restart), or NULL */
 	struct mc_labels labels;  /* extra labels (no WorkloadEntry) */
 };
 int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e);
 int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err *e);
 void agent_unenroll_all(struct agent *a);
+/* Stop serving every pod without detaching its capture (agent shutdown, restart). */
+void agent_release_pods(struct agent *a);
+
+/* ---- enrollment records (state/persist.c) ---- */
+int pod_record_save(struct agent *a, const struct pod *p, const struct enroll_req *r,
+		    struct err *e);
+void pod_record_delete(struct agent *a, const char *fs_key);
+/* At start: take back the pods recorded by a previous agent. */
+void agent_restore_pods(struct agent *a);
+/* A recorded pod this agent could not take back: remove its capture and record. */
+int agent_forget_pod(struct agent *a, const char *ns, const char *name, struct err *e);
+/* moatd --cleanup: remove every recorded pod's capture and record. */
+void agent_cleanup_all(struct agent *a);
 
 /* ---- BPF events (state/events.c) ---- */
 int agent_events_start(struct agent *a, struct err *e);

@@ -276,6 +276,10 @@ int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e)
 	}
 	p->next = a->pods;
 	a->pods = p;
+	struct err re = {{0}};
+	if (pod_record_save(a, p, r, &re) < 0)
+		log_warn("pod %s: enrollment not recorded (%s): after an agent restart it must be "
+			 "enrolled again", p->key, re.msg);
 	char s[ADDR_STRLEN];
 	log_info("enrolled pod %s: address %s, identity %s, interface %s%s", p->key,
 		 addr_str(&p->addr, s, sizeof(s)), p->spiffe_id, p->ifname,
@@ -292,10 +296,11 @@ int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err
 	struct pod **pp = &a->pods;
 	while (*pp && !(strcmp((*pp)->ns, ns) == 0 && strcmp((*pp)->name, name) == 0))
 		pp = &(*pp)->next;
-	if (!*pp)
-		return err_set(e, "pod %s/%s is not enrolled on this node", ns, name);
+	if (!*pp) /* perhaps left captured by a previous agent that this one could not take back */
+		return agent_forget_pod(a, ns, name, e);
 	struct pod *p = *pp;
 	*pp = p->next;
+	pod_record_delete(a, p->fs_key);
 	/* Capture off first (the pod is leaving the mesh), then its connections and our
 	 * listeners go. */
 	dataplane_detach_pod(a->dp, p->fs_key, p->netns_fd, p->ifname);
@@ -315,4 +320,16 @@ void agent_unenroll_all(struct agent *a)
 {
 	while (a->pods)
 		agent_unenroll(a, a->pods->ns, a->pods->name, NULL);
+}
+
+void agent_release_pods(struct agent *a)
+{
+	while (a->pods) {
+		struct pod *p = a->pods;
+		a->pods = p->next;
+		hbone_pool_drop_pod(a->pool, p);
+		inbound_drop_pod(a, p);
+		identity_release(a->ids, p->spiffe_id);
+		pod_free(a, p);
+	}
 }

@@ -171,12 +171,16 @@ static void stale_body(struct world *w)
 	CHECK_MSG(w->dp != NULL, "open over stale pins: %s", e.msg);
 	if (!w->dp)
 		return;
-	CHECK(!exists("%s/links/%s", w->pin_dir, "old_pod"));
-	/* workloads is ours again (the stale array had a 4-byte key) */
+	/* The previous run's pod links stay (its pods stay captured: fail closed) ... */
+	CHECK(exists("%s/links/%s", w->pin_dir, "old_pod"));
+	/* ... its maps are replaced: workloads is ours again (the stale one had a 4-byte key) */
 	CHECK(put_workload(w, "10.9.0.6", 5, 0, 0) == 0);
+	/* ... and detaching the pod it left removes its links. */
+	dataplane_detach_pod(w->dp, "old_pod", -1, NULL);
+	CHECK(!exists("%s/links/%s", w->pin_dir, "old_pod"));
 }
 
-TEST(loader_open_removes_stale_pins)
+TEST(loader_open_replaces_stale_maps_keeps_pod_links)
 {
 	struct world w;
 	if (world_up(&w, 0) == 0)

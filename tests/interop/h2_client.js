@@ -1,9 +1,22 @@
 // An HBONE client written with Node's own http2 + TLS stacks (not moat's): opens a CONNECT
-// stream to HOST:15008 presenting a client certificate, sends bytes, reads the reply.
-// Prints one JSON line: {"ok", "status", "tls", "alpn", "server_san", "sent", "received",
-// "echo_ok", "error"}. Used to prove moat's HBONE server interoperates.
+// stream to HOST:15008, optionally presenting a client certificate, sends bytes after the 200,
+// half-closes and reads the reply. Used to prove that moat's HBONE server interoperates with a
+// stack we did not write, and that it refuses what it must.
 //
-// usage: node h2_client.js --host IP --port 15008 --authority IP:PORT [--method CONNECT]
+// Prints one JSON line:
+//   {"ok", "status", "tls", "alpn", "server_san", "sent", "received", "echo_ok",
+//    "error", "error_codes"}
+//   ok          a response arrived (any status); with --expect-echo: status 200 and the bytes
+//               came back unchanged
+//   status      the :status of the response, null when none arrived (TLS refused, reset)
+//   tls, alpn   what Node negotiated (null when the handshake did not finish on our side)
+//   server_san  the server certificate's subjectAltName as Node prints it ("URI:spiffe://...")
+//   error       every error seen, joined with " | " (a TLS 1.3 client learns that the server
+//               refused its certificate from the alert that follows the handshake)
+//   error_codes Node's error codes, e.g. ERR_SSL_TLSV1_ALERT_UNKNOWN_CA
+// Exit status: 0 when ok, 1 otherwise, 2 on bad arguments.
+//
+// usage: node h2_client.js --host IP [--port 15008] --authority IP:PORT [--method CONNECT]
 //        [--cert F --key F] --ca F [--send N] [--expect-echo] [--timeout MS]
 'use strict';
 const http2 = require('http2');
@@ -16,37 +29,62 @@ function args() {
   for (let i = 0; i < v.length; i++) {
     const k = v[i].replace(/^--/, '');
     if (k === 'expect-echo') { a.expectEcho = true; continue; }
+    if (i + 1 >= v.length) usage(`--${k} needs a value`);
     a[k] = v[++i];
   }
+  if (!a.host || !a.authority || !a.ca) usage('--host, --authority and --ca are required');
+  if (!!a.cert !== !!a.key) usage('--cert and --key go together');
   a.send = Number(a.send);
   a.timeout = Number(a.timeout);
   return a;
 }
 
+function usage(why) {
+  process.stderr.write(`h2_client.js: ${why}\n`);
+  process.exit(2);
+}
+
 const a = args();
 const out = {ok: false, status: null, tls: null, alpn: null, server_san: null, sent: 0,
-             received: 0, echo_ok: null, error: null};
+             received: 0, echo_ok: null, error: null, error_codes: []};
+const errors = [];
 let done = false;
-function finish(err) {
+
+function finish() {
   if (done) return;
   done = true;
-  if (err) out.error = String(err.message || err);
+  if (errors.length) out.error = errors.join(' | ');
   process.stdout.write(JSON.stringify(out) + '\n');
   process.exit(out.ok ? 0 : 1);
 }
-setTimeout(() => finish(new Error('timeout')), a.timeout).unref();
 
-const tls = {ca: fs.readFileSync(a.ca), ALPNProtocols: ['h2'], servername: '',
-             minVersion: 'TLSv1.3', checkServerIdentity: () => undefined};
+// Errors come in bursts (the session's, then the stream's "caused by" the same): collect them
+// for a moment so the report names the root cause, not only the first symptom.
+function failed(err) {
+  const msg = String((err && err.message) || err).trim();
+  if (!errors.includes(msg)) errors.push(msg);
+  if (err && err.code && !out.error_codes.includes(err.code)) out.error_codes.push(err.code);
+  setTimeout(finish, 100);
+}
+
+setTimeout(() => { failed(new Error(`timeout after ${a.timeout} ms`)); finish(); }, a.timeout)
+  .unref();
+
+const tls = {ca: fs.readFileSync(a.ca), ALPNProtocols: ['h2'], minVersion: 'TLSv1.3',
+             // No SNI (as ztunnel and moat). The server's identity is its URI SAN, which we
+             // report and the test compares; Node's host-name check does not apply.
+             servername: '', checkServerIdentity: () => undefined};
 if (a.cert) { tls.cert = fs.readFileSync(a.cert); tls.key = fs.readFileSync(a.key); }
 const session = http2.connect(`https://${a.host}:${a.port}`, tls);
-session.on('error', finish);
+session.on('error', failed);
+session.on('close', () => { if (!done && out.status === null) failed(new Error('session closed before a response')); });
 session.on('connect', (s, sock) => {
   out.tls = sock.getProtocol();
-  out.alpn = sock.alpnProtocol;
+  out.alpn = sock.alpnProtocol || null;
   const peer = sock.getPeerCertificate();
   out.server_san = peer && peer.subjectaltname ? peer.subjectaltname : null;
 });
+
 const headers = {':method': a.method, ':authority': a.authority};
 if (a.method !== 'CONNECT') { headers[':path'] = '/'; headers[':scheme'] = 'https'; }
 const req = session.request(headers, {endStream: false});
@@ -54,7 +92,13 @@ const payload = crypto.randomBytes(a.send);
 const chunks = [];
 req.on('response', (h) => {
   out.status = h[':status'];
-  if (out.status !== 200) { out.ok = out.status !== undefined; req.close(); session.close(); finish(); return; }
+  if (out.status !== 200) {
+    out.ok = !a.expectEcho;
+    req.close();
+    session.close();
+    finish();
+    return;
+  }
   req.end(payload);
   out.sent = payload.length;
 });
@@ -66,4 +110,5 @@ req.on('end', () => {
   session.close();
   finish();
 });
-req.on('error', finish);
+req.on('error', failed);
+req.on('close', () => { if (!done && out.status === null) failed(new Error('stream closed before a response')); });

@@ -70,18 +70,25 @@ int cmd_enroll(int argc, char **argv)
 				"required\n");
 		return 2;
 	}
+	/* The path lets moatd take the pod back after a restart; the descriptor proves it. */
+	char *abs = realpath(netns, NULL);
+	if (abs)
+		args[n++] = (struct ctl_arg){"netns_path", abs};
 	int fd = open(netns, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		fprintf(stderr, "moatctl enroll: open netns %s: %s\n", netns, strerror(errno));
+		free(abs);
 		return 2;
 	}
 	if (access(cgroup, F_OK) < 0) {
 		fprintf(stderr, "moatctl enroll: cgroup %s: %s\n", cgroup, strerror(errno));
 		close(fd);
+		free(abs);
 		return 2;
 	}
 	int rc = call("enroll", "enroll", args, n, fd);
 	close(fd);
+	free(abs);
 	return rc;
 }
 
