@@ -377,11 +377,12 @@ static int start_http(struct agent *a, struct err *e)
 
 static int agent_start(struct agent *a, struct err *e)
 {
+	/* Privileges and BPF first: nothing else matters without them. */
+	if (dataplane_probe(a->opts.bpf_dir, e) < 0)
+		return -1;
 	if (mkdir_p(a->opts.state_dir, 0700) < 0)
 		return err_set(e, "state dir %s: %s", a->opts.state_dir, strerror(errno));
 	if (load_initial_config(a, e) < 0)
-		return -1;
-	if (dataplane_probe(a->opts.bpf_dir, e) < 0)
 		return -1;
 	if (start_identity(a, e) < 0)
 		return -1;

@@ -89,6 +89,10 @@ int64_t wall_ms(void);         /* CLOCK_REALTIME */
 /* "2026-11-22T22:05:43.123Z" */
 const char *iso8601_ms(int64_t wall, char *buf, size_t len);
 int set_nonblock(int fd);
+/* Close a TCP socket with a reset (SO_LINGER 0): how moat refuses or aborts a connection. */
+void close_rst(int fd);
+/* TCP_NODELAY: tunnels and relays move small frames; Nagle would add 40 ms stalls. */
+void sock_nodelay(int fd);
 int set_cloexec(int fd);
 /* Read a whole file (NUL-terminated). */
 char *read_file(const char *path, size_t *len, struct err *e);

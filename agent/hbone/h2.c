@@ -82,13 +82,6 @@ static void stream_on_io(struct loop_io *io, uint32_t events);
 
 /* ---- helpers ---- */
 
-static void close_with_rst(int fd)
-{
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-}
-
 static const char *ssl_error_text(char *buf, size_t len)
 {
 	unsigned long e = ERR_get_error();
@@ -160,7 +153,7 @@ static void stream_close_fd(struct h2stream *s, bool rst)
 		return;
 	loop_io_del(s->conn->loop, &s->io);
 	if (rst)
-		close_with_rst(s->fd);
+		close_rst(s->fd);
 	else
 		close(s->fd);
 	s->fd = -1;

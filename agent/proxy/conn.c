@@ -314,12 +314,41 @@ void conns_drop_pod(struct agent *a, struct pod *p)
 				c->connecting = NULL;
 			}
 			if (c->app_fd >= 0) {
-				struct linger lg = {.l_onoff = 1, .l_linger = 0};
-				setsockopt(c->app_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-				close(c->app_fd);
+				close_rst(c->app_fd);
 				c->app_fd = -1;
 			}
 			conn_close(c, 0, 0, "pod unenrolled");
 		}
 	}
+}
+
+static void relay_done(void *user, uint64_t a_to_b, uint64_t b_to_a, const char *error)
+{
+	struct conn *c = user;
+	c->relay = NULL;
+	conn_close(c, a_to_b, b_to_a, error);
+}
+
+void conn_upstream_relay(void *arg, int fd, int err_no, const char *error)
+{
+	(void)err_no;
+	struct conn *c = arg;
+	c->connecting = NULL;
+	int client = c->app_fd;
+	c->app_fd = -1;
+	if (fd < 0) {
+		log_info("%s %s: %s", c->dir == CONN_OUTBOUND ? "outbound from pod" : "plaintext into pod",
+			 c->pod->key, error);
+		close_rst(client);
+		conn_close(c, 0, 0, error);
+		return;
+	}
+	c->relay = relay_new(c->agent->loop, client, fd, relay_done, c);
+	if (!c->relay) {
+		close_rst(client);
+		close_rst(fd);
+		conn_close(c, 0, 0, "cannot watch sockets");
+		return;
+	}
+	conn_opened(c, c->policy);
 }

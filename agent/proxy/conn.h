@@ -57,6 +57,10 @@ void conn_opened(struct conn *c, const char *policy);
  * to the destination (request); to_source: the response. */
 void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char *error);
 
+/* connector callback for the plaintext paths: relay the accepted socket (c->app_fd) with the
+ * upstream one, or reset it and close the record with the connect error. */
+void conn_upstream_relay(void *arg, int fd, int err_no, const char *error);
+
 /* Drop the record without logging (it was already logged as a deny). */
 void conn_discard(struct conn *c);
 

@@ -31,25 +31,6 @@ struct srv_conn {
 	struct srv_conn *next;
 };
 
-static void rst_close(int fd)
-{
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-}
-
-static void set_nodelay(int fd)
-{
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-static bool is_agent_port(uint16_t port)
-{
-	return port == MOAT_PORT_OUTBOUND || port == MOAT_PORT_INBOUND_PLAIN ||
-	       port == MOAT_PORT_HBONE;
-}
-
 /* The source as the destination agent can name it: the workload owning the address. */
 static const char *src_workload_name(struct agent *a, const struct moat_addr *ip)
 {
@@ -109,7 +90,7 @@ static void hbone_upstream(void *arg, int fd, int err_no, const char *error)
 	}
 	struct err e = {{0}};
 	if (h2stream_accept(c->stream, fd, &e) < 0) {
-		rst_close(fd);
+		close_rst(fd);
 		c->note = xstrdup(e.msg);
 		return;
 	}
@@ -262,7 +243,7 @@ void inbound_hbone_accept(struct agent *a, struct listener *l)
 		struct moat_addr peer;
 		uint16_t pport;
 		addr_from_sockaddr((struct sockaddr *)&ss, &peer, &pport);
-		set_nodelay(fd); /* HTTP/2 frames are small and latency-bound: no Nagle */
+		sock_nodelay(fd); /* HTTP/2 frames are small and latency-bound: no Nagle */
 		struct srv_conn *sc = xcalloc(1, sizeof(*sc));
 		sc->agent = a;
 		sc->pod = p;
@@ -275,7 +256,7 @@ void inbound_hbone_accept(struct agent *a, struct listener *l)
 			     : NULL;
 		if (!sc->h2) {
 			log_warn("HBONE %s: %s", sc->desc, ctx ? e.msg : "no certificate for the pod");
-			rst_close(fd);
+			close_rst(fd);
 			free(sc);
 			continue;
 		}
@@ -305,37 +286,6 @@ void inbound_free_all(struct agent *a)
 
 /* ---- 15006: plaintext (PERMISSIVE) ---- */
 
-static void plain_done(void *user, uint64_t a_to_b, uint64_t b_to_a, const char *error)
-{
-	struct conn *c = user;
-	c->relay = NULL;
-	conn_close(c, a_to_b, b_to_a, error);
-}
-
-static void plain_upstream(void *arg, int fd, int err_no, const char *error)
-{
-	(void)err_no;
-	struct conn *c = arg;
-	struct agent *a = c->agent;
-	c->connecting = NULL;
-	int client = c->app_fd;
-	c->app_fd = -1;
-	if (fd < 0) {
-		log_info("plaintext into pod %s: %s", c->pod->key, error);
-		rst_close(client);
-		conn_close(c, 0, 0, error);
-		return;
-	}
-	c->relay = relay_new(a->loop, client, fd, plain_done, c);
-	if (!c->relay) {
-		rst_close(client);
-		rst_close(fd);
-		conn_close(c, 0, 0, "cannot watch sockets");
-		return;
-	}
-	conn_opened(c, c->policy);
-}
-
 static void plain_handle(struct agent *a, struct pod *p, int fd)
 {
 	struct sockaddr_storage ss;
@@ -352,7 +302,7 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 		char s[ADDR_STRLEN + 8];
 		log_warn("plaintext into pod %s: destination %s is not the pod's workload; refused",
 			 p->key, addr_port_str(&dst, dport, s, sizeof(s)));
-		rst_close(fd);
+		close_rst(fd);
 		return;
 	}
 	struct authz_decision dec;
@@ -374,7 +324,7 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 									     : "NO_ALLOW",
 		};
 		agent_log_deny(a, &dr);
-		rst_close(fd);
+		close_rst(fd);
 		return;
 	}
 	struct conn *c = conn_new(a, CONN_INBOUND, PATH_INBOUND_PLAIN, p);
@@ -382,7 +332,7 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 	conn_set_dst(c, &dst, dport, p->key, p->spiffe_id);
 	c->policy = dec.policy ? xstrdup(dec.policy->id_name) : NULL;
 	c->app_fd = fd;
-	upstream_connect(a, c, plain_upstream);
+	upstream_connect(a, c, conn_upstream_relay);
 }
 
 void inbound_plain_accept(struct agent *a, struct listener *l)
@@ -395,7 +345,7 @@ void inbound_plain_accept(struct agent *a, struct listener *l)
 				log_warn("accept on 15006 of pod %s: %s", l->pod->key, strerror(errno));
 			return;
 		}
-		set_nodelay(fd);
+		sock_nodelay(fd);
 		plain_handle(a, l->pod, fd);
 	}
 }

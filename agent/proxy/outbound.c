@@ -18,19 +18,6 @@
 #include "proxy/proxy.h"
 #include "proxy/relay.h"
 
-static void rst_close(int fd)
-{
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-}
-
-static bool is_agent_port(uint16_t port)
-{
-	return port == MOAT_PORT_OUTBOUND || port == MOAT_PORT_INBOUND_PLAIN ||
-	       port == MOAT_PORT_HBONE;
-}
-
 static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr *dst,
 		 uint16_t dport, uint16_t sport, const char *dst_name, const char *policy,
 		 const char *reason, const char *code)
@@ -49,42 +36,10 @@ static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr 
 		.reason_code = code,
 	};
 	agent_log_deny(a, &r);
-	rst_close(fd);
+	close_rst(fd);
 }
 
 /* ---- direct paths: plaintext workloads and egress ---- */
-
-static void direct_done(void *user, uint64_t a_to_b, uint64_t b_to_a, const char *error)
-{
-	struct conn *c = user;
-	c->relay = NULL;
-	conn_close(c, a_to_b, b_to_a, error);
-}
-
-static void direct_connected(void *arg, int fd, int err_no, const char *error)
-{
-	(void)err_no;
-	struct conn *c = arg;
-	struct agent *a = c->agent;
-	c->connecting = NULL;
-	if (fd < 0) {
-		log_info("outbound from %s: %s", c->pod->key, error);
-		rst_close(c->app_fd);
-		c->app_fd = -1;
-		conn_close(c, 0, 0, error);
-		return;
-	}
-	int app = c->app_fd;
-	c->app_fd = -1;
-	c->relay = relay_new(a->loop, app, fd, direct_done, c);
-	if (!c->relay) {
-		rst_close(app);
-		rst_close(fd);
-		conn_close(c, 0, 0, "cannot watch sockets");
-		return;
-	}
-	conn_opened(c, c->policy);
-}
 
 static void go_direct(struct agent *a, struct conn *c)
 {
@@ -97,7 +52,7 @@ static void go_direct(struct agent *a, struct conn *c)
 		.timeout_ms = 10000,
 		.who = who,
 	};
-	c->connecting = connector_start(a->loop, &r, direct_connected, c);
+	c->connecting = connector_start(a->loop, &r, conn_upstream_relay, c);
 }
 
 /* ---- HBONE ---- */
@@ -197,7 +152,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		log_warn("outbound from pod %s %s: no original destination recorded (connection "
 			 "not captured by moat's connect hook); refused",
 			 p->key, addr_port_str(client, cport, s, sizeof(s)));
-		rst_close(fd);
+		close_rst(fd);
 		return;
 	}
 	struct moat_addr dst = od.addr;
@@ -261,8 +216,7 @@ void outbound_accept(struct agent *a, struct listener *l)
 		struct moat_addr client;
 		uint16_t cport;
 		addr_from_sockaddr((struct sockaddr *)&ss, &client, &cport);
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
+		sock_nodelay(fd);
 		outbound_handle(a, l->pod, fd, &client, cport);
 	}
 }

@@ -62,9 +62,7 @@ static void pending_free(struct pending *q)
 /* Fail a request that never got a stream: RST the app and tell its owner. */
 static void pending_fail(struct pending *q, const char *why)
 {
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(q->app_fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(q->app_fd);
+	close_rst(q->app_fd);
 	struct h2stream_stats st = {0};
 	if (q->ops && q->ops->on_close)
 		q->ops->on_close(NULL, q->user, &st, why);

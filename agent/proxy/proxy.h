@@ -10,6 +10,13 @@
 
 enum listener_kind { LSN_OUTBOUND = 0, LSN_HBONE = 1, LSN_PLAIN = 2 };
 
+/* The agent's own ports are never valid destinations (ztunnel's rule). */
+static inline bool is_agent_port(uint16_t port)
+{
+	return port == MOAT_PORT_OUTBOUND || port == MOAT_PORT_INBOUND_PLAIN ||
+	       port == MOAT_PORT_HBONE;
+}
+
 /* Open one listener of the pod (bound inside its netns) and watch it. */
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
 		  int family, struct err *e);

@@ -34,13 +34,6 @@ struct relay {
 static void on_io_a(struct loop_io *io, uint32_t events);
 static void on_io_b(struct loop_io *io, uint32_t events);
 
-static void rst_close(int fd)
-{
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	close(fd);
-}
-
 static void relay_finish(struct relay *r)
 {
 	if (r->finished)
@@ -49,7 +42,7 @@ static void relay_finish(struct relay *r)
 	for (int i = 0; i < 2; i++) {
 		loop_io_del(r->loop, &r->io[i]);
 		if (r->error)
-			rst_close(r->fd[i]);
+			close_rst(r->fd[i]);
 		else
 			close(r->fd[i]);
 		free(r->flow[i].buf);

@@ -108,13 +108,11 @@ static void on_inotify(struct loop_io *io, uint32_t events)
 		ssize_t n = read(a->inotify_fd, buf, sizeof(buf));
 		if (n <= 0)
 			break;
-		for (char *p = buf; p < buf + n;) {
-			struct inotify_event *ev = (struct inotify_event *)p;
-			/* Hidden and editor temp files are not configuration. */
-			if (!(ev->len && (ev->name[0] == '.' || ev->name[strlen(ev->name) - 1] == '~')))
-				changed = true;
-			p += sizeof(*ev) + ev->len;
-		}
+		/* Any event counts, hidden names included: Kubernetes' atomic writer (ConfigMap
+		 * volumes) swaps a `..data` link. Reloads are debounced and a reload that finds
+		 * the same digest changes nothing. */
+		if (n > 0)
+			changed = true;
 	}
 	if (changed)
 		loop_timer_arm(a->loop, &a->reload_timer, RELOAD_DEBOUNCE_MS);

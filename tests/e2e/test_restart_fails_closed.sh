@@ -55,6 +55,16 @@ spec:
     to: [{operation: {ports: ["8080"]}}]
 EOF
 make_ca >/dev/null || e2e_abort "moatctl ca init"
+
+# Without privileges moatd refuses to start, and says why.
+chmod -R a+rX "$E2E_CONFIG"
+out=$(setpriv --reuid nobody --regid nogroup --clear-groups "$MOATD" --config "$E2E_CONFIG" \
+	--state-dir "$E2E_TMP/np-state" --bpf-dir /sys/fs/bpf/moat-np-$E2E_RUN_ID 2>&1)
+rc=$?
+check "unprivileged, moatd refuses to start (exit $rc)" test "$rc" -ne 0
+check_match "... naming the missing capabilities and what to do" 'missing capabilities.*run moatd as root' "$out"
+check_fails "... and leaves no pin behind" test -e /sys/fs/bpf/moat-np-$E2E_RUN_ID
+
 start_agent node1
 check "moatd is ready" wait_ready node1 30 || e2e_abort "moatd starts"
 check "enroll a" enroll a
