@@ -445,6 +445,7 @@ static void agent_stop(struct agent *a)
 	intern_free(&a->workload_ids);
 	intern_free(&a->identity_ids);
 	intern_free(&a->policy_ids);
+	intern_free(&a->strings);
 	loop_free(a->loop);
 }
 

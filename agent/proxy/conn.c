@@ -36,19 +36,13 @@ struct conn *conn_new(struct agent *a, enum conn_dir dir, enum conn_path path, s
 	return c;
 }
 
-static void set_str(char **slot, const char *v)
-{
-	free(*slot);
-	*slot = v ? xstrdup(v) : NULL;
-}
-
 void conn_set_src(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
 		  const char *identity)
 {
 	c->src = *a;
 	c->sport = port;
-	set_str(&c->src_workload, workload);
-	set_str(&c->src_identity, identity);
+	c->src_workload = intern_str(&c->agent->strings, workload);
+	c->src_identity = intern_str(&c->agent->strings, identity);
 }
 
 void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
@@ -56,8 +50,13 @@ void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, cons
 {
 	c->dst = *a;
 	c->dport = port;
-	set_str(&c->dst_workload, workload);
-	set_str(&c->dst_identity, identity);
+	c->dst_workload = intern_str(&c->agent->strings, workload);
+	c->dst_identity = intern_str(&c->agent->strings, identity);
+}
+
+void conn_set_policy(struct conn *c, const char *policy)
+{
+	c->policy = intern_str(&c->agent->strings, policy);
 }
 
 /* "ns/name" -> name and namespace views without allocating. */
@@ -108,10 +107,8 @@ static void conn_labels(const struct conn *c, struct metric_labels *l, char bufs
 		     c->path == PATH_HBONE ? "mutual_tls" : "unknown");
 }
 
-void conn_opened(struct conn *c, const char *policy)
+void conn_opened(struct conn *c)
 {
-	if (policy != c->policy)
-		set_str(&c->policy, policy);
 	c->opened = true;
 	struct metric_labels l = {0};
 	char bufs[4][128];
@@ -198,11 +195,6 @@ void conn_discard(struct conn *c)
 		a->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	free(c->src_workload);
-	free(c->src_identity);
-	free(c->dst_workload);
-	free(c->dst_identity);
-	free(c->policy);
 	free(c->note);
 	free(c);
 }
@@ -350,5 +342,5 @@ void conn_upstream_relay(void *arg, int fd, int err_no, const char *error)
 		conn_close(c, 0, 0, "cannot watch sockets");
 		return;
 	}
-	conn_opened(c, c->policy);
+	conn_opened(c);
 }

@@ -30,8 +30,9 @@ struct conn {
 	struct pod *pod; /* the local pod: source (outbound) or destination (inbound) */
 	struct moat_addr src, dst;
 	uint16_t sport, dport;
-	char *src_workload, *src_identity, *dst_workload, *dst_identity; /* may be NULL */
-	char *policy;    /* deciding ALLOW policy "ns/name", NULL when none */
+	/* Interned in agent->strings (no per-connection copies); may be NULL. */
+	const char *src_workload, *src_identity, *dst_workload, *dst_identity;
+	const char *policy; /* deciding ALLOW policy "ns/name", NULL when none */
 	int64_t start_wall_ms;
 	uint64_t start_ms;
 	/* data path (at most one is active) */
@@ -51,8 +52,9 @@ void conn_set_src(struct conn *c, const struct moat_addr *a, uint16_t port, cons
 		  const char *identity);
 void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
 		  const char *identity);
+void conn_set_policy(struct conn *c, const char *policy);
 /* The connection is authorized and carried: count it as opened. */
-void conn_opened(struct conn *c, const char *policy);
+void conn_opened(struct conn *c);
 /* Finished: metrics, one access-log line, unlink and free. to_dest: bytes the source sent
  * to the destination (request); to_source: the response. */
 void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char *error);

@@ -94,7 +94,7 @@ static void hbone_upstream(void *arg, int fd, int err_no, const char *error)
 		c->note = xstrdup(e.msg);
 		return;
 	}
-	conn_opened(c, c->policy);
+	conn_opened(c);
 }
 
 static void refuse(struct h2stream *s, struct srv_conn *sc, const struct hbone_request *r,
@@ -191,7 +191,7 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 	uint16_t sport = forwarded_port(r);
 	conn_set_src(c, &r->peer_addr, sport ? sport : r->peer_port, src_name, r->peer_id);
 	conn_set_dst(c, &dst, dport, p->key, p->spiffe_id);
-	c->policy = dec.policy ? xstrdup(dec.policy->id_name) : NULL;
+	conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
 	c->stream = s;
 	h2stream_set_ops(s, &inbound_stream_ops, c);
 	upstream_connect(a, c, hbone_upstream);
@@ -330,7 +330,7 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 	struct conn *c = conn_new(a, CONN_INBOUND, PATH_INBOUND_PLAIN, p);
 	conn_set_src(c, &src, sport, src_name, NULL);
 	conn_set_dst(c, &dst, dport, p->key, p->spiffe_id);
-	c->policy = dec.policy ? xstrdup(dec.policy->id_name) : NULL;
+	conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
 	c->app_fd = fd;
 	upstream_connect(a, c, conn_upstream_relay);
 }

@@ -62,7 +62,7 @@ static void hbone_response(struct h2stream *s, void *user, int status)
 	(void)s;
 	struct conn *c = user;
 	if (status == 200) {
-		conn_opened(c, c->policy);
+		conn_opened(c);
 		return;
 	}
 	if (status == 401) {
@@ -186,7 +186,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		conn_set_src(c, &p->addr, cport, p->key, p->spiffe_id);
 		conn_set_dst(c, &dst, dport, d.name, d.spiffe_id);
 		c->app_fd = fd;
-		c->policy = dec.policy ? xstrdup(dec.policy->id_name) : NULL;
+		conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
 		if (path == PATH_HBONE)
 			go_hbone(a, c, &d);
 		else

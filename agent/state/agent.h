@@ -53,6 +53,8 @@ struct intern {
 };
 
 uint32_t intern_id(struct intern *in, const char *name);
+/* The stable copy of name (NULL stays NULL): records keep these instead of their own copies. */
+const char *intern_str(struct intern *in, const char *name);
 const char *intern_name(const struct intern *in, uint32_t id); /* NULL for 0 / unknown */
 void intern_free(struct intern *in);
 
@@ -111,6 +113,7 @@ struct agent {
 	struct hbone_pool *pool;
 	struct ctl_server *ctl;
 	struct intern workload_ids, identity_ids, policy_ids;
+	struct intern strings;        /* names and identities connection records point to */
 	struct pod *pods;
 	struct conn *conns;           /* live proxied connections */
 	struct srv_conn *srv_conns;   /* inbound HBONE (TLS) connections */

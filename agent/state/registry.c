@@ -56,6 +56,11 @@ uint32_t intern_id(struct intern *in, const char *name)
 	return (uint32_t)in->n;
 }
 
+const char *intern_str(struct intern *in, const char *name)
+{
+	return name ? intern_name(in, intern_id(in, name)) : NULL;
+}
+
 const char *intern_name(const struct intern *in, uint32_t id)
 {
 	return id && id <= in->n ? in->names[id - 1] : NULL;
