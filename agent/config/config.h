@@ -275,6 +275,9 @@ struct mesh_config {
 	struct mc_peer_auth *peer_auths;
 	size_t n_peer_auths, cap_peer_auths;
 	struct mc_findings findings; /* warnings and notes of this snapshot (lint) */
+	/* WorkloadEntry indexes sorted by address (built at load): the per-connection lookup
+	 * is a binary search, not a scan. */
+	uint32_t *wl_by_addr;
 	char digest[65];             /* sha256 of the inputs, hex: tells reloads apart */
 };
 

@@ -88,4 +88,7 @@ void mc_config_free(struct mesh_config *c);
 void mc_strs_push(struct mc_strs *s, const char *v);
 void mc_labels_push(struct mc_labels *l, const char *k, const char *v);
 
+/* Indexes for the lookups (lookup.c); called once a snapshot is complete. */
+void mc_build_indexes(struct mesh_config *c);
+
 #endif

@@ -170,5 +170,6 @@ void mc_config_free(struct mesh_config *c)
 		peer_auth_free(&c->peer_auths[i]);
 	free(c->peer_auths);
 	mc_findings_free(&c->findings);
+	free(c->wl_by_addr);
 	free(c);
 }

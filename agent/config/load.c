@@ -442,6 +442,7 @@ static int finish(struct loadctx *lc, struct mesh_config **out, struct mc_findin
 	DUP_CHECK(lc, "Namespace", c->namespaces, c->n_namespaces);
 	check_addresses(lc);
 	complete(c);
+	mc_build_indexes(c);
 	if (lc->errors == 0)
 		authz_lint(c, &lc->all);
 	if (findings)

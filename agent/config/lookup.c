@@ -1,14 +1,41 @@
-/* Lookups over a snapshot. Linear scans: snapshots are small and immutable; callers that
- * need speed (the agent's per-connection path) index them once per snapshot. */
+/* Lookups over a snapshot. Address lookups of workloads (the per-connection path) use an
+ * index built once per snapshot; the others are linear scans over small lists. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "config/config.h"
+#include "config/config_internal.h"
+
+/* qsort_r comparator: workload indexes by address. */
+static int cmp_wl_addr(const void *x, const void *y, void *arg)
+{
+	const struct mesh_config *c = arg;
+	return memcmp(c->workloads[*(const uint32_t *)x].address.bytes,
+		      c->workloads[*(const uint32_t *)y].address.bytes, 16);
+}
+
+void mc_build_indexes(struct mesh_config *c)
+{
+	c->wl_by_addr = xcalloc(c->n_workloads ? c->n_workloads : 1, sizeof(*c->wl_by_addr));
+	for (size_t i = 0; i < c->n_workloads; i++)
+		c->wl_by_addr[i] = (uint32_t)i;
+	qsort_r(c->wl_by_addr, c->n_workloads, sizeof(*c->wl_by_addr), cmp_wl_addr, c);
+}
 
 const struct mc_workload *mc_workload_by_addr(const struct mesh_config *c, const struct moat_addr *a)
 {
-	for (size_t i = 0; i < c->n_workloads; i++)
-		if (addr_eq(&c->workloads[i].address, a))
-			return &c->workloads[i];
+	size_t lo = 0, hi = c->n_workloads;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const struct mc_workload *w = &c->workloads[c->wl_by_addr[mid]];
+		int d = memcmp(w->address.bytes, a->bytes, 16);
+		if (d == 0)
+			return w;
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
 	return NULL;
 }
 

@@ -209,16 +209,6 @@ struct sync_ctx {
 static void want_add(struct sync_ctx *s, const struct moat_addr *addr, uint32_t id,
 		     uint32_t identity, uint32_t flags, uint32_t mode, const char *name)
 {
-	for (size_t i = 0; i < s->n_wl; i++) {
-		if (addr_eq(&s->wl[i].addr, addr)) {
-			/* A pod on this node wins over a config entry with the same address. */
-			if (!(flags & MOAT_WL_LOCAL))
-				return;
-			s->n_wl--;
-			s->wl[i] = s->wl[s->n_wl];
-			break;
-		}
-	}
 	struct want_wl *w = VEC_PUSH(s->wl, s->n_wl, s->cap_wl);
 	w->addr = *addr;
 	w->v.id = id;
@@ -226,6 +216,42 @@ static void want_add(struct sync_ctx *s, const struct moat_addr *addr, uint32_t 
 	w->v.flags = flags;
 	w->v.mtls_mode = mode;
 	snprintf(w->v.name, sizeof(w->v.name), "%s", name);
+}
+
+/* By address; for one address a pod on this node first (it wins over a config entry). */
+static int cmp_want(const void *x, const void *y)
+{
+	const struct want_wl *a = x, *b = y;
+	int d = memcmp(a->addr.bytes, b->addr.bytes, 16);
+	if (d)
+		return d;
+	return (int)(b->v.flags & MOAT_WL_LOCAL) - (int)(a->v.flags & MOAT_WL_LOCAL);
+}
+
+static void want_sort_unique(struct sync_ctx *s)
+{
+	qsort(s->wl, s->n_wl, sizeof(*s->wl), cmp_want);
+	size_t out = 0;
+	for (size_t i = 0; i < s->n_wl; i++)
+		if (out == 0 || !addr_eq(&s->wl[out - 1].addr, &s->wl[i].addr))
+			s->wl[out++] = s->wl[i];
+	s->n_wl = out;
+}
+
+static bool want_has(const struct sync_ctx *s, const struct moat_addr *a)
+{
+	size_t lo = 0, hi = s->n_wl;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int d = memcmp(s->wl[mid].addr.bytes, a->bytes, 16);
+		if (d == 0)
+			return true;
+		if (d < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
 }
 
 static uint32_t mtls_flag(enum mc_mtls m)
@@ -294,13 +320,9 @@ static void write_workloads(struct sync_ctx *s)
 	struct moat_addr *keys = NULL;
 	size_t n = 0;
 	if (dataplane_workload_keys(a->dp, &keys, &n) == 0) {
-		for (size_t i = 0; i < n; i++) {
-			bool keep = false;
-			for (size_t j = 0; j < s->n_wl && !keep; j++)
-				keep = addr_eq(&keys[i], &s->wl[j].addr);
-			if (!keep)
+		for (size_t i = 0; i < n; i++)
+			if (!want_has(s, &keys[i]))
 				dataplane_workload_del(a->dp, &keys[i]);
-		}
 	}
 	free(keys);
 	for (size_t i = 0; i < s->n_wl; i++) {
@@ -445,6 +467,7 @@ void agent_sync_dataplane(struct agent *a)
 		log_error("BPF settings: %s", e.msg);
 	struct sync_ctx s = {.a = a};
 	collect_workloads(&s);
+	want_sort_unique(&s);
 	write_workloads(&s);
 	write_port_mtls(a);
 	write_pods(a);
