@@ -295,19 +295,14 @@ static int load_initial_config(struct agent *a, struct err *e)
 {
 	struct mc_findings f = {0};
 	if (mesh_config_load_dir(a->opts.config_dir, &a->cfg, &f) < 0) {
-		char buf[2048];
-		for (size_t i = 0; i < f.n; i++)
-			if (f.items[i].severity >= MC_WARNING)
-				log_error("%s", mc_finding_str(&f.items[i], buf, sizeof(buf)));
+		agent_log_findings(&f, MC_WARNING);
 		mc_findings_free(&f);
 		return err_set(e, "configuration %s has errors (above): moatd will not start on it — "
 				  "moat fails closed; fix the files, check them with `moatctl lint %s`",
 			       a->opts.config_dir, a->opts.config_dir);
 	}
 	mc_findings_free(&f);
-	char buf[2048];
-	for (size_t i = 0; i < a->cfg->findings.n; i++)
-		log_warn("%s", mc_finding_str(&a->cfg->findings.items[i], buf, sizeof(buf)));
+	agent_log_findings(&a->cfg->findings, MC_NOTE);
 	a->reloads_ok = 1;
 	return 0;
 }

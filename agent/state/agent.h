@@ -155,6 +155,8 @@ const struct mc_service_entry *agent_service_by_resolved(struct agent *a, const 
 int agent_config_watch(struct agent *a, struct err *e);
 /* Load the directory; on success swap it in and resync. Returns 0 / -1 (old config kept). */
 int agent_config_reload(struct agent *a);
+/* Log findings of at least min severity, each at its own level (error/warn/info). */
+void agent_log_findings(const struct mc_findings *f, enum mc_severity min);
 
 /* ---- pods (state/pods.c) ---- */
 struct enroll_req {

@@ -14,7 +14,7 @@
 /* Editors write in several steps: wait for the directory to settle. */
 #define RELOAD_DEBOUNCE_MS 150
 
-static void log_findings(const struct mc_findings *f, enum mc_severity min)
+void agent_log_findings(const struct mc_findings *f, enum mc_severity min)
 {
 	char buf[2048];
 	for (size_t i = 0; i < f->n; i++) {
@@ -53,7 +53,7 @@ int agent_config_reload(struct agent *a)
 	struct mc_findings f = {0};
 	struct mesh_config *cfg = NULL;
 	if (mesh_config_load_dir(a->opts.config_dir, &cfg, &f) < 0) {
-		log_findings(&f, MC_WARNING);
+		agent_log_findings(&f, MC_WARNING);
 		size_t n = mc_findings_count(&f, MC_ERROR);
 		char first[1024] = "";
 		for (size_t i = 0; i < f.n; i++)
@@ -75,7 +75,7 @@ int agent_config_reload(struct agent *a)
 		mesh_config_unref(cfg);
 		return 0;
 	}
-	log_findings(&cfg->findings, MC_NOTE);
+	agent_log_findings(&cfg->findings, MC_NOTE);
 	struct mesh_config *old = a->cfg;
 	a->cfg = cfg;
 	repoint_pods(a);
