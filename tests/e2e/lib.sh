@@ -266,6 +266,23 @@ lab_traces() { # LAB -> prints what is left (nothing when clean)
 }
 lab_is_clean() { [ -z "$(lab_traces "$1")" ]; }
 
+# ---------------------------------------------------------------- configuration helpers
+# mesh_yaml [NAMESPACE...]: a MeshConfig (trust domain cluster.local) and one Namespace per
+# argument labelled istio.io/dataplane-mode: ambient, as YAML documents on stdout.
+mesh_yaml() {
+	printf 'apiVersion: moat.dev/v1\nkind: MeshConfig\nmetadata: {name: mesh}\nspec: {trustDomain: cluster.local}\n'
+	local ns
+	for ns in "$@"; do
+		printf -- '---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {istio.io/dataplane-mode: ambient}}\n' "$ns"
+	done
+}
+
+# workload_yaml NS NAME ADDRESS [SERVICE-ACCOUNT]: a WorkloadEntry labelled app=NAME.
+workload_yaml() {
+	printf -- '---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: %s, namespace: %s}\nspec: {address: %s, serviceAccount: %s, labels: {app: %s}}\n' \
+		"$2" "$1" "$3" "${4:-$2}" "$2"
+}
+
 # ---------------------------------------------------------------- moatd in the lab
 agent_dir() { echo "$LAB_RUN/$E2E_LAB/$1"; }
 agent_bpf_dir() { echo "/sys/fs/bpf/moatlab-$E2E_LAB-$1"; }

@@ -19,20 +19,8 @@ pod node1 $NS/cart 10.244.1.12
 EOF
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
-cat >"$E2E_CONFIG/mesh.yaml" <<EOF
-apiVersion: moat.dev/v1
-kind: MeshConfig
-metadata: {name: mesh}
-spec: {trustDomain: cluster.local}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: $NS, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: web, namespace: $NS}
-spec: {address: 10.244.1.10, serviceAccount: web, labels: {app: web}}
+{ mesh_yaml $NS; workload_yaml $NS web 10.244.1.10; } >"$E2E_CONFIG/mesh.yaml"
+cat >>"$E2E_CONFIG/mesh.yaml" <<EOF
 ---
 # cart has no WorkloadEntry: its labels come from the enroll request.
 apiVersion: security.istio.io/v1

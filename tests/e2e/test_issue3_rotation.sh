@@ -22,7 +22,7 @@ EOF
 
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
-cat >"$E2E_CONFIG/mesh.yaml" <<EOF
+{ mesh_yaml $NS; workload_yaml $NS client 10.244.1.10; workload_yaml $NS server 10.244.2.10; } >"$E2E_CONFIG/mesh.yaml"
 apiVersion: moat.dev/v1
 kind: MeshConfig
 metadata:

@@ -45,20 +45,8 @@ SPOKES=(pr-agent summary-agent mcp-code-scanning github-mcp-server)
 # ---------------------------------------------------------------- configuration
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
-cat >"$E2E_CONFIG/00-mesh.yaml" <<EOF
-apiVersion: moat.dev/v1
-kind: MeshConfig
-metadata:
-  name: mesh
-spec:
-  trustDomain: cluster.local
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: $NS
-  labels:
-    istio.io/dataplane-mode: ambient
+mesh_yaml $NS >"$E2E_CONFIG/00-mesh.yaml"
+cat >>"$E2E_CONFIG/00-mesh.yaml" <<EOF
 ---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
@@ -70,8 +58,7 @@ spec:
     mode: STRICT
 EOF
 for w in orchestrator-agent "${SPOKES[@]}"; do
-	printf -- '---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: %s\n  namespace: %s\nspec:\n  address: %s\n  serviceAccount: %s\n  labels:\n    app: %s\n' \
-		"$w" "$NS" "${ADDR[$w]}" "$w" "$w"
+	workload_yaml "$NS" "$w" "${ADDR[$w]}"
 done | sed '1d' >"$E2E_CONFIG/00-workloads.yaml"
 cp "$E2E_ROOT/deploy/examples/agensys/01-default-deny.yaml" \
 	"$E2E_ROOT/deploy/examples/agensys/02-orchestrator-policies.yaml" "$E2E_CONFIG/"

@@ -20,25 +20,8 @@ pod node1 default/outsider 10.244.1.50
 EOF
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
-cat >"$E2E_CONFIG/mesh.yaml" <<EOF
-apiVersion: moat.dev/v1
-kind: MeshConfig
-metadata: {name: mesh}
-spec: {trustDomain: cluster.local}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: $NS, labels: {istio.io/dataplane-mode: ambient}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: a, namespace: $NS}
-spec: {address: 10.244.1.10, serviceAccount: a, labels: {app: a}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: b, namespace: $NS}
-spec: {address: 10.244.1.11, serviceAccount: b, labels: {app: b}}
+{ mesh_yaml $NS; workload_yaml $NS a 10.244.1.10; workload_yaml $NS b 10.244.1.11; } >"$E2E_CONFIG/mesh.yaml"
+cat >>"$E2E_CONFIG/mesh.yaml" <<EOF
 ---
 apiVersion: security.istio.io/v1
 kind: PeerAuthentication
