@@ -12,6 +12,7 @@
 #include "bpf/dataplane.h"
 #include "core/log.h"
 #include "ctl/server.h"
+#include "hbone/ktls.h"
 #include "dns/dns.h"
 #include "identity/identity.h"
 #include "obs/http.h"
@@ -352,6 +353,8 @@ static void describe_metrics(struct metrics *m)
 	metrics_describe(m, "moat_denies_total", "counter",
 			 "Connections refused by moatd after capture (outbound / inbound)");
 	metrics_describe(m, "moat_relay_engine", "gauge", "Relay engine in use (1 = active)");
+	metrics_describe(m, "moat_ktls_available", "gauge",
+			 "1 when the kernel accepted TCP_ULP \"tls\" at start-up");
 	metrics_describe(m, "moat_hbone_pool_connections", "gauge", "Pooled HBONE connections");
 	metrics_describe(m, "moat_hbone_pool_streams", "gauge", "Streams on pooled HBONE connections");
 }
@@ -386,6 +389,10 @@ static int agent_start(struct agent *a, struct err *e)
 		return -1;
 	a->metrics = metrics_new();
 	describe_metrics(a->metrics);
+	a->ktls = ktls_probe(a->ktls_why, sizeof(a->ktls_why));
+	log_info("kernel TLS: %s; relay engine: OpenSSL in user space", a->ktls_why);
+	struct metric_labels none = {0};
+	metrics_gauge_set(a->metrics, "moat_ktls_available", &none, a->ktls ? 1 : 0);
 	if (start_http(a, e) < 0)
 		return -1;
 	struct err de = {{0}};

@@ -150,7 +150,8 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 			    (unsigned long long)st.plaintext_dropped,
 			    (unsigned long long)st.plaintext_redirected);
 		sbuf_json_str(out, dataplane_pin_dir(a->dp));
-		sbuf_puts(out, ",\"relay_engine\":\"userspace-openssl\"}\n");
+		sbuf_printf(out, ",\"relay_engine\":\"userspace-openssl\",\"ktls_available\":%s}\n",
+			    a->ktls ? "true" : "false");
 		return 0;
 	}
 	sbuf_printf(out, "node            %s\n", a->opts.node_name ? a->opts.node_name : "-");
@@ -164,7 +165,7 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 	sbuf_printf(out, "pods            %d enrolled\n", n_pods);
 	sbuf_printf(out, "connections     %d live; HBONE pool %d connections, %d streams\n", n_conns,
 		    pool_conns, pool_streams);
-	sbuf_printf(out, "relay engine    userspace-openssl (no kernel TLS on this kernel)\n");
+	sbuf_printf(out, "relay engine    userspace-openssl; kernel TLS: %s\n", a->ktls_why);
 	sbuf_printf(out, "connect hook    %llu captured, %llu denied, %llu unregistered, %llu "
 			 "decided by moatd\n",
 		    (unsigned long long)st.connects_captured, (unsigned long long)st.connects_denied,

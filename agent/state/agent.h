@@ -120,6 +120,8 @@ struct agent {
 	uint64_t n_conns;
 	uint64_t epoch;
 	bool ready;
+	bool ktls;                    /* the kernel takes TCP_ULP "tls" (probed at start) */
+	char ktls_why[160];
 	/* config watch */
 	int inotify_fd;
 	struct loop_io inotify_io;
