@@ -7,6 +7,11 @@ BUILD_PKGS=(make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-
             libssl-dev libyaml-dev libnghttp2-dev)
 RUN_PKGS=(iproute2 procps psmisc util-linux openssl curl socat netcat-openbsd iperf3
           tcpdump dnsmasq-base nodejs nghttp2-client ca-certificates jq bc)
+# The kernel layer (tests/vm/run) boots Debian's own kernel under QEMU: qemu, the kernel
+# image and its modules, busybox-static and cpio for the guest's initramfs. linux-image-amd64
+# puts a kernel into the host's /boot and /lib/modules; that is harmless here (these machines
+# boot their own kernel, not from /boot): the layer only reads those files.
+RUN_PKGS+=(qemu-system-x86 linux-image-amd64 busybox-static cpio)
 
 missing=()
 for p in "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}"; do

@@ -1,0 +1,55 @@
+#!/bin/sh
+# Stage 2 of the vm layer's guest: PID 1 after switch_root (tests/vm/init), root = the host's
+# / read-only over 9p, the repo read-write at its own path, the run share on /run/vm.
+# Runs every check of the layer in this one boot and leaves the raw results in /run/vm/out
+# for tests/vm/run to judge (it prints the ok/FAIL lines); the console gets progress only.
+# Always powers off: PID 1 must never exit.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root TERM=dumb LANG=C.UTF-8 SHELL=/bin/sh
+. /run/vm/env # VM_REPO VM_BUILD VM_KTLS_BYTES VM_KTLS_TIMEOUT VM_BPF_TIMEOUT
+out=/run/vm/out
+mkdir -p $out
+cut -d' ' -f1 /proc/uptime >$out/stage2-uptime
+say() { echo "moat-vm guest: $*"; }
+
+ip link set lo up 2>/dev/null || busybox ip link set lo up
+hostname moat-vm 2>/dev/null
+
+# What the tests rely on, as "<name> <yes|no> <detail>" lines.
+env_line() { # NAME DETAIL-IF-YES DETAIL-IF-NO COMMAND...
+	name=$1 yes=$2 no=$3
+	shift 3
+	if "$@" >/dev/null 2>&1; then echo "$name yes $yes"; else echo "$name no $no"; fi >>$out/env
+}
+env_probe() {
+	uname -r >$out/uname
+	env_line bpffs /sys/fs/bpf "/sys/fs/bpf is not a bpf filesystem" \
+		test "$(stat -f -c %T /sys/fs/bpf 2>/dev/null)" = bpf_fs
+	cg=$(awk '$3 == "cgroup2" {print $2; exit}' /proc/mounts)
+	env_line cgroup2 "$cg" "no cgroup2 in /proc/mounts" test -n "$cg"
+	env_line btf /sys/kernel/btf/vmlinux "no /sys/kernel/btf/vmlinux" test -r /sys/kernel/btf/vmlinux
+	env_line tls-module "tls.ko loaded" "tls.ko not loaded (see the console for insmod errors)" \
+		test -d /sys/module/tls
+	env_line iproute2 "$(command -v ip)" "no ip on the host root" command -v ip
+}
+env_probe
+
+cd "$VM_REPO" || say "cannot cd to $VM_REPO"
+say "kernel $(uname -r), stage 2 at $(cat $out/stage2-uptime) s; running ktls-check"
+timeout -k 5 "$VM_KTLS_TIMEOUT" "$VM_BUILD/tests/ktls-check" --bytes "$VM_KTLS_BYTES" \
+	>$out/ktls.json 2>$out/ktls.err
+echo $? >$out/ktls.rc
+cat /proc/net/tls_stat >$out/tls_stat 2>&1
+
+say "running the BPF layer (tests/bpf/run, $VM_BUILD/tests/bpf_tests)"
+t0=$(cut -d' ' -f1 /proc/uptime)
+MOAT_BUILD=$VM_BUILD timeout -k 5 "$VM_BPF_TIMEOUT" bash tests/bpf/run >$out/bpf.out 2>&1
+echo $? >$out/bpf.rc
+echo "$t0 $(cut -d' ' -f1 /proc/uptime)" >$out/bpf.time
+
+say "done at $(cut -d' ' -f1 /proc/uptime) s"
+echo ok >$out/done
+sync
+busybox poweroff -f 2>/dev/null || poweroff -f 2>/dev/null
+echo o >/proc/sysrq-trigger
+sleep 10
