@@ -255,11 +255,10 @@ static ssize_t stream_deliver(struct h2stream *s, const uint8_t *data, size_t le
 		}
 	}
 	if (done < len) {
+		/* Compact what is still pending to the front, then append. */
 		size_t rest = len - done, live = s->pend_len - s->pend_off;
 		if (s->pend_off && live)
 			memmove(s->pend, s->pend + s->pend_off, live);
-		else if (!live)
-			live = 0;
 		s->pend = xrealloc(s->pend, live + rest);
 		memcpy(s->pend + live, data + done, rest);
 		s->pend_len = live + rest;
