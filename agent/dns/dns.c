@@ -1,4 +1,4 @@
-/* Asynchronous stub resolver: A and AAAA for one host, over UDP with TCP fallback on
+/* Asynchronous DNS resolver: A and AAAA for one host, over UDP with TCP fallback on
  * truncation, to the nameservers of a resolv.conf.
  *
  * Each query runs two independent sub-queries (A, AAAA). A sub-query makes up to

@@ -1,4 +1,4 @@
-/* An asynchronous stub resolver on the agent loop, for ServiceEntry `resolution: DNS`:
+/* An asynchronous DNS resolver on the agent loop, for ServiceEntry `resolution: DNS`:
  * A and AAAA over UDP (TCP on truncation) to the nameservers of a resolv.conf, with the
  * answers' TTL so the agent refreshes on time. getaddrinfo() hides TTLs and blocks. */
 #ifndef MOAT_DNS_H

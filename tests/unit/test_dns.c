@@ -1,4 +1,4 @@
-/* The stub resolver against fake nameservers on 127.0.0.1 (UDP and TCP sockets on the same
+/* The DNS resolver against fake nameservers on 127.0.0.1 (UDP and TCP sockets on the same
  * loop, answering crafted responses), and the message parser against hostile packets. */
 #include <arpa/inet.h>
 #include <errno.h>
