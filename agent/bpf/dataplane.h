@@ -95,6 +95,9 @@ int dataplane_events_consume(struct dataplane *dp, dataplane_event_cb cb, void *
 
 const char *dataplane_pin_dir(const struct dataplane *dp);
 
+/* Where cgroup v2 is mounted (first cgroup2 line of /proc/mounts); false when nowhere. */
+bool dataplane_cgroup2_mount(char *where, size_t len);
+
 /* SO_NETNS_COOKIE of the netns behind netns_fd (creates a socket in it). */
 int netns_cookie_of(int netns_fd, uint64_t *cookie, struct err *e);
 

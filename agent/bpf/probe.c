@@ -136,7 +136,7 @@ static bool has_caps(bool *sys_admin, bool *net_admin, bool *bpf)
 	return true;
 }
 
-static bool cgroup2_mounted(char *where, size_t len)
+bool dataplane_cgroup2_mount(char *where, size_t len)
 {
 	FILE *f = fopen("/proc/mounts", "re");
 	if (!f)
@@ -171,7 +171,7 @@ int dataplane_probe(const char *pin_dir, struct err *e)
 	if (sys_admin && dp_ensure_bpffs(pin_dir, &fs_err) < 0)
 		sbuf_printf(&missing, "; %s", fs_err.msg);
 	char cg[1024];
-	if (!cgroup2_mounted(cg, sizeof(cg)))
+	if (!dataplane_cgroup2_mount(cg, sizeof(cg)))
 		sbuf_puts(&missing,
 			  "; no cgroup2 filesystem in /proc/mounts (mount one: `mount -t cgroup2 "
 			  "none /sys/fs/cgroup/unified`, or boot with systemd.unified_cgroup_"

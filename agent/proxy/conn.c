@@ -344,3 +344,22 @@ void conn_upstream_relay(void *arg, int fd, int err_no, const char *error)
 	}
 	conn_opened(c);
 }
+
+void conn_log_deny(const struct conn *c, const char *phase, const char *policy,
+		   const char *reason, const char *reason_code)
+{
+	struct deny_record r = {
+		.phase = phase,
+		.src_workload = c->src_workload,
+		.src_identity = c->src_identity,
+		.src = &c->src,
+		.sport = c->sport,
+		.dst = &c->dst,
+		.dport = c->dport,
+		.dst_workload = c->dst_workload,
+		.policy = policy,
+		.reason = reason,
+		.reason_code = reason_code,
+	};
+	agent_log_deny(c->agent, &r);
+}

@@ -81,5 +81,9 @@ struct deny_record {
 	const char *response_flags; /* default DENY (ztunnel's flag) */
 };
 void agent_log_deny(struct agent *a, const struct deny_record *r);
+/* A deny about a connection the agent already has a record for (its addresses, workloads
+ * and identities come from the record). */
+void conn_log_deny(const struct conn *c, const char *phase, const char *policy,
+		   const char *reason, const char *reason_code);
 
 #endif

@@ -381,20 +381,8 @@ void inbound_recheck(struct agent *a)
 		victim->rechecked_deny = true;
 		char reason[700];
 		snprintf(reason, sizeof(reason), "late rejection after a policy change: %s", dec.why);
-		struct deny_record dr = {
-			.phase = "inbound",
-			.src_workload = victim->src_workload,
-			.src_identity = victim->src_identity,
-			.src = &victim->src,
-			.sport = victim->sport,
-			.dst = &victim->dst,
-			.dport = victim->dport,
-			.dst_workload = victim->dst_workload,
-			.policy = dec.policy ? dec.policy->id_name : NULL,
-			.reason = reason,
-			.reason_code = "LATE_REJECTION",
-		};
-		agent_log_deny(a, &dr);
+		conn_log_deny(victim, "inbound", dec.policy ? dec.policy->id_name : NULL, reason,
+			      "LATE_REJECTION");
 		if (victim->stream)
 			h2stream_reset(victim->stream, "closed: policy now denies this connection");
 		else if (victim->relay)

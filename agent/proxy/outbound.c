@@ -66,19 +66,8 @@ static void hbone_response(struct h2stream *s, void *user, int status)
 		return;
 	}
 	if (status == 401) {
-		struct deny_record r = {
-			.phase = "outbound",
-			.src_workload = c->src_workload,
-			.src_identity = c->src_identity,
-			.src = &c->src,
-			.sport = c->sport,
-			.dst = &c->dst,
-			.dport = c->dport,
-			.dst_workload = c->dst_workload,
-			.reason = "the destination's agent denied it (HBONE 401)",
-			.reason_code = "DESTINATION_DENIED",
-		};
-		agent_log_deny(c->agent, &r);
+		conn_log_deny(c, "outbound", NULL, "the destination's agent denied it (HBONE 401)",
+			      "DESTINATION_DENIED");
 		c->closed_as_deny = true;
 	}
 }

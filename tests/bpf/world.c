@@ -66,22 +66,6 @@ int sh_pod(struct world *w, const char *fmt, ...)
 
 /* ---------------- world ---------------- */
 
-static bool cgroup2_root(char *out, size_t len)
-{
-	FILE *f = fopen("/proc/mounts", "re");
-	if (!f)
-		return false;
-	char dev[256], dir[1024], type[64];
-	bool found = false;
-	while (!found && fscanf(f, "%255s %1023s %63s %*[^\n]", dev, dir, type) == 3)
-		if (strcmp(type, "cgroup2") == 0) {
-			snprintf(out, len, "%s", dir);
-			found = true;
-		}
-	fclose(f);
-	return found;
-}
-
 static int open_netns(const char *name, struct err *e)
 {
 	char path[128];
@@ -126,7 +110,7 @@ static int netns_up(struct world *w)
 static int cgroup_up(struct world *w)
 {
 	char root[1024];
-	if (!cgroup2_root(root, sizeof(root))) {
+	if (!dataplane_cgroup2_mount(root, sizeof(root))) {
 		test_fail(__FILE__, __LINE__, "no cgroup2 mount in /proc/mounts");
 		return -1;
 	}

@@ -54,7 +54,19 @@ check "enroll a" enroll a
 check "enroll b" enroll b
 probe_serve b 8080 || e2e_abort "server in b"
 check_connect_ok "a -> b:8080 works through moat" a 10.244.1.11:8080
-check_connect_error "plaintext outsider -> STRICT b:8080 is dropped" outsider 10.244.1.11:8080 ETIMEDOUT
+# A timeout alone proves nothing: each drop check also sees TC's own counter move.
+drops() { # summed per-CPU plaintext_dropped of the pinned stats map (BTF-formatted dump)
+	bpftool map dump pinned "$(agent_bpf_dir node1)/stats" 2>/dev/null |
+		jq '[.[0].values[].value.plaintext_dropped] | add // 0'
+}
+check_strict_drop() { # DESC
+	local before after
+	before=$(drops)
+	check_connect_error "$1" outsider 10.244.1.11:8080 ETIMEDOUT
+	after=$(drops)
+	check "... counted by the TC program ($before -> $after)" test "${after:-0}" -gt "${before:-0}"
+}
+check_strict_drop "plaintext outsider -> STRICT b:8080 is dropped"
 
 # ---- crash
 pid=$(agent_pid node1)
@@ -62,7 +74,7 @@ kill -KILL "$pid"
 wait "$pid" 2>/dev/null
 check_fails "moatd is gone (SIGKILL)" kill -0 "$pid"
 check_connect_error "while no agent runs, a -> b is refused, not let through" a 10.244.1.11:8080 ECONNREFUSED
-check_connect_error "... and plaintext to STRICT b is still dropped" outsider 10.244.1.11:8080 ETIMEDOUT
+check_strict_drop "... and plaintext to STRICT b is still dropped"
 check "... the capture is still pinned" test -d "$(agent_bpf_dir node1)/links/${NS}_a"
 
 # ---- a new agent takes the pods back
@@ -73,7 +85,7 @@ check "a new moatd is ready" wait_ready node1 30
 check_eq "... it took both pods back without re-enrollment" 2 \
 	"$(agent_log node1 | grep -c 'taken back from the previous agent')"
 check_connect_ok "a -> b:8080 works again" a 10.244.1.11:8080
-check_connect_error "plaintext to STRICT b is dropped by the new agent's filter" outsider 10.244.1.11:8080 ETIMEDOUT
+check_strict_drop "plaintext to STRICT b is dropped by the new agent's filter"
 
 # ---- orderly stop: the same guarantee
 stop_agent node1
