@@ -496,8 +496,6 @@ static void client_drop(struct ctl_client *c, const char *why)
  * request (and every descriptor is closed with it: none may stay open in moatd). */
 static void client_take_fds(struct ctl_client *c, struct msghdr *msg)
 {
-	if (msg->msg_flags & MSG_CTRUNC)
-		c->fd_error = "control message truncated: too many descriptors in one request";
 	for (struct cmsghdr *m = CMSG_FIRSTHDR(msg); m; m = CMSG_NXTHDR(msg, m)) {
 		if (m->cmsg_level != SOL_SOCKET || m->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -513,6 +511,8 @@ static void client_take_fds(struct ctl_client *c, struct msghdr *msg)
 			c->fd_error = "more than " STR(CTL_MAX_FDS) " descriptor in one request";
 		}
 	}
+	if (msg->msg_flags & MSG_CTRUNC)
+		c->fd_error = "control message truncated: too many descriptors in one request";
 }
 
 /* Read what is there. Returns 1 when the request is complete (newline or end of stream),
@@ -644,8 +644,8 @@ static void client_on_timer(struct loop_timer *t)
 static void client_new(struct ctl_server *s, int fd)
 {
 	if (s->n_clients >= CTL_MAX_CLIENTS)
-		client_drop(s->head, "control socket busy: " STR(CTL_MAX_CLIENTS)
-				     " clients open; the oldest made room for a newer one");
+		client_drop(s->head, CTL_BUSY ": " STR(CTL_MAX_CLIENTS) " clients open; the "
+					     "oldest made room for a newer one");
 	struct ctl_client *c = xcalloc(1, sizeof(*c));
 	c->server = s;
 	c->fd = fd;
