@@ -6,6 +6,7 @@
 #ifndef MOAT_PROXY_PROXY_H
 #define MOAT_PROXY_PROXY_H
 
+#include "hbone/h2.h"
 #include "state/agent.h"
 
 enum listener_kind { LSN_OUTBOUND = 0, LSN_HBONE = 1, LSN_PLAIN = 2 };
@@ -15,6 +16,14 @@ static inline bool is_agent_port(uint16_t port)
 {
 	return port == MOAT_PORT_OUTBOUND || port == MOAT_PORT_INBOUND_PLAIN ||
 	       port == MOAT_PORT_HBONE;
+}
+
+/* The HBONE deadlines the agent was started with (moatd --hbone-response-timeout...). */
+static inline struct h2_limits agent_h2_limits(const struct agent *a)
+{
+	return (struct h2_limits){.response_ms = a->opts.hbone_response_ms,
+				  .suspect_ms = a->opts.hbone_suspect_ms,
+				  .stream_idle_ms = a->opts.stream_idle_ms};
 }
 
 /* Open one listener of the pod (bound inside its netns) and watch it. */
