@@ -718,13 +718,20 @@ static int on_ng_error(nghttp2_session *ng, int lib_error, const char *msg, size
 	return 0;
 }
 
+static const char *frame_name(uint8_t type)
+{
+	static const char *names[] = {"DATA",          "HEADERS", "PRIORITY", "RST_STREAM",
+				      "SETTINGS",      "PUSH_PROMISE", "PING", "GOAWAY",
+				      "WINDOW_UPDATE", "CONTINUATION"};
+	return type < ARRAY_SIZE(names) ? names[type] : "unknown";
+}
+
 static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int lib_error, void *arg)
 {
 	(void)ng;
 	struct h2conn *c = arg;
-	if (!c->ng_error[0])
-		snprintf(c->ng_error, sizeof(c->ng_error), "invalid frame (type %u) on stream %d: %s",
-			 f->hd.type, f->hd.stream_id, nghttp2_strerror(lib_error));
+	snprintf(c->ng_error, sizeof(c->ng_error), "invalid %s frame from the peer on stream %d: %s",
+		 frame_name(f->hd.type), f->hd.stream_id, nghttp2_strerror(lib_error));
 	return 0;
 }
 
