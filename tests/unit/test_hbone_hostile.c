@@ -28,6 +28,9 @@ enum peer_mode {
 	PEER_PUSH,         /* PUSH_PROMISE (the client disabled push) */
 	PEER_RST_NO_ERROR, /* RST_STREAM(NO_ERROR) instead of a response */
 	PEER_OK_SILENT,    /* 200, then nothing */
+	PEER_EVEN_HEADERS, /* HEADERS on stream 2 (even: the server never opens streams) */
+	PEER_WINDOW_OVERFLOW, /* WINDOW_UPDATE pushing the connection window past 2^31-1 */
+	PEER_BAD_HEADER_NAME, /* a response with an upper-case header name */
 };
 
 struct peer {
@@ -79,7 +82,8 @@ static void peer_frame(SSL *ssl, uint8_t type, uint8_t flags, uint32_t sid, cons
 	SSL_write(ssl, buf, (int)(9 + len));
 }
 
-enum { F_DATA = 0, F_HEADERS = 1, F_RST = 3, F_SETTINGS = 4, F_PUSH = 5, F_PING = 6 };
+enum { F_DATA = 0, F_HEADERS = 1, F_RST = 3, F_SETTINGS = 4, F_PUSH = 5, F_PING = 6,
+       F_WINDOW_UPDATE = 8 };
 enum { FL_END_STREAM = 1, FL_ACK = 1, FL_END_HEADERS = 4 };
 
 static void peer_answer(SSL *ssl, enum peer_mode mode, uint32_t sid)
@@ -107,6 +111,20 @@ static void peer_answer(SSL *ssl, enum peer_mode mode, uint32_t sid)
 	case PEER_OK_SILENT:
 		peer_frame(ssl, F_HEADERS, FL_END_HEADERS, sid, status_200, sizeof(status_200));
 		break;
+	case PEER_EVEN_HEADERS:
+		peer_frame(ssl, F_HEADERS, FL_END_HEADERS, 2, status_200, sizeof(status_200));
+		break;
+	case PEER_WINDOW_OVERFLOW: {
+		static const uint8_t inc[4] = {0x7f, 0xff, 0xff, 0xff};
+		peer_frame(ssl, F_WINDOW_UPDATE, 0, 0, inc, sizeof(inc));
+		break;
+	}
+	case PEER_BAD_HEADER_NAME: {
+		/* :status 200, then a literal header (no indexing, new name) "Bad: x" */
+		static const uint8_t hb[] = {0x88, 0x00, 3, 'B', 'a', 'd', 1, 'x'};
+		peer_frame(ssl, F_HEADERS, FL_END_HEADERS, sid, hb, sizeof(hb));
+		break;
+	}
 	}
 }
 
@@ -422,4 +440,32 @@ TEST(addr_port_parse_takes_strict_decimal_ports_only)
 	CHECK(!addr_port_parse("10.0.0.2:0", &a, &port));
 	CHECK(!addr_port_parse("10.0.0.2:99999999999999999999", &a, &port));
 	CHECK(!addr_port_parse("[fd00::2]:0080", &a, &port));
+}
+
+/* nghttp2 ends the connection (GOAWAY) or the stream (RST_STREAM) on its own; the reason is
+ * nghttp2's, and the reset is never blamed on the peer. */
+TEST(hbone_client_names_nghttp2s_reason_for_each_protocol_violation)
+{
+	static const struct {
+		enum peer_mode mode;
+		const char *want1, *want2;
+	} cases[] = {
+		{PEER_EVEN_HEADERS, "moatd sent GOAWAY (PROTOCOL_ERROR)", "HEADERS"},
+		{PEER_WINDOW_OVERFLOW, "moatd sent GOAWAY (FLOW_CONTROL_ERROR)", "WINDOW_UPDATE"},
+		{PEER_BAD_HEADER_NAME, "moatd reset the stream (HTTP/2 error PROTOCOL_ERROR)", "HEADERS"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct hworld w;
+		struct h2_limits lim = {.response_ms = 5000};
+		REQUIRE(hw_init(&w, cases[i].mode, true, &lim));
+		int app = hw_open(&w);
+		REQUIRE(app >= 0);
+		hw_run(&w, 5000);
+		CHECK_MSG(w.stream_closed, "case %zu: stream still open", i);
+		CHECK_CONTAINS(w.error, cases[i].want1);
+		CHECK_CONTAINS(w.error, cases[i].want2);
+		CHECK_MSG(!strstr(w.error, "by peer"), "case %zu: %s", i, w.error);
+		close(app);
+		hw_free(&w);
+	}
 }
