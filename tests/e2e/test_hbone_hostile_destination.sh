@@ -9,6 +9,8 @@
 #   hb/silent  10.244.2.12  200, then nothing
 #   hb/push    10.244.2.13  PUSH_PROMISE (raw frames; the client disabled push)
 #   hb/info    10.244.2.14  100 Continue, then 200, banner, echo
+#   hb/stall   10.244.2.15  as healthy; after the first stream its connection goes silent
+#                           (no FIN, no PING answer); later connections are served
 # node1: hb/src 10.244.1.10 (the churning app), hb/bystander 10.244.1.11 (another pod of the
 # same node, talking to healthy in a loop the whole time).
 #
@@ -19,7 +21,9 @@
 # deadline; the bystander's connections all succeed meanwhile; a
 # CONNECT never answered ends at the deadline; 200-then-silence ends at the idle deadline;
 # PUSH_PROMISE ends with nghttp2's GOAWAY and its reason; 100-then-200 works; byte counts are
-# exact (app sent 100, received 182: bytes_received 100, bytes_sent 182, ztunnel's convention).
+# exact (app sent 100, received 182: bytes_received 100, bytes_sent 182, ztunnel's convention);
+# a pooled connection that went silent is suspected after 1 s, so the next app connection goes
+# to a fresh connection and succeeds.
 # Bounded: every wait has a limit; the whole file takes about a minute.
 # Functions passed to check_wait run indirectly; fd counts of /proc/PID/fd are plain numbers.
 # shellcheck source-path=SCRIPTDIR disable=SC2016,SC2317,SC2012
@@ -35,8 +39,8 @@ TD=cluster.local
 spiffe() { echo "spiffe://$TD/ns/$NS/sa/$1"; }
 SRC_IP=10.244.1.10
 BYST_IP=10.244.1.11
-declare -A IP=([healthy]=10.244.2.10 [hang]=10.244.2.11 [silent]=10.244.2.12 [push]=10.244.2.13 [info]=10.244.2.14)
-MODES=(healthy hang silent push info)
+declare -A IP=([healthy]=10.244.2.10 [hang]=10.244.2.11 [silent]=10.244.2.12 [push]=10.244.2.13 [info]=10.244.2.14 [stall]=10.244.2.15)
+MODES=(healthy hang silent push info stall)
 
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
@@ -123,6 +127,22 @@ check "... and moatd's log says so (warn line naming the connection)" \
 	bash -c "grep -E 'HBONE .*${IP[push]}:15008: moatd sent GOAWAY \\(PROTOCOL_ERROR\\): .*PUSH_PROMISE' '$(agent_dir node1)/moatd.log'"
 wait "$hang_pid" "$silent_pid" 2>/dev/null
 info "records: $(record "${IP[hang]}" true | jq -c .error) $(record "${IP[silent]}" true | jq -c .error) $(record "${IP[push]}" true | jq -c .error)"
+
+# ---------------------------------------------------------------- a pooled connection goes silent
+check "src -> stall:9000: the first exchange works (182 bytes), then the server stops reading that connection" \
+	reply_ok "$NS/src" "${IP[stall]}" "$E2E_TMP/stall1.out"
+check_wait "... the stall server says its first connection went silent" 5 grep -q '"stalled"' "$E2E_TMP/srv-stall.log"
+lab_exec "$NS/src" timeout 10 socat -T 6 -t 6 - "TCP:${IP[stall]}:9000" < <(cat "$E2E_TMP/req100"; sleep 4) >"$E2E_TMP/stall2.out" 2>/dev/null &
+stall2_pid=$!
+sleep 1.5 # past --hbone-suspect 1 s: the waiting CONNECT made the silent connection suspect
+check "an app connecting 1.5 s later gets a fresh connection, not the silent one: 182 bytes back" \
+	reply_ok "$NS/src" "${IP[stall]}" "$E2E_TMP/stall3.out"
+wait "$stall2_pid" 2>/dev/null
+check_eq "... the app that landed on the silent connection got nothing" 0 "$(stat -c %s "$E2E_TMP/stall2.out")"
+check_wait "... its record: no response to CONNECT within 2000 ms" 10 \
+	has_record "${IP[stall]}" '(.error // "") | test("no response to CONNECT within 2000 ms")'
+check "... and moatd logged the suspicion (no new streams until it answers a PING)" \
+	grep -qE "HBONE .*${IP[stall]}:15008: a CONNECT waited [0-9]+ ms for its response: no new streams on this connection until it answers a PING" "$(agent_dir node1)/moatd.log"
 
 # ---------------------------------------------------------------- 1,000 churned connections
 wait_for "moatd's fds settle" 10 bash -c "[ \$(ls /proc/$(agent_pid node1)/fd | wc -l) -lt 200 ]"

@@ -8,6 +8,9 @@
 //   info    100 Continue first, then as ok
 //   push    sends PUSH_PROMISE although the client disabled push (raw frames over Node's TLS:
 //           Node's http2 refuses to push to such a client)
+//   stall   as ok for the first stream; when it closes, every connection open at that moment
+//           goes silent (its TCP socket is no longer read: no frame, no PING answer, no FIN);
+//           connections made later are served as ok
 //
 // Prints one JSON line per event on stdout:
 //   {"event":"listening","port","mode"}
@@ -18,6 +21,8 @@
 'use strict';
 const fs = require('fs');
 const http2 = require('http2');
+const net = require('net');
+const {Duplex} = require('stream');
 const tls = require('tls');
 
 const a = {port: 15008, banner: 82};
@@ -37,12 +42,20 @@ function onStream(stream, headers) {
   emit({event: 'stream_open', authority: headers[':authority']});
   let bytes = 0;
   stream.on('error', () => {});
-  stream.on('close', () => emit({event: 'stream_close', bytes}));
+  stream.on('close', () => {
+    emit({event: 'stream_close', bytes});
+    if (a.mode === 'stall' && !stalled) {
+      stalled = true;
+      for (const raw of raws) raw.pause();
+      emit({event: 'stalled', connections: raws.length});
+    }
+  });
+  const echo = a.mode === 'ok' || a.mode === 'info' || a.mode === 'stall';
   stream.on('data', (d) => {
     bytes += d.length;
-    if (a.mode === 'ok' || a.mode === 'info') stream.write(d);
+    if (echo) stream.write(d);
   });
-  stream.on('end', () => { if (a.mode === 'ok' || a.mode === 'info') stream.end(); });
+  stream.on('end', () => { if (echo) stream.end(); });
   if (a.mode === 'hang') return;
   if (a.mode === 'info') stream.additionalHeaders({':status': 100});
   stream.respond({':status': 200});
@@ -88,9 +101,30 @@ function rawConnection(sock) {
   });
 }
 
+// stall: TCP is accepted here and handed to the TLS/http2 server through a JS duplex (TLS then
+// reads through JavaScript, not straight from the kernel socket), so pausing the TCP socket
+// really silences the connection.
+const raws = [];
+let stalled = false;
+function stallable(raw) {
+  raws.push(raw);
+  raw.on('error', () => {});
+  const d = new Duplex({
+    read() { if (!stalled) raw.resume(); },
+    write(chunk, enc, cb) { raw.write(chunk, cb); },
+    final(cb) { raw.end(); cb(); },
+  });
+  raw.on('data', (c) => { if (!d.push(c)) raw.pause(); });
+  raw.on('end', () => d.push(null));
+  d.on('error', () => {});
+  h2server.emit('connection', d);
+}
+const h2server = a.mode === 'push' ? null : http2.createSecureServer(creds).on('stream', onStream);
 const server = a.mode === 'push' ? tls.createServer(creds, rawConnection)
-                                 : http2.createSecureServer(creds).on('stream', onStream);
-server.on('tlsClientError', (e) => emit({event: 'tls_error', error: String(e.message).trim()}));
+             : a.mode === 'stall' ? net.createServer(stallable)
+             : h2server;
+if (h2server && h2server !== server) h2server.on('sessionError', () => {});
+(h2server || server).on('tlsClientError', (e) => emit({event: 'tls_error', error: String(e.message).trim()}));
 server.on('sessionError', () => {});
 server.listen(Number(a.port), () => {
   emit({event: 'listening', port: Number(a.port), mode: a.mode});
