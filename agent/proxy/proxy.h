@@ -31,6 +31,10 @@ int listener_open(struct agent *a, struct pod *p, struct listener *l, enum liste
 		  int family, struct err *e);
 void listener_close(struct agent *a, struct listener *l);
 
+/* accept() failed with err: log it; out of fds (EMFILE/ENFILE), stop watching the listener
+ * for 100 ms instead of spinning on it (the kernel's backlog holds the connections). */
+void listener_accept_failed(struct agent *a, struct listener *l, int err);
+
 /* Accept handlers (called by the listener watcher). */
 void outbound_accept(struct agent *a, struct listener *l);
 void inbound_hbone_accept(struct agent *a, struct listener *l);

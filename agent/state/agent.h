@@ -71,6 +71,7 @@ struct listener {
 	int fd;
 	struct pod *pod;
 	int kind; /* enum listener_kind (proxy/) */
+	struct loop_timer backoff; /* out of fds: accepting paused for a moment */
 };
 
 /* A pod enrolled on this node. Facts come from its WorkloadEntry (looked up again on every

@@ -147,6 +147,11 @@ check "... and moatd logged the suspicion (no new streams until it answers a PIN
 # ---------------------------------------------------------------- 1,000 churned connections
 wait_for "moatd's fds settle" 10 bash -c "[ \$(ls /proc/$(agent_pid node1)/fd | wc -l) -lt 200 ]"
 base_fds=$(moatd_fds)
+# The issue's scenario: a node whose moatd has a low fd limit. Before the fix the churn below
+# held one fd per app connection until the destination closed (1,000 here): EMFILE.
+fd_limit=$((base_fds + 150))
+soft0=$(prlimit --pid "$(agent_pid node1)" --nofile -o SOFT --noheadings | tr -d ' ')
+check "moatd's fd limit (soft) lowered from $soft0 to $fd_limit (prlimit)" prlimit --pid "$(agent_pid node1)" --nofile="$fd_limit:"
 refused0=$(metric moat_hbone_streams_refused_total)
 # Bystander: another pod of node1 talks to healthy the whole time (bounded: 400 rounds).
 : >"$E2E_TMP/bystander.results"
@@ -219,7 +224,21 @@ byst_ok=$(grep -c '^ok' "$E2E_TMP/bystander.results")
 byst_fail=$(grep -vc '^ok' "$E2E_TMP/bystander.results")
 check "the bystander pod's connections to healthy kept succeeding during the churn ($byst_ok ok, $byst_fail failed)" \
 	test "$byst_ok" -ge 3 -a "$byst_fail" -eq 0
-check "after it all, src -> healthy still works with exact bytes" reply_ok "$NS/src" "${IP[healthy]}" "$E2E_TMP/after.out"
+check "moatd never ran out of fds (no EMFILE in its log)" bash -c "! grep -q 'Too many open files' '$(agent_dir node1)/moatd.log'"
+
+# Out of fds anyway (a limit below what the caps allow): moatd pauses accepting instead of
+# spinning on the listener, says so, and serves again once fds are free.
+now_fds=$(moatd_fds)
+check "moatd's fd limit lowered to $((now_fds + 8)), below the pending cap" prlimit --pid "$(agent_pid node1)" --nofile="$((now_fds + 8)):"
+lab_exec "$NS/src" timeout 20 node "$INTEROP_DIR/churn.js" --target "${IP[hang]}:9000" \
+	--count 30 --concurrency 30 --hold-ms 2500 --send 10 --timeout-ms 15000 >/dev/null
+check "... moatd logs EMFILE on 15001 and pauses accepting for 100 ms" \
+	grep -q "accept on 15001 of pod $NS/src: Too many open files (out of file descriptors: accepting again in 100 ms)" "$(agent_dir node1)/moatd.log"
+emfile_lines=$(grep -c 'Too many open files' "$(agent_dir node1)/moatd.log")
+check "... a bounded number of such lines ($emfile_lines for ~2.5 s at most 10 a second per listener, not a spin)" \
+	test "$emfile_lines" -le 100
+check "fd limit restored ($soft0)" prlimit --pid "$(agent_pid node1)" --nofile="$soft0:"
+check_wait "after it all, src -> healthy still works with exact bytes" 15 reply_ok "$NS/src" "${IP[healthy]}" "$E2E_TMP/after.out"
 
 stop_agent node1
 check_eq "moatd exits 0 on SIGTERM" 0 "$?"
