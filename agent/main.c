@@ -40,7 +40,7 @@ static const char usage[] =
 	"  --log-level LEVEL   debug, info, warn, error (info)\n"
 	"  --node NAME         node name shown by moatctl status\n"
 	"  --pool-idle SECONDS release idle HBONE connections after this (300)\n"
-	"HBONE deadlines (SECONDS may have decimals; 0 turns a deadline off) and caps:\n"
+	"HBONE deadlines (SECONDS may have decimals; 0 turns off any but the first) and caps:\n"
 	"  --hbone-response-timeout SECONDS\n"
 	"                      reset a CONNECT whose response has not come after this (10)\n"
 	"  --hbone-suspect SECONDS\n"
@@ -193,9 +193,9 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 			int *dst = c == O_RESP ? &o->hbone_response_ms
 				 : c == O_SUSPECT ? &o->hbone_suspect_ms
 				 : c == O_SIDLE ? &o->stream_idle_ms : &o->inbound_idle_ms;
-			if (parse_seconds_ms(optarg, dst) < 0) {
-				fprintf(stderr, "moatd: --%s %s: expected seconds, 0..86400\n",
-					opts[option_index].name, optarg);
+			if (parse_seconds_ms(optarg, dst) < 0 || (c == O_RESP && *dst == 0)) {
+				fprintf(stderr, "moatd: --%s %s: expected seconds, %s..86400\n",
+					opts[option_index].name, optarg, c == O_RESP ? "0.001" : "0");
 				return -1;
 			}
 			break;
