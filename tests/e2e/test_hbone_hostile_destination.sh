@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A stalling or misbehaving HBONE destination cannot exhaust the source node (issue 12).
 #
-# node1 runs moatd with short deadlines (CONNECT response 2 s, stream idle 2 s) and a cap of
-# 50 CONNECTs awaiting a response per destination. node2 has no agent: its pods are Node.js
+# node1 runs moatd with short deadlines (CONNECT response 2 s, stream idle 2 s) and caps of
+# 50 CONNECTs awaiting a response per destination and 60 per source pod. node2 has no agent: its pods are Node.js
 # HBONE servers (tests/interop/h2_hostile.js) presenting their real SVIDs (moatctl ca issue):
 #   hb/healthy 10.244.2.10  200, an 82-byte banner, then echo
 #   hb/hang    10.244.2.11  answers PING, never answers CONNECT
@@ -11,6 +11,7 @@
 #   hb/info    10.244.2.14  100 Continue, then 200, banner, echo
 #   hb/stall   10.244.2.15  as healthy; after the first stream its connection goes silent
 #                           (no FIN, no PING answer); later connections are served
+#   hb/hang2   10.244.2.16  as hang (a second stalling destination, for the per-pod cap)
 # node1: hb/src 10.244.1.10 (the churning app), hb/bystander 10.244.1.11 (another pod of the
 # same node, talking to healthy in a loop the whole time).
 #
@@ -39,8 +40,8 @@ TD=cluster.local
 spiffe() { echo "spiffe://$TD/ns/$NS/sa/$1"; }
 SRC_IP=10.244.1.10
 BYST_IP=10.244.1.11
-declare -A IP=([healthy]=10.244.2.10 [hang]=10.244.2.11 [silent]=10.244.2.12 [push]=10.244.2.13 [info]=10.244.2.14 [stall]=10.244.2.15)
-MODES=(healthy hang silent push info stall)
+declare -A IP=([healthy]=10.244.2.10 [hang]=10.244.2.11 [silent]=10.244.2.12 [push]=10.244.2.13 [info]=10.244.2.14 [stall]=10.244.2.15 [hang2]=10.244.2.16)
+MODES=(healthy hang silent push info stall hang2)
 
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
@@ -77,6 +78,7 @@ bg_in_pod() { # POD LOG CMD...: in the background, killed at teardown
 for m in "${MODES[@]}"; do
 	mode=$m
 	[ "$m" = healthy ] && mode=ok
+	[ "$m" = hang2 ] && mode=hang
 	bg_in_pod "$NS/$m" "$E2E_TMP/srv-$m.log" node "$INTEROP_DIR/h2_hostile.js" --mode "$mode" \
 		--cert "$E2E_TMP/certs/$m/cert.pem" --key "$E2E_TMP/certs/$m/key.pem" --ca "$E2E_CA/root-cert.pem"
 done
@@ -85,7 +87,7 @@ for m in "${MODES[@]}"; do
 done
 
 start_agent node1 --hbone-response-timeout 2 --stream-idle 2 --hbone-suspect 1 \
-	--max-pending-per-destination 50
+	--max-pending-per-destination 50 --max-pending-per-pod 60
 wait_ready node1 30 || e2e_abort "moatd on node1 becomes ready"
 check "enroll $NS/src" enroll "$NS/src"
 check "enroll $NS/bystander" enroll "$NS/bystander"
@@ -216,6 +218,23 @@ check "... at most 50 were let through, and they ended at the 2 s response deadl
 	test $((waited - 1)) -le 50 -a $((waited - 1 + refused)) -eq 80
 check "... moatd logged the refusal with the cap's name" \
 	grep -q 'HBONE: refused a new connection from pod hb/src: .*(--max-pending-per-destination 50)' "$(agent_dir node1)/moatd.log"
+
+# Phase C: 40 apps to hang and 40 to hang2 at once (each under the per-destination cap): the
+# per-pod cap (60) refuses the rest; the bystander (another pod) is not affected.
+metric_pod() { metric 'moat_hbone_streams_refused_total{reason="pending_per_pod"}'; }
+pod0=$(metric_pod)
+for d in hang hang2; do
+	lab_exec "$NS/src" timeout 60 node "$INTEROP_DIR/churn.js" --target "${IP[$d]}:9000" \
+		--count 40 --concurrency 40 --hold-ms 3000 --send 10 --timeout-ms 50000 >"$E2E_TMP/burst-$d.json" &
+	E2E_BG_PIDS+=("$!")
+done
+wait_for "both bursts end" 30 bash -c "[ -s '$E2E_TMP/burst-hang.json' ] && [ -s '$E2E_TMP/burst-hang2.json' ]"
+by_pod=$(( $(metric_pod) - pod0 ))
+info "bursts: $(cat "$E2E_TMP/burst-hang.json" "$E2E_TMP/burst-hang2.json" | tr '\n' ' '); refused per pod: $by_pod"
+check "the per-pod cap (60) refused some of the 80 (reason pending_per_pod: $by_pod, at least 20)" \
+	test "$by_pod" -ge 20 -a "$by_pod" -le 80
+check "... moatd logged it with the cap's name" \
+	grep -q 'HBONE: refused a new connection from pod hb/src: [0-9]* CONNECTs from pod hb/src already await a response (--max-pending-per-pod 60)' "$(agent_dir node1)/moatd.log"
 touch "$E2E_TMP/churn.done"
 wait "$byst_pid" "$sampler_pid" 2>/dev/null
 check_eq "no record to hang:9000 is without a reason (error null)" 0 "$(hang_records '.error == null')"
