@@ -735,6 +735,22 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int lib
 	return 0;
 }
 
+/* When nghttp2 gave no message (e.g. HPACK decoding failed), the error code says enough. */
+static const char *goaway_meaning(uint32_t code)
+{
+	switch (code) {
+	case NGHTTP2_COMPRESSION_ERROR:
+		return "the peer's header block could not be decoded (bad HPACK, or a header field "
+		       "over 64 KiB)";
+	case NGHTTP2_FLOW_CONTROL_ERROR:
+		return "the peer overflowed a flow-control window";
+	case NGHTTP2_FRAME_SIZE_ERROR:
+		return "the peer sent a frame of a size HTTP/2 does not allow";
+	default:
+		return "HTTP/2 protocol error by the peer";
+	}
+}
+
 /* What we send that ends something is remembered with its reason: a GOAWAY with an error
  * code becomes the connection's teardown reason; an RST_STREAM is ours, not the peer's. */
 static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
@@ -742,9 +758,15 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 	struct h2conn *c = arg;
 	if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR &&
 	    !c->goaway_why) {
+		/* Without a callback's message, nghttp2's GOAWAY debug data says why. */
+		int dl = (int)(f->goaway.opaque_data_len > 200 ? 200 : f->goaway.opaque_data_len);
+		if (!c->ng_error[0] && dl > 0)
+			snprintf(c->ng_error, sizeof(c->ng_error), "%.*s", dl,
+				 (const char *)f->goaway.opaque_data);
 		c->goaway_why = xasprintf("moatd sent GOAWAY (%s): %s",
 					  nghttp2_http2_strerror(f->goaway.error_code),
-					  c->ng_error[0] ? c->ng_error : "HTTP/2 protocol error by the peer");
+					  c->ng_error[0] ? c->ng_error
+							 : goaway_meaning(f->goaway.error_code));
 		log_warn("HBONE %s: %s", c->desc, c->goaway_why);
 	} else if (f->hd.type == NGHTTP2_RST_STREAM) {
 		struct h2stream *s = stream_of(ng, f->hd.stream_id);

@@ -31,6 +31,7 @@ enum peer_mode {
 	PEER_EVEN_HEADERS, /* HEADERS on stream 2 (even: the server never opens streams) */
 	PEER_WINDOW_OVERFLOW, /* WINDOW_UPDATE pushing the connection window past 2^31-1 */
 	PEER_BAD_HEADER_NAME, /* a response with an upper-case header name */
+	PEER_HUGE_HEADER,  /* a response header field of 100 KiB (nghttp2 takes at most 64 KiB) */
 };
 
 struct peer {
@@ -73,13 +74,12 @@ static void peer_frame(SSL *ssl, uint8_t type, uint8_t flags, uint32_t sid, cons
 	uint8_t h[9] = {(uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len, type, flags,
 			(uint8_t)(sid >> 24 & 0x7f), (uint8_t)(sid >> 16), (uint8_t)(sid >> 8),
 			(uint8_t)sid};
-	uint8_t buf[9 + 256];
+	uint8_t *buf = malloc(9 + len);
 	memcpy(buf, h, 9);
-	if (len > 256)
-		len = 256;
 	if (len)
 		memcpy(buf + 9, payload, len);
 	SSL_write(ssl, buf, (int)(9 + len));
+	free(buf);
 }
 
 enum { F_DATA = 0, F_HEADERS = 1, F_RST = 3, F_SETTINGS = 4, F_PUSH = 5, F_PING = 6,
@@ -117,6 +117,24 @@ static void peer_answer(SSL *ssl, enum peer_mode mode, uint32_t sid)
 	case PEER_WINDOW_OVERFLOW: {
 		static const uint8_t inc[4] = {0x7f, 0xff, 0xff, 0xff};
 		peer_frame(ssl, F_WINDOW_UPDATE, 0, 0, inc, sizeof(inc));
+		break;
+	}
+	case PEER_HUGE_HEADER: {
+		/* :status 200, then "x: <100 KiB>" literal, length as an HPACK 7-bit prefix integer */
+		size_t vlen = 100 << 10, n = 0;
+		uint8_t *hb = malloc(vlen + 16);
+		hb[n++] = 0x88;
+		hb[n++] = 0x00;
+		hb[n++] = 1;
+		hb[n++] = 'x';
+		hb[n++] = 0x7f;
+		size_t v = vlen - 127;
+		for (; v >= 128; v >>= 7)
+			hb[n++] = (uint8_t)(0x80 | (v & 0x7f));
+		hb[n++] = (uint8_t)v;
+		memset(hb + n, 'v', vlen);
+		peer_frame(ssl, F_HEADERS, FL_END_HEADERS, sid, hb, n + vlen);
+		free(hb);
 		break;
 	}
 	case PEER_BAD_HEADER_NAME: {
@@ -453,6 +471,7 @@ TEST(hbone_client_names_nghttp2s_reason_for_each_protocol_violation)
 		{PEER_EVEN_HEADERS, "moatd sent GOAWAY (PROTOCOL_ERROR)", "HEADERS"},
 		{PEER_WINDOW_OVERFLOW, "moatd sent GOAWAY (FLOW_CONTROL_ERROR)", "WINDOW_UPDATE"},
 		{PEER_BAD_HEADER_NAME, "moatd reset the stream (HTTP/2 error PROTOCOL_ERROR)", "HEADERS"},
+		{PEER_HUGE_HEADER, "moatd sent GOAWAY (COMPRESSION_ERROR)", "header field over 64 KiB"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		struct hworld w;
