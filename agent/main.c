@@ -56,7 +56,7 @@ static const char usage[] =
 	"                      CONNECTs awaiting a response per source pod (1024)\n"
 	"  --pool-max-connections N\n"
 	"                      pooled HBONE connections per pod and destination, 100 streams\n"
-	"                      each (16); beyond the caps new connections are refused (RST)\n"
+	"                      each (64); beyond the caps new connections are refused (RST)\n"
 	"  --no-transparent    do not preserve client source addresses towards apps\n"
 	"  --tls12             also accept TLS 1.2 on HBONE (TLS 1.3 only by default)\n"
 	"  --metrics-port N    Prometheus metrics on :N/metrics (15020)\n"
@@ -146,7 +146,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		.inbound_idle_ms = 600000,
 		.max_pending_dest = 256,
 		.max_pending_pod = 1024,
-		.pool_max_conns = 16,
+		.pool_max_conns = 64,
 		.metrics_port = 15020,
 		.admin_port = 15000,
 		.ready_port = 15021,

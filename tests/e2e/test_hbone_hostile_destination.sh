@@ -87,7 +87,7 @@ for m in "${MODES[@]}"; do
 done
 
 start_agent node1 --hbone-response-timeout 2 --stream-idle 2 --hbone-suspect 1 \
-	--max-pending-per-destination 50 --max-pending-per-pod 60
+	--max-pending-per-destination 50 --max-pending-per-pod 60 --pool-max-connections 16
 wait_ready node1 30 || e2e_abort "moatd on node1 becomes ready"
 check "enroll $NS/src" enroll "$NS/src"
 check "enroll $NS/bystander" enroll "$NS/bystander"
