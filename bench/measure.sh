@@ -21,11 +21,12 @@ sample() { # FIGURE SYSTEM ROUND VALUE
 
 # CPU time of a side: every process of the node (agent, tunnel, apps) is in the node's or one
 # of its pods' lab cgroups; cpu.stat usage_usec counts them (user + system).
-SIDE_CGROUPS_1="$(node_info node1 cgroup) $(pod_info a cgroup) $(pod_info c cgroup)"
-SIDE_CGROUPS_2="$(node_info node2 cgroup) $(pod_info b cgroup) $(pod_info d cgroup)"
+SIDE_CGROUPS=("" # by side: 1 = node1, 2 = node2
+	"$(node_info node1 cgroup) $(pod_info a cgroup) $(pod_info c cgroup)"
+	"$(node_info node2 cgroup) $(pod_info b cgroup) $(pod_info d cgroup)")
 side_cpu_usec() { # SIDE
-	local var=SIDE_CGROUPS_$1 cg sum=0 u
-	for cg in ${!var}; do
+	local cg sum=0 u
+	for cg in ${SIDE_CGROUPS[$1]}; do
 		u=$(awk '$1 == "usage_usec" { print $2 }' "$cg/cpu.stat" 2>/dev/null)
 		sum=$((sum + ${u:-0}))
 	done
@@ -106,7 +107,8 @@ measure_idle() { # SYSTEM ROUND: RSS growth of the proxies while IDLE_CONNS idle
 	"${PIN1[@]}" "$LAB_TOOL" exec "$E2E_LAB" "${CLIENT[$sys]}" -- "$BENCH_TOOL" hold "${ECHO_AT[$sys]}" \
 		--count "$IDLE_CONNS" --seconds 120 >"$log" 2>&1 &
 	hpid=$!
-	if wait_for "$IDLE_CONNS idle connections through $sys" 90 grep -q '"event":"holding"' "$log"; then
+	wait_for "$IDLE_CONNS idle connections through $sys" 90 grep -q -e '"event":"holding"' -e '"error"' "$log"
+	if grep -q '"event":"holding"' "$log"; then
 		sleep 1 # let both proxies finish their side of the last connections
 		r1=$(($(rss_kib "$p1") - r1)) r2=$(($(rss_kib "$p2") - r2))
 		sample idle_kib_client "$sys" "$round" "$(jq -n "$r1 / $IDLE_CONNS")"
