@@ -102,6 +102,13 @@ measure_idle() { # SYSTEM ROUND: RSS growth of the proxies while IDLE_CONNS idle
 			sample idle_kib raw "$round" 0
 		return
 	fi
+	# Fresh proxies each round: memory a process has freed stays resident, so after a first
+	# 1,000 connections the next ones would find their memory there and cost almost nothing.
+	stop_proxies "$sys"
+	if ! start_proxies "$sys" || ! carries "$sys"; then
+		warn "$sys, round $round: its proxies did not come back after a restart"
+		return 1
+	fi
 	p1=${PROXY_PIDS[$sys-1]} p2=${PROXY_PIDS[$sys-2]}
 	r1=$(rss_kib "$p1") r2=$(rss_kib "$p2")
 	"${PIN1[@]}" "$LAB_TOOL" exec "$E2E_LAB" "${CLIENT[$sys]}" -- "$BENCH_TOOL" hold "${ECHO_AT[$sys]}" \
