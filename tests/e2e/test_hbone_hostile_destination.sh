@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A stalling or misbehaving HBONE destination cannot exhaust the source node (issue 12).
+# A stalling or misbehaving HBONE destination cannot exhaust the source node.
 #
 # node1 runs moatd with short deadlines (CONNECT response 2 s, stream idle 2 s) and caps of
 # 50 CONNECTs awaiting a response per destination and 60 per source pod. node2 has no agent: its pods are Node.js
