@@ -268,7 +268,8 @@ int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e)
 		identity_release(a->ids, p->spiffe_id);
 		goto fail;
 	}
-	if (dataplane_attach_pod(a->dp, p->fs_key, p->cgroup_fd, p->netns_fd, p->ifname, e) < 0) {
+	if (dataplane_attach_pod(a->dp, p->fs_key, p->cgroup_fd, p->netns_fd, p->ifname,
+				 p->workload_id, e) < 0) {
 		dataplane_plain_listener_del(a->dp, &p->addr);
 		identity_release(a->ids, p->spiffe_id);
 		err_wrap(e, "enroll %s", p->key);
