@@ -369,14 +369,14 @@ static __always_inline int judge_to_pod(const struct tcp_meta *m, __u32 pod_wl)
 	if (!wl || !(wl->flags & MOAT_WL_LOCAL) || (pod_wl != POD_ANY && wl->id != pod_wl)) {
 		STAT_INC(unknown_dst_dropped);
 		emit_drop(MOAT_EV_UNKNOWN_DST_DROPPED, MOAT_REASON_UNKNOWN_ADDR, m,
-		  workload_id_of(&m->src), pod_wl);
+			  workload_id_of(&m->src), pod_wl);
 		return TC_ACT_SHOT;
 	}
 	if (m->dport == MOAT_PORT_HBONE || effective_mtls_mode(wl, m->dport) != MOAT_MTLS_STRICT)
 		return TC_ACT_OK;
 	STAT_INC(plaintext_dropped);
-	emit_drop(MOAT_EV_PLAINTEXT_DROPPED, MOAT_REASON_STRICT_PLAIN, m,
-	  workload_id_of(&m->src), wl->id);
+	emit_drop(MOAT_EV_PLAINTEXT_DROPPED, MOAT_REASON_STRICT_PLAIN, m, workload_id_of(&m->src),
+		  wl->id);
 	return TC_ACT_SHOT;
 }
 
@@ -501,7 +501,7 @@ static __noinline int from_pod_verdict(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	STAT_INC(spoofed_dropped);
 	emit_drop(MOAT_EV_SPOOFED_DROPPED, MOAT_REASON_SPOOFED, &sm.m, pod_wl,
-	  workload_id_of(&sm.m.dst));
+		  workload_id_of(&sm.m.dst));
 	return TC_ACT_SHOT;
 }
 

@@ -113,6 +113,7 @@ static void pod_close_listeners(struct agent *a, struct pod *p)
 
 static void pod_free(struct agent *a, struct pod *p)
 {
+	pod_addrs_stop(a, p);
 	pod_close_listeners(a, p);
 	if (p->netns_fd >= 0)
 		close(p->netns_fd);
@@ -268,6 +269,12 @@ int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e)
 		identity_release(a->ids, p->spiffe_id);
 		goto fail;
 	}
+	if (pod_addrs_start(a, p, e) < 0) {
+		dataplane_plain_listener_del(a->dp, &p->addr);
+		identity_release(a->ids, p->spiffe_id);
+		goto fail;
+	}
+	agent_put_pod_addrs(a, p); /* known before the pod's TC programs judge by them */
 	if (dataplane_attach_pod(a->dp, p->fs_key, p->cgroup_fd, p->netns_fd, p->ifname,
 				 p->workload_id, e) < 0) {
 		dataplane_plain_listener_del(a->dp, &p->addr);
