@@ -359,11 +359,18 @@ static __always_inline void pull_headers(struct __sk_buff *skb)
  * plaintext only when the port is not STRICT. HBONE (15008) passes to registered addresses
  * only: nothing legitimate dials HBONE on an address moat never announced. Established
  * flows and everything that is not TCP pass (the mesh is TCP-only, as ztunnel's is). */
-static __always_inline int judge_to_pod(const struct tcp_meta *m, __u32 pod_wl)
+static __always_inline int judge_to_pod(const struct tcp_meta *m, bool host_side, __u32 ifindex)
 {
 	/* A first fragment cut before the flags could carry a SYN: judged as one (fail closed). */
 	if (m->flags_known && !(m->syn && !m->ack))
 		return TC_ACT_OK;
+	__u32 pod_wl = POD_ANY;
+	if (host_side) {
+		struct moat_pod_if_key k = {.ifindex = ifindex};
+		struct moat_pod_if *pif = bpf_map_lookup_elem(&pod_ifs, &k);
+		/* attached but not named (cannot happen in order): no address is the pod's */
+		pod_wl = pif ? pif->workload : 0xffffffff;
+	}
 	struct moat_workload_key wk = {.addr = m->dst};
 	struct moat_workload *wl = bpf_map_lookup_elem(&workloads, &wk);
 	if (!wl || !(wl->flags & MOAT_WL_LOCAL) || (pod_wl != POD_ANY && wl->id != pod_wl)) {
@@ -388,16 +395,10 @@ static __noinline int to_pod_verdict(struct __sk_buff *skb, bool host_side)
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct tcp_meta m = {};
+	__u32 ifindex = CTX_READ(skb->ifindex); /* read up front: see CTX_READ */
 	if (!parse_packet(data, end, &m))
 		return TC_ACT_OK;
-	__u32 pod_wl = POD_ANY;
-	if (host_side) {
-		struct moat_pod_if_key k = {.ifindex = skb->ifindex};
-		struct moat_pod_if *pif = bpf_map_lookup_elem(&pod_ifs, &k);
-		/* attached but not named (cannot happen in order): no address is the pod's */
-		pod_wl = pif ? pif->workload : 0xffffffff;
-	}
-	return judge_to_pod(&m, pod_wl);
+	return judge_to_pod(&m, host_side, ifindex);
 }
 
 /* ================= ingress: TC ingress on the pod interface, inside the pod netns =========

@@ -371,13 +371,18 @@ static void pod_if_del(struct dataplane *dp, struct dp_pod *pod)
 }
 
 /* Decide where the pod's enforcement goes, and say so when it cannot be out of its reach. */
-static void pod_locate(struct dp_pod *pod, const char *ifname)
+static void pod_locate(struct dp_pod *pod, const char *ifname, bool announce)
 {
 	struct dp_host_peer peer;
 	struct err e;
 	pod->host_side = dp_find_host_peer(pod->netns_fd, ifname, &peer, &e) == 0;
-	if (pod->host_side) {
+	if (pod->host_side)
 		pod->host_netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (!announce) {
+		tc_plan(pod, ifname, pod->host_side ? &peer : NULL);
+		return;
+	}
+	if (pod->host_side) {
 		log_info("pod %s: TC enforcement on the host end %s (ifindex %d) of its interface %s",
 			 pod->key, peer.ifname, peer.ifindex, ifname);
 	} else {
@@ -520,7 +525,7 @@ int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_f
 		release_adopted(dp, pod_key, prev, false);
 		return rc;
 	}
-	pod_locate(pod, ifname);
+	pod_locate(pod, ifname, true);
 	for (int i = 0; i < DP_LINK_COUNT && rc == 0; i++)
 		rc = attach_link(dp, pod, (enum dp_link_slot)i, cgroup_fd, e);
 	/* The pod is named for its host interface before the programs there look it up. */
@@ -551,7 +556,7 @@ void dataplane_detach_pod(struct dataplane *dp, const char *pod_key, int netns_f
 	struct dp_pod stale = {.key = xstrdup(pod_key), .netns_fd = -1, .host_netns_fd = -1};
 	if (netns_fd >= 0 && ifname && strlen(ifname) < IF_NAMESIZE) {
 		stale.netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 3);
-		pod_locate(&stale, ifname);
+		pod_locate(&stale, ifname, false); /* to find its filters */
 		for (int i = 0; i < DP_TC_COUNT; i++)
 			stale.tc[i].attached = stale.tc[i].wanted;
 	}
