@@ -128,9 +128,12 @@ static void listener_for(struct agent *a, struct pod *p, const struct moat_addr 
 	}
 	struct listener *plain = addr_is_v4(addr) ? &p->plain4 : &p->plain6;
 	struct err e;
-	if (plain->fd >= 0 && dataplane_plain_listener_put(a->dp, addr, plain->fd, &e) < 0)
-		log_warn("pod %s: %s: PERMISSIVE plaintext to that address is dropped", p->key,
-			 e.msg);
+	char s[ADDR_STRLEN];
+	if (plain->fd < 0)
+		log_warn("pod %s: no %s 15006 listener: PERMISSIVE plaintext to %s is refused", p->key,
+			 addr_is_v4(addr) ? "IPv4" : "IPv6", addr_str(addr, s, sizeof(s)));
+	else if (dataplane_plain_listener_put(a->dp, addr, plain->fd, &e) < 0)
+		log_warn("pod %s: %s: PERMISSIVE plaintext to that address is refused", p->key, e.msg);
 }
 
 static bool in_set(const struct moat_addr *set, size_t n, const struct moat_addr *x)
