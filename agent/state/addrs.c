@@ -25,6 +25,10 @@
 
 #define LEARNED_MAX (MOAT_POD_ADDRS_MAX - 1) /* the declared address is the 16th */
 #define NL_READS_MAX 64                      /* per wake-up; a rescan catches the rest */
+/* Changes are applied at most this often per pod: a pod flapping addresses costs one rescan
+ * and one map sync per period, not one per message. Until then a new address is unknown,
+ * so dropped at TC (fail closed). */
+#define ADDR_SETTLE_MS 100
 
 struct pod_addrs {
 	struct pod *pod;
@@ -32,6 +36,7 @@ struct pod_addrs {
 	size_t n;
 	int nl_fd;
 	struct loop_io io;
+	struct loop_timer settle;
 };
 
 static bool link_local6(const struct moat_addr *a)
@@ -184,19 +189,27 @@ static bool refresh(struct agent *a, struct pod *p)
 	return replace(a, p, keep, n);
 }
 
+static void on_settled(struct loop_timer *t)
+{
+	struct pod_addrs *pa = container_of(t, struct pod_addrs, settle);
+	struct pod *p = pa->pod;
+	if (refresh(p->agent, p))
+		agent_sync_dataplane(p->agent);
+}
+
 static void on_addr_change(struct loop_io *io, uint32_t events)
 {
 	(void)events;
 	struct pod_addrs *pa = container_of(io, struct pod_addrs, io);
-	struct pod *p = pa->pod;
+	struct agent *a = pa->pod->agent;
 	char buf[8192];
 	/* What changed is read from the interface itself: a lost message (ENOBUFS) or one for
 	 * another interface costs one rescan, never a wrong map. */
 	for (int i = 0; i < NL_READS_MAX; i++)
 		if (recv(pa->nl_fd, buf, sizeof(buf), MSG_DONTWAIT) < 0 && errno != ENOBUFS)
 			break;
-	if (refresh(p->agent, p))
-		agent_sync_dataplane(p->agent);
+	if (!loop_timer_armed(&pa->settle))
+		loop_timer_arm(a->loop, &pa->settle, ADDR_SETTLE_MS);
 }
 
 /* A netlink socket in the pod netns, told about every IPv4/IPv6 address change there. */
@@ -222,6 +235,7 @@ int pod_addrs_start(struct agent *a, struct pod *p, struct err *e)
 	pa->pod = p;
 	pa->nl_fd = -1;
 	loop_io_init(&pa->io);
+	loop_timer_init(&pa->settle, on_settled);
 	p->learned = pa;
 	/* Subscribe first: a change between the scan and the subscription is not lost. */
 	pa->nl_fd = subscribe(p, e);
@@ -240,6 +254,7 @@ void pod_addrs_stop(struct agent *a, struct pod *p)
 		return;
 	if (pa->io.fd >= 0)
 		loop_io_del(a->loop, &pa->io);
+	loop_timer_cancel(a->loop, &pa->settle);
 	if (pa->nl_fd >= 0)
 		close(pa->nl_fd);
 	for (size_t i = 0; i < pa->n; i++)

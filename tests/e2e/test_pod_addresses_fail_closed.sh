@@ -195,6 +195,12 @@ check "b removes its own TC too" sh -c "ip netns exec $(pod_ns ${NS}_b) tc qdisc
 check_counted "... and outsider -> b:8080 plaintext is still dropped" plaintext_dropped \
 	connect_result_is outsider 10.244.1.11:8080 ETIMEDOUT
 
+status_json() { moatctl_on node1 status --output json; }
+check_json "moatctl status shows the new counters" "$(status_json)" '.bpf.spoofed_dropped > 0' \
+	'.bpf.plaintext_dropped > 0' '.bpf.unknown_dst_dropped >= 0' '.bpf.plaintext_no_listener == 0'
+check_match "... and the metrics too" 'moat_bpf_spoofed_dropped_total [1-9]' \
+	"$(sleep 2.5; node_exec node1 curl -sf -m 2 http://127.0.0.1:15020/metrics)"
+
 # ---------------------------------------------------------------- (d) PERMISSIVE while moatd is down
 check_connect_ok "outsider -> PERMISSIVE p:8080 plaintext goes through 15006 (allowed)" outsider 10.244.1.12:8080 1024
 probe_connect outsider 10.244.1.12:9090 --send-bytes 1024 --timeout 2 >/dev/null 2>&1
