@@ -305,6 +305,23 @@ static void tc_plan(struct dp_pod *pod, const char *ifname, const struct dp_host
 	}
 }
 
+/* An in-pod filter an earlier moatd left on the pod interface (before the host end was used)
+ * would go on enforcing with that moatd's maps, never updated again: remove it by its fixed
+ * identity. In the pod netns. */
+static void tc_remove_leftover(const char *pod_key, const struct dp_tc *tc)
+{
+	struct dp_tc old = *tc;
+	old.ifindex = (int)if_nametoindex(old.ifname);
+	old.attached = old.ifindex > 0;
+	old.qdisc_created = false;
+	if (!old.attached)
+		return;
+	/* usually there is none: libbpf's "no such qdisc" would only be noise in the log */
+	libbpf_print_fn_t print = libbpf_set_print(NULL);
+	tc_detach_here(pod_key, &old);
+	libbpf_set_print(print);
+}
+
 /* Attach (or detach) the slots that live in one netns (pod's or host's). */
 static int tc_slots(struct dataplane *dp, struct dp_pod *pod, int netns_fd, bool host,
 		    bool attach, struct err *e)
@@ -318,6 +335,8 @@ static int tc_slots(struct dataplane *dp, struct dp_pod *pod, int netns_fd, bool
 	for (int n = 0; n < DP_TC_COUNT; n++) {
 		int i = attach ? n : DP_TC_COUNT - 1 - n;
 		struct dp_tc *tc = &pod->tc[i];
+		if (attach && i == DP_TC_POD_IF && pod->host_side)
+			tc_remove_leftover(pod->key, tc);
 		if (tc_slot_host(i) != host || !tc->wanted)
 			continue;
 		if (!attach) {
@@ -325,9 +344,9 @@ static int tc_slots(struct dataplane *dp, struct dp_pod *pod, int netns_fd, bool
 				tc->ifindex = (int)if_nametoindex(tc->ifname);
 			if (tc->ifindex > 0)
 				tc_detach_here(pod->key, tc);
-		}
-		else if (rc == 0)
+		} else if (rc == 0) {
 			rc = tc_attach_here(pod->key, tc, tc_prog(dp, (enum dp_tc_slot)i), e);
+		}
 	}
 	netns_leave(saved);
 	return rc;

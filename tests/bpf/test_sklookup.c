@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "core/netns.h"
 #include "core/util.h"
 #include "test.h"
 #include "world.h"
@@ -351,6 +352,23 @@ static void host_side_body(struct world *w)
 	CHECK_MSG(r.err == ETIMEDOUT, "after tc changes inside the pod: expected a timeout, got %s",
 		  r.err ? strerror(r.err) : "a connection");
 	CHECK(world_accept(w, app, 50) < 0);
+
+	/* an in-pod filter an earlier moatd left (before the host end was used) is removed when
+	 * the pod is attached again: it would enforce with maps nobody updates any more */
+	/* nsenter --net: `ip netns exec` and `tc -n` remount /sys, hiding bpffs */
+	REQUIRE(sh("tc -n %s qdisc add dev eth0 clsact && nsenter --net=/run/netns/%s tc filter add "
+		   "dev eth0 ingress prio 1 handle 0x6d6f6174 bpf da pinned %s/progs/ingress",
+		   w->name, w->name, w->pin_dir) == 0);
+	CHECK(sh("tc -n %s filter show dev eth0 ingress | grep -q bpf", w->name) == 0);
+	struct err e;
+	int saved;
+	REQUIRE(netns_enter(w->peer_netns_fd, &saved, &e) == 0);
+	int rc = dataplane_attach_pod(w->dp, w->pod_key, w->cgroup_fd, w->netns_fd, "eth0", POD_WL,
+				      &e);
+	netns_leave(saved);
+	CHECK_MSG(rc == 0, "attach again: %s", rc ? e.msg : "");
+	CHECK(sh("! tc -n %s filter show dev eth0 ingress | grep -q bpf", w->name) == 0);
+	CHECK(node_if_has(w, "egress", "to_pod") == 0);
 
 	/* detaching the pod removes the node-side filters and the clsact qdisc moat added */
 	dataplane_detach_pod(w->dp, w->pod_key, w->netns_fd, "eth0");
