@@ -94,6 +94,7 @@ struct pod {
 	struct listener out4, out6, hbone4, hbone6, plain4, plain6;
 	bool transparent_ok;       /* policy routing for IP_TRANSPARENT is in place */
 	int fwmark_accept_was;     /* the pod's tcp_fwmark_accept before moat; -1 unknown */
+	struct pod_addrs *learned; /* its other interface addresses (state/addrs.c) */
 	struct pod *next;
 };
 
@@ -156,6 +157,8 @@ struct pod *agent_pod_by_addr(struct agent *a, const struct moat_addr *addr);
 const struct mc_workload *pod_workload(const struct pod *p);
 /* Recompute and write every BPF map from the configuration and the pods (epoch bump). */
 void agent_sync_dataplane(struct agent *a);
+/* Write just one pod's addresses to the workloads map (before its TC programs attach). */
+void agent_put_pod_addrs(struct agent *a, struct pod *p);
 /* Evaluate with the agent's engine; fills target/peer/decision. */
 void agent_authorize(struct agent *a, const struct dest *d, const struct moat_addr *dst_ip,
 		     uint16_t dst_port, const char *principal, const struct moat_addr *src_ip,
@@ -186,6 +189,13 @@ int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err
 void agent_unenroll_all(struct agent *a);
 /* Stop serving every pod without detaching its capture (agent shutdown, restart). */
 void agent_release_pods(struct agent *a);
+
+/* ---- address learning (state/addrs.c) ---- */
+/* Learn the pod's other interface addresses and keep them current (netlink in its netns). */
+int pod_addrs_start(struct agent *a, struct pod *p, struct err *e);
+void pod_addrs_stop(struct agent *a, struct pod *p);
+bool pod_has_learned(const struct pod *p, const struct moat_addr *addr);
+size_t pod_learned_addrs(const struct pod *p, const struct moat_addr **out);
 
 /* ---- enrollment records (state/persist.c) ---- */
 int pod_record_save(struct agent *a, const struct pod *p, const struct enroll_req *r,
