@@ -266,7 +266,7 @@ static void on_signal(struct loop_io *io, uint32_t events)
 	while (read(a->signal_fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGHUP) {
 			log_info("SIGHUP: reloading %s", a->opts.config_dir);
-			agent_config_reload(a);
+			agent_config_reload_async(a);
 		} else {
 			log_info("signal %d: shutting down", si.ssi_signo);
 			loop_stop(a->loop);
@@ -416,6 +416,7 @@ static int agent_start(struct agent *a, struct err *e)
 static void agent_stop(struct agent *a)
 {
 	a->ready = false;
+	agent_config_watch_stop(a); /* first: a running load is waited for and dropped */
 	ctl_server_free(a->ctl);
 	/* Pods stay captured (pinned links): until an agent takes them back, their connects
 	 * are refused rather than let through. `moatd --cleanup` or unenroll removes capture. */
@@ -440,8 +441,6 @@ static void agent_stop(struct agent *a)
 		metrics_free(a->metrics);
 	if (a->cfg)
 		mesh_config_unref(a->cfg);
-	if (a->inotify_fd > 0)
-		close(a->inotify_fd);
 	if (a->signal_fd > 0)
 		close(a->signal_fd);
 	intern_free(&a->workload_ids);
