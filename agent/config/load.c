@@ -373,22 +373,34 @@ static void load_text(struct loadctx *lc, const char *file, const char *text, si
 }
 
 /* ---- whole-set checks ---- */
-static void dup_check(struct loadctx *lc, const char *kind, struct mc_meta *const *metas, size_t n)
+static int cmp_meta(const void *pa, const void *pb)
 {
-	for (size_t i = 0; i < n; i++)
-		for (size_t j = 0; j < i; j++) {
-			const struct mc_meta *a = metas[j], *b = metas[i];
-			if (strcmp(a->ns, b->ns) != 0 || strcmp(a->name, b->name) != 0)
-				continue;
-			char object[512];
-			snprintf(object, sizeof(object), "%s%s%s", SHOW(b->ns), *b->ns ? "/" : "",
-				 SHOW(b->name));
-			mc_finding_add(&lc->all, MC_ERROR, b->file, b->line, kind, object, 0, NULL,
-				       "duplicate %s %s: also defined at %s:%d; rename or delete one",
-				       kind, object, a->file, a->line);
-			lc->errors++;
-			break;
+	const struct mc_meta *a = *(struct mc_meta *const *)pa, *b = *(struct mc_meta *const *)pb;
+	int c = strcmp(a->ns, b->ns);
+	if (!c)
+		c = strcmp(a->name, b->name);
+	return c ? c : (a->seq > b->seq) - (a->seq < b->seq);
+}
+
+/* Sorted by (namespace, name, load order): each later copy is reported against the first.
+ * n log n, because 10,000 policies compared pairwise took seconds. */
+static void dup_check(struct loadctx *lc, const char *kind, struct mc_meta **metas, size_t n)
+{
+	qsort(metas, n, sizeof(*metas), cmp_meta);
+	for (size_t i = 1, first = 0; i < n; i++) {
+		const struct mc_meta *a = metas[first], *b = metas[i];
+		if (strcmp(a->ns, b->ns) != 0 || strcmp(a->name, b->name) != 0) {
+			first = i;
+			continue;
 		}
+		char object[512];
+		snprintf(object, sizeof(object), "%s%s%s", SHOW(b->ns), *b->ns ? "/" : "",
+			 SHOW(b->name));
+		mc_finding_add(&lc->all, MC_ERROR, b->file, b->line, kind, object, 0, NULL,
+			       "duplicate %s %s: also defined at %s:%d; rename or delete one",
+			       kind, object, a->file, a->line);
+		lc->errors++;
+	}
 }
 
 #define DUP_CHECK(lc, kind, arr, n)                                                          \
