@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,7 +29,8 @@ static const char usage[] =
 	"them with Istio L4 AuthorizationPolicy semantics, and carries them over HBONE\n"
 	"(HTTP/2 CONNECT over mutual TLS 1.3, port 15008).\n"
 	"\n"
-	"  --config DIR        configuration directory (YAML), watched and reloaded on change\n"
+	"  --config DIR        configuration directory (YAML), watched: a file is reloaded when\n"
+	"                      it is closed after writing or renamed in (docs/config.md)\n"
 	"  --state-dir DIR     runtime state and control socket DIR/moatd.sock (/run/moat)\n"
 	"  --bpf-dir DIR       where maps, programs and links are pinned (/sys/fs/bpf/moat)\n"
 	"  --ca DIR            CA directory from `moatctl ca init` (default: a node-local\n"
@@ -51,7 +53,8 @@ static const char usage[] =
 	"\n"
 	"Signals: SIGTERM/SIGINT stop. Enrolled pods stay captured while no agent runs (their\n"
 	"connects are refused: moat fails closed) and the next moatd with the same --state-dir\n"
-	"and --bpf-dir takes them back. SIGHUP reloads the configuration.\n";
+	"and --bpf-dir takes them back. SIGHUP reloads the configuration.\n"
+	"At start the soft open-files limit is raised to the hard limit.\n";
 
 struct main_state {
 	struct agent a;
@@ -174,6 +177,10 @@ static void http_metrics(void *arg, const char *method, const char *path, const 
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_streams", &none, streams);
 	metric_label(&eng, "engine", "userspace-openssl");
 	metrics_gauge_set(a->metrics, "moat_relay_engine", &eng, 1);
+	/* counters kept outside the registry: set to their totals */
+	metrics_gauge_set(a->metrics, "moat_log_lines_suppressed_total", &none,
+			  (double)log_suppressed_total());
+	metrics_gauge_set(a->metrics, "moat_accept_pauses_total", &none, (double)a->accept_pauses);
 	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 	metrics_render(a->metrics, &resp->body);
 }
@@ -292,6 +299,23 @@ static int setup_signals(struct agent *a, struct err *e)
 
 /* ---- start and stop ---- */
 
+/* Every proxied connection costs descriptors (app socket, tunnel, upstream): take the whole
+ * hard limit rather than fail at a distribution's soft default of 1024. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_warn("open files: cannot raise the soft limit %llu to the hard limit %llu: %s",
+			 (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+	else
+		log_info("open files: soft limit raised from %llu to the hard limit %llu",
+			 (unsigned long long)was, (unsigned long long)rl.rlim_max);
+}
+
 static int load_initial_config(struct agent *a, struct err *e)
 {
 	struct mc_findings f = {0};
@@ -356,6 +380,11 @@ static void describe_metrics(struct metrics *m)
 	metrics_describe(m, "moat_ktls_available", "gauge",
 			 "1 when the kernel accepted TCP_ULP \"tls\" at start-up");
 	metrics_describe(m, "moat_hbone_pool_connections", "gauge", "Pooled HBONE connections");
+	metrics_describe(m, "moat_log_lines_suppressed_total", "counter",
+			 "Identical log lines dropped by the log rate limit");
+	metrics_describe(m, "moat_accept_pauses_total", "counter",
+			 "Times a proxy listener paused accepting after EMFILE, ENFILE, ENOBUFS "
+			 "or ENOMEM");
 	metrics_describe(m, "moat_hbone_pool_streams", "gauge", "Streams on pooled HBONE connections");
 }
 
@@ -375,6 +404,7 @@ static int start_http(struct agent *a, struct err *e)
 
 static int agent_start(struct agent *a, struct err *e)
 {
+	raise_fd_limit();
 	/* Privileges and BPF first: nothing else matters without them. */
 	if (dataplane_probe(a->opts.bpf_dir, e) < 0)
 		return -1;

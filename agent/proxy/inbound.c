@@ -235,9 +235,7 @@ void inbound_hbone_accept(struct agent *a, struct listener *l)
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("accept on 15008 of pod %s: %s", p->key, strerror(errno));
+			listener_accept_failed(a, l, errno);
 			return;
 		}
 		struct moat_addr peer;
@@ -340,9 +338,7 @@ void inbound_plain_accept(struct agent *a, struct listener *l)
 	for (int i = 0; i < 64; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("accept on 15006 of pod %s: %s", l->pod->key, strerror(errno));
+			listener_accept_failed(a, l, errno);
 			return;
 		}
 		sock_nodelay(fd);

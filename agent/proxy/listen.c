@@ -8,6 +8,10 @@
 #include "core/netns.h"
 #include "proxy/proxy.h"
 
+/* As obs/http.c: long enough to stop a spin, short enough that service resumes at once
+ * when descriptors free up. */
+#define LISTENER_BACKOFF_MS 100
+
 static void on_listener(struct loop_io *io, uint32_t events)
 {
 	(void)events;
@@ -42,10 +46,34 @@ static void bind_addr(enum listener_kind kind, int family, struct moat_addr *out
 				     : MOAT_PORT_INBOUND_PLAIN;
 }
 
+static void backoff_done(struct loop_timer *t)
+{
+	struct listener *l = container_of(t, struct listener, backoff);
+	if (l->fd >= 0)
+		loop_io_mod(l->pod->agent->loop, &l->io, EPOLLIN);
+}
+
+void listener_accept_failed(struct agent *a, struct listener *l, int err)
+{
+	if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED ||
+	    err == EPROTO)
+		return;
+	struct moat_addr addr;
+	uint16_t port;
+	bind_addr((enum listener_kind)l->kind, AF_INET, &addr, &port);
+	a->accept_pauses++;
+	/* Rate-limited like every identical line; the pause count is in the metrics. */
+	log_warn("accept on %u of pod %s: %s; pausing accepts for %d ms", port, l->pod->key,
+		 strerror(err), LISTENER_BACKOFF_MS);
+	loop_io_mod(a->loop, &l->io, 0);
+	loop_timer_arm(a->loop, &l->backoff, LISTENER_BACKOFF_MS);
+}
+
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
 		  int family, struct err *e)
 {
 	loop_io_init(&l->io);
+	loop_timer_init(&l->backoff, backoff_done);
 	l->fd = -1;
 	l->pod = p;
 	l->kind = (int)kind;
@@ -87,6 +115,7 @@ void listener_close(struct agent *a, struct listener *l)
 {
 	if (l->fd < 0)
 		return;
+	loop_timer_cancel(a->loop, &l->backoff);
 	loop_io_del(a->loop, &l->io);
 	close(l->fd);
 	l->fd = -1;

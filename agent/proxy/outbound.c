@@ -197,9 +197,7 @@ void outbound_accept(struct agent *a, struct listener *l)
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("accept on 15001 of pod %s: %s", l->pod->key, strerror(errno));
+			listener_accept_failed(a, l, errno);
 			return;
 		}
 		struct moat_addr client;

@@ -21,6 +21,10 @@ static inline bool is_agent_port(uint16_t port)
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
 		  int family, struct err *e);
 void listener_close(struct agent *a, struct listener *l);
+/* accept() on l failed with err: transient errors pass; anything else (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM) leaves the connection queued and the level-triggered listener readable,
+ * so the listener pauses for LISTENER_BACKOFF_MS instead of spinning. */
+void listener_accept_failed(struct agent *a, struct listener *l, int err);
 
 /* Accept handlers (called by the listener watcher). */
 void outbound_accept(struct agent *a, struct listener *l);

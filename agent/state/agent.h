@@ -62,6 +62,7 @@ void intern_free(struct intern *in);
 
 struct listener {
 	struct loop_io io;
+	struct loop_timer backoff; /* accepting paused after a resource error (EMFILE) */
 	int fd;
 	struct pod *pod;
 	int kind; /* enum listener_kind (proxy/) */
@@ -136,6 +137,7 @@ struct agent {
 	bool reload_pending;          /* asked again while running: load once more after */
 	struct reload_job *reload_job;
 	uint64_t reloads_ok, reloads_failed;
+	uint64_t accept_pauses;       /* listeners paused by EMFILE and friends */
 	char last_reload_error[1024];
 	/* BPF events */
 	struct loop_io events_io;

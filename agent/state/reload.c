@@ -7,7 +7,8 @@
  * (the directory name in, a fresh snapshot and its findings out) and touches nothing else of
  * the agent; it hands the job back through an eventfd. The loop thread then only swaps the
  * snapshot pointer and syncs the maps (config_swap). Requests that arrive while a load runs
- * coalesce into one more load when it ends.
+ * coalesce into one more load when it ends. The worker also writes the load's findings to the
+ * log (log_msg is thread-safe), so a big configuration's notes cost the loop nothing.
  *
  * Reload triggers: a file closed after writing (IN_CLOSE_WRITE) or renamed into the
  * directory (IN_MOVED_TO: the atomic-rename convention, and how a ConfigMap volume swaps its
@@ -33,6 +34,8 @@
  * the loop reads it only after that (eventfd write/read order the memory). */
 struct reload_job {
 	char *dir;                    /* in: a private copy */
+	int done_fd;                  /* in: the eventfd to signal when done */
+	char old_digest[65];          /* in: the configuration in force when the job started */
 	struct mesh_config *cfg;      /* out: the new snapshot, or NULL */
 	struct mc_findings findings;  /* out: every finding (errors when cfg is NULL) */
 	uint64_t ms;                  /* out: how long the load took */
@@ -72,10 +75,9 @@ static void repoint_pods(struct agent *a)
 	}
 }
 
-/* A refused load: log it, keep the configuration in force. */
+/* A refused load (its findings were logged by the load): keep the configuration in force. */
 static void config_refused(struct agent *a, struct mc_findings *f)
 {
-	agent_log_findings(f, MC_WARNING);
 	size_t n = mc_findings_count(f, MC_ERROR);
 	char first[1024] = "";
 	for (size_t i = 0; i < f->n; i++)
@@ -100,7 +102,6 @@ static void config_swap(struct agent *a, struct mesh_config *cfg)
 		mesh_config_unref(cfg);
 		return;
 	}
-	agent_log_findings(&cfg->findings, MC_NOTE);
 	struct mesh_config *old = a->cfg;
 	a->cfg = cfg;
 	repoint_pods(a);
@@ -116,11 +117,17 @@ static void config_swap(struct agent *a, struct mesh_config *cfg)
 		mesh_config_unref(old);
 }
 
+/* On the worker thread. The findings are logged here too: 10,000 notes written one line at
+ * a time took the loop thread most of a second. An unchanged configuration logs nothing. */
 static void job_run(struct reload_job *j)
 {
 	uint64_t t0 = now_ms();
 	mesh_config_load_dir(j->dir, &j->cfg, &j->findings);
 	j->ms = now_ms() - t0;
+	if (!j->cfg)
+		agent_log_findings(&j->findings, MC_WARNING);
+	else if (strcmp(j->cfg->digest, j->old_digest) != 0)
+		agent_log_findings(&j->cfg->findings, MC_NOTE);
 }
 
 /* Apply a finished job on the loop thread and free it. Returns 0 / -1 (refused). */
@@ -144,6 +151,7 @@ static struct reload_job *job_new(struct agent *a)
 {
 	struct reload_job *j = xcalloc(1, sizeof(*j));
 	j->dir = xstrdup(a->opts.config_dir);
+	snprintf(j->old_digest, sizeof(j->old_digest), "%s", a->cfg ? a->cfg->digest : "");
 	return j;
 }
 
@@ -181,15 +189,14 @@ int agent_config_reload(struct agent *a)
 	return job_apply(a, j);
 }
 
+/* The worker sees its job and nothing else of the agent. */
 static void *worker_main(void *arg)
 {
-	struct agent *a = arg;
-	struct reload_job *j = a->reload_job; /* set before the thread started, fixed until joined */
+	struct reload_job *j = arg;
 	job_run(j);
 	uint64_t one = 1;
-	/* The loop joins this thread when the eventfd fires; a failed write would leave the
-	 * load unapplied, never half-applied. */
-	if (write(a->reload_efd, &one, sizeof(one)) != sizeof(one))
+	/* An eventfd write only fails on counter overflow (2^64 - 1 loads): cannot happen. */
+	if (write(j->done_fd, &one, sizeof(one)) != sizeof(one))
 		abort();
 	return NULL;
 }
@@ -202,8 +209,10 @@ void agent_config_reload_async(struct agent *a)
 	}
 	a->reload_pending = false;
 	a->reload_job = job_new(a);
-	int err = a->reload_efd >= 0 ? pthread_create(&a->reload_thread, NULL, worker_main, a)
-				     : ENOSYS;
+	a->reload_job->done_fd = a->reload_efd;
+	int err = a->watching && a->reload_efd >= 0
+			  ? pthread_create(&a->reload_thread, NULL, worker_main, a->reload_job)
+			  : ENOSYS;
 	if (err) {
 		log_warn("configuration reload: no worker thread (%s): loading on the loop thread",
 			 strerror(err));
