@@ -16,7 +16,7 @@ done
 command -v socat >/dev/null || e2e_abort "socat is installed" "apt-get install socat"
 command -v python3 >/dev/null || e2e_abort "python3 is installed" "apt-get install python3"
 lab_up <<EOF
-lab rot$E2E_RUN_ID
+lab cot$E2E_RUN_ID
 underlay 192.168.87.0/24
 node node1 192.168.87.11 10.244.1.0/24
 node node2 192.168.87.12 10.244.2.0/24
