@@ -94,11 +94,25 @@ spec:
     - operation: {{ports: ["{8000 + i % 1000}"]}}
 """)
 EOF
-loaded() { grep -q "configuration loaded from .* $N_POLICIES authorization policies" "$(agent_dir "$1")/moatd.log"; }
+TOTAL=$((N_POLICIES + 5))
+loaded() { grep -q "configuration loaded from .* $TOTAL authorization policies" "$(agent_dir "$1")/moatd.log"; }
+loads() { grep -c "debug moatd: configuration .* read in" "$(agent_dir "$1")/moatd.log"; }
+l0=$(loads node1)
+s0=$(grep -c 'load started on the worker thread' "$(agent_dir node1)/moatd.log")
 t0=$(($(date +%s%N) / 1000000))
 mv "$E2E_TMP"/big/*.yaml "$E2E_CONFIG"/
-check_wait "node1 loads the $N_POLICIES policies" 120 loaded node1
-check_wait "node2 loads the $N_POLICIES policies" 120 loaded node2
+# Five more changes while that load runs (one every 300 ms, each past the 150 ms debounce):
+# they coalesce into one more load after it, and none is lost.
+started() { [ "$(grep -c 'load started on the worker thread' "$(agent_dir node1)/moatd.log")" -gt "$s0" ]; }
+wait_for "node1 starts loading" 10 started
+for i in 1 2 3 4 5; do
+	printf 'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: late-%s, namespace: %s}\nspec: {selector: {matchLabels: {app: late}}}\n' \
+		"$i" "$NS" >"$E2E_TMP/late-$i.yaml"
+	mv "$E2E_TMP/late-$i.yaml" "$E2E_CONFIG/"
+	sleep 0.3
+done
+check_wait "node1 loads the $N_POLICIES policies and the 5 written during the load" 120 loaded node1
+check_wait "node2 loads them too" 120 loaded node2
 t1=$(($(date +%s%N) / 1000000))
 sleep 1
 touch "$STOP"
@@ -127,6 +141,10 @@ check "echoes kept arriving while the configuration loaded" test "$during" -ge 1
 check "no gap of a second or more between two echoes from the move to 1 s after the load (longest: $maxgap ms)" \
 	test "$maxgap" -lt 1000
 check "the connection was never broken" bash -c "! grep -q error '$ECHOES' && ! grep -q Traceback '$E2E_TMP/echo_client.log'"
+n_loads=$(($(loads node1) - l0))
+info "node1: $n_loads loads for 6 changes"
+check "the changes made while a load ran coalesced: at most 3 loads for 6 changes ($n_loads)" \
+	test "$n_loads" -le 3
 check_eq "both agents run the new configuration" 2 \
 	"$( (loaded node1 && echo x; loaded node2 && echo x) | wc -l)"
 
