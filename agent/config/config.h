@@ -25,7 +25,7 @@
 #define MC_MAX_DIR_BYTES (64 * 1024 * 1024)   /* every file of the directory together */
 #define MC_MAX_FILES 20000                    /* YAML files in the directory */
 #define MC_MAX_DEPTH 64                       /* nesting of one document, aliases expanded */
-#define MC_MAX_NODES 1000000                  /* nodes of one document, aliases expanded */
+#define MC_MAX_NODES 200000                   /* nodes of one document, aliases expanded */
 #define MC_MAX_ALIAS_NODES 100000             /* nodes reached through aliases, per document */
 #define MC_MAX_ANCHORS 1000                   /* anchors (&name) per document */
 #define MC_MAX_ERRORS 200                     /* errors kept per load; the rest are counted */

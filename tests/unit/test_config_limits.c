@@ -257,3 +257,23 @@ TEST(config_limit_errors_kept_per_load_are_bounded)
 	mc_findings_free(&f);
 	sbuf_free(&b);
 }
+
+TEST(config_limit_nodes_per_document_are_bounded)
+{
+	/* 250,000 items in one flow list: ~500 KB, under the file bound, over the node bound */
+	struct sbuf b;
+	sbuf_init(&b);
+	sbuf_puts(&b, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n  managedFields: [");
+	for (int i = 0; i < 250000; i++)
+		sbuf_puts(&b, "x,");
+	sbuf_puts(&b, "x]\n");
+	struct mc_findings f = {0};
+	CHECK(th_load_fails(b.s, &f));
+	const struct mc_finding *e = th_find(&f, MC_ERROR, NULL, "more than 200000 YAML nodes in "
+					     "one document, aliases expanded (MC_MAX_NODES)");
+	CHECK(e && e->line == 5);
+	if (test_failed_now())
+		th_dump(&f);
+	mc_findings_free(&f);
+	sbuf_free(&b);
+}
