@@ -8,10 +8,6 @@
 #include "core/netns.h"
 #include "proxy/proxy.h"
 
-/* As obs/http.c: long enough to stop a spin, short enough that service resumes at once
- * when descriptors free up. */
-#define LISTENER_BACKOFF_MS 100
-
 static void on_listener(struct loop_io *io, uint32_t events)
 {
 	(void)events;
@@ -27,6 +23,36 @@ static void on_listener(struct loop_io *io, uint32_t events)
 	case LSN_PLAIN:
 		inbound_plain_accept(a, l);
 		break;
+	}
+}
+
+static const char *listener_port(const struct listener *l)
+{
+	return l->kind == LSN_OUTBOUND ? "15001" : l->kind == LSN_HBONE ? "15008" : "15006";
+}
+
+static void listener_resume(struct loop_timer *t)
+{
+	struct listener *l = container_of(t, struct listener, backoff);
+	struct agent *a = l->pod->agent;
+	if (l->fd >= 0 && loop_io_add(a->loop, &l->io, l->fd, EPOLLIN, on_listener) < 0)
+		log_error("listener %s of pod %s: cannot watch it again: %s", listener_port(l),
+			  l->pod->key, strerror(errno));
+}
+
+void listener_accept_failed(struct agent *a, struct listener *l, int err)
+{
+	if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED)
+		return;
+	/* Out of descriptors or kernel memory: the connection stays queued and the listener
+	 * readable, so accepting again at once would spin. */
+	bool pause = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+	log_warn("accept on %s of pod %s: %s%s", listener_port(l), l->pod->key, strerror(err),
+		 pause ? " (out of file descriptors or memory: accepting again in 100 ms)" : "");
+	if (pause && !loop_timer_armed(&l->backoff)) {
+		a->accept_pauses++;
+		loop_io_del(a->loop, &l->io);
+		loop_timer_arm(a->loop, &l->backoff, 100);
 	}
 }
 
@@ -46,34 +72,11 @@ static void bind_addr(enum listener_kind kind, int family, struct moat_addr *out
 				     : MOAT_PORT_INBOUND_PLAIN;
 }
 
-static void backoff_done(struct loop_timer *t)
-{
-	struct listener *l = container_of(t, struct listener, backoff);
-	if (l->fd >= 0)
-		loop_io_mod(l->pod->agent->loop, &l->io, EPOLLIN);
-}
-
-void listener_accept_failed(struct agent *a, struct listener *l, int err)
-{
-	if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED ||
-	    err == EPROTO)
-		return;
-	struct moat_addr addr;
-	uint16_t port;
-	bind_addr((enum listener_kind)l->kind, AF_INET, &addr, &port);
-	a->accept_pauses++;
-	/* Rate-limited like every identical line; the pause count is in the metrics. */
-	log_warn("accept on %u of pod %s: %s; pausing accepts for %d ms", port, l->pod->key,
-		 strerror(err), LISTENER_BACKOFF_MS);
-	loop_io_mod(a->loop, &l->io, 0);
-	loop_timer_arm(a->loop, &l->backoff, LISTENER_BACKOFF_MS);
-}
-
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
 		  int family, struct err *e)
 {
 	loop_io_init(&l->io);
-	loop_timer_init(&l->backoff, backoff_done);
+	loop_timer_init(&l->backoff, listener_resume);
 	l->fd = -1;
 	l->pod = p;
 	l->kind = (int)kind;

@@ -41,7 +41,16 @@ struct agent_opts {
 	bool allow_tls12;
 	bool transparent;        /* preserve client source addresses upstream (IP_TRANSPARENT) */
 	int pool_idle_ms;        /* release idle HBONE connections after this */
+	/* HBONE deadlines and caps (proxy/): every wait is bounded, every backlog capped. */
+	int hbone_response_ms;   /* CONNECT response deadline (client) */
+	int hbone_suspect_ms;    /* a stream waiting this long makes its connection suspect */
+	int stream_idle_ms;      /* established streams without a byte either way (0 = none) */
+	int inbound_idle_ms;     /* accepted HBONE connections without streams */
+	int max_pending_dest;    /* CONNECTs awaiting their response, per destination address */
+	int max_pending_pod;     /* ... per source pod */
+	int pool_max_conns;      /* pooled connections per (pod, identity, destination) */
 	uint16_t metrics_port, admin_port, ready_port;
+	const char *metrics_addr; /* --metrics-addr (0.0.0.0) */
 	bool cleanup;            /* --cleanup: remove capture, pins and records, then exit */
 };
 
@@ -62,10 +71,10 @@ void intern_free(struct intern *in);
 
 struct listener {
 	struct loop_io io;
-	struct loop_timer backoff; /* accepting paused after a resource error (EMFILE) */
 	int fd;
 	struct pod *pod;
 	int kind; /* enum listener_kind (proxy/) */
+	struct loop_timer backoff; /* out of fds: accepting paused for a moment */
 };
 
 /* A pod enrolled on this node. Facts come from its WorkloadEntry (looked up again on every
@@ -86,6 +95,7 @@ struct pod {
 	uint32_t workload_id, identity_id;
 	struct listener out4, out6, hbone4, hbone6, plain4, plain6;
 	bool transparent_ok;       /* policy routing for IP_TRANSPARENT is in place */
+	int fwmark_accept_was;     /* the pod's tcp_fwmark_accept before moat; -1 unknown */
 	struct pod *next;
 };
 
@@ -186,6 +196,7 @@ struct enroll_req {
 	int netns_fd;             /* owned by the request until enroll succeeds */
 	const char *netns_path;   /* where the netns can be opened again (restart), or NULL */
 	struct mc_labels labels;  /* extra labels (no WorkloadEntry) */
+	const char *fwmark_accept_was; /* from the enrollment record (restart), or NULL */
 };
 int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e);
 int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err *e);
