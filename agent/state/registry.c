@@ -427,9 +427,9 @@ static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest 
 		.service = d->se,
 		.ip = *ip,
 	};
-	uint16_t *ports = NULL;
-	size_t n = authz_ports_of_interest(s->a->cfg, &t, &ports);
 	struct authz_peer peer = {.principal = src->principal, .ip = src->addr, .has_ip = true};
+	uint16_t *ports = NULL;
+	size_t n = authz_ports_of_interest_for(s->a->cfg, &t, &peer, &ports);
 	for (size_t i = 0; i <= n; i++) {
 		t.port = i < n ? ports[i] : 0;
 		struct authz_decision dec;
