@@ -81,7 +81,9 @@ check_eq "moatd's descriptor count is flat over 90 requests carrying 2,470 descr
 	"$before" "$after"
 # Alone, a client trickling a byte every 1.5 s is cut at the request's total deadline (a
 # timeout per read would never fire).
-out=$("$ABUSE" trickle "$SOCK" --every-ms 1500 --for 8 2>&1)
+# Each cycle lasts about 4.5 s (the third byte meets the 3 s deadline, the fourth sees EOF):
+# 14 s hold three cycles, so at least two drops are seen even on a loaded machine.
+out=$("$ABUSE" trickle "$SOCK" --every-ms 1500 --for 14 2>&1)
 check_json "a lone trickling client is dropped at the request deadline, every time" "$out" \
 	'.dropped >= 2'
 check_match "... and moatd says so" 'dropped: no complete request within 3000 ms' "$(agent_log node1)"
