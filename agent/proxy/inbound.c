@@ -45,11 +45,12 @@ static void upstream_connect(struct agent *a, struct conn *c, connector_cb cb)
 	struct pod *p = c->pod;
 	char who[300];
 	snprintf(who, sizeof(who), "pod %s", p->key);
+	/* c->dst is the pod address that was dialed (checked against the pod's addresses). */
 	bool transparent = a->opts.transparent && p->transparent_ok &&
-			   addr_is_v4(&c->src) == addr_is_v4(&p->addr) && !addr_eq(&c->src, &p->addr);
+			   addr_is_v4(&c->src) == addr_is_v4(&c->dst) && !pod_has_addr(p, &c->src);
 	struct connect_req r = {
 		.netns_fd = p->netns_fd,
-		.dst = p->addr,
+		.dst = c->dst,
 		.dst_port = c->dport,
 		.src = transparent ? &c->src : NULL,
 		.transparent = transparent,

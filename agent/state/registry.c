@@ -90,10 +90,20 @@ struct pod *agent_pod_by_name(struct agent *a, const char *ns, const char *name)
 	return NULL;
 }
 
+bool pod_has_addr(const struct pod *p, const struct moat_addr *addr)
+{
+	return addr_list_has(p->addrs, p->n_addrs, addr);
+}
+
+const struct moat_addr *pod_addr_like(const struct pod *p, const struct moat_addr *like)
+{
+	return p->n_addrs ? addr_list_like(p->addrs, p->n_addrs, like) : &p->addr;
+}
+
 struct pod *agent_pod_by_addr(struct agent *a, const struct moat_addr *addr)
 {
 	for (struct pod *p = a->pods; p; p = p->next)
-		if (addr_eq(&p->addr, addr))
+		if (pod_has_addr(p, addr))
 			return p;
 	return NULL;
 }
@@ -203,6 +213,7 @@ struct sync_ctx {
 	struct want_wl *wl;
 	size_t n_wl, cap_wl;
 	size_t n_verdicts;
+	size_t n_address_dependent; /* verdicts left to moatd: they differ by address family */
 	bool verdicts_full;
 };
 
@@ -291,9 +302,12 @@ static void collect_workloads(struct sync_ctx *s)
 	const struct mesh_config *cfg = a->cfg;
 	for (size_t i = 0; i < cfg->n_workloads; i++) {
 		const struct mc_workload *w = &cfg->workloads[i];
-		want_add(s, &w->address, workload_id(a, w), intern_id(&a->identity_ids, w->spiffe_id),
-			 w->ambient ? MOAT_WL_AMBIENT : 0, mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)),
-			 intern_name(&a->workload_ids, workload_id(a, w)));
+		for (size_t j = 0; j < w->n_addrs; j++)
+			want_add(s, &w->addrs[j], workload_id(a, w),
+				 intern_id(&a->identity_ids, w->spiffe_id),
+				 w->ambient ? MOAT_WL_AMBIENT : 0,
+				 mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)),
+				 intern_name(&a->workload_ids, workload_id(a, w)));
 	}
 	for (size_t i = 0; i < cfg->n_services; i++) {
 		const struct mc_service_entry *se = &cfg->services[i];
@@ -309,8 +323,9 @@ static void collect_workloads(struct sync_ctx *s)
 		uint32_t flags = MOAT_WL_AMBIENT | MOAT_WL_LOCAL;
 		if (authz_has_port_mtls(cfg, w))
 			flags |= MOAT_WL_PORT_MTLS;
-		want_add(s, &p->addr, p->workload_id, p->identity_id, flags,
-			 mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)), p->key);
+		for (size_t j = 0; j < p->n_addrs; j++)
+			want_add(s, &p->addrs[j], p->workload_id, p->identity_id, flags,
+				 mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)), p->key);
 	}
 }
 
@@ -378,6 +393,39 @@ static void put_verdict(struct sync_ctx *s, struct pod *src, uint32_t dst_id, ui
 		s->n_verdicts++;
 }
 
+/* The decisions for every (source address, destination address) pair of one family must
+ * agree for one cached verdict to stand for them all: a policy with ipBlocks, source.ip or
+ * destination.ip can decide differently for a pod's IPv4 and IPv6 addresses. */
+static bool same_decision(const struct authz_decision *x, const struct authz_decision *y)
+{
+	return x->action == y->action && x->reason == y->reason && x->policy == y->policy;
+}
+
+bool agent_decide_all_addrs(const struct mesh_config *cfg, const char *principal,
+			    const struct moat_addr *src, size_t n_src, struct authz_target *t,
+			    const struct moat_addr *dst, size_t n_dst, struct authz_decision *out)
+{
+	bool any = false;
+	for (size_t i = 0; i < n_src; i++)
+		for (size_t j = 0; j < n_dst; j++) {
+			if (addr_is_v4(&src[i]) != addr_is_v4(&dst[j]))
+				continue;
+			struct authz_peer peer = {.principal = principal, .ip = src[i], .has_ip = true};
+			struct authz_decision dec;
+			t->ip = dst[j];
+			authz_evaluate(cfg, t, &peer, any ? &dec : out);
+			if (any && !same_decision(&dec, out))
+				return false;
+			any = true;
+		}
+	if (!any) { /* no pair of one family: no such connect can happen; decide the primaries */
+		struct authz_peer peer = {.principal = principal, .ip = src[0], .has_ip = true};
+		t->ip = dst[0];
+		authz_evaluate(cfg, t, &peer, out);
+	}
+	return true;
+}
+
 /* Every verdict a source pod can need for one destination: the ports its policies name,
  * and port 0 standing for every other port. */
 static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest *d,
@@ -389,14 +437,23 @@ static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest 
 		.service = d->se,
 		.ip = *ip,
 	};
+	/* A workload's verdict covers all its addresses; a service's is per address as before. */
+	const struct moat_addr *dst_addrs = ip;
+	size_t n_dst = 1;
+	if (d->kind == DEST_WORKLOAD && d->wl->n_addrs) {
+		dst_addrs = d->wl->addrs;
+		n_dst = d->wl->n_addrs;
+	}
 	uint16_t *ports = NULL;
 	size_t n = authz_ports_of_interest(s->a->cfg, &t, &ports);
-	struct authz_peer peer = {.principal = src->principal, .ip = src->addr, .has_ip = true};
 	for (size_t i = 0; i <= n; i++) {
 		t.port = i < n ? ports[i] : 0;
 		struct authz_decision dec;
-		authz_evaluate(s->a->cfg, &t, &peer, &dec);
-		put_verdict(s, src, d->id, t.port, &dec);
+		if (agent_decide_all_addrs(s->a->cfg, src->principal, src->addrs, src->n_addrs, &t,
+					   dst_addrs, n_dst, &dec))
+			put_verdict(s, src, d->id, t.port, &dec);
+		else
+			s->n_address_dependent++;
 	}
 	free(ports);
 }
@@ -472,8 +529,9 @@ void agent_sync_dataplane(struct agent *a)
 	write_port_mtls(a);
 	write_pods(a);
 	write_verdicts(&s);
-	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts, %llu ms",
-		 (unsigned long long)a->epoch, s.n_wl, s.n_verdicts,
+	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts (%zu left to moatd: "
+		 "they depend on the address), %llu ms",
+		 (unsigned long long)a->epoch, s.n_wl, s.n_verdicts, s.n_address_dependent,
 		 (unsigned long long)(now_ms() - t0));
 	free(s.wl);
 }
