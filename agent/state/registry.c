@@ -213,7 +213,7 @@ struct sync_ctx {
 	struct want_wl *wl;
 	size_t n_wl, cap_wl;
 	size_t n_verdicts;
-	size_t n_address_dependent; /* verdicts left to moatd: they differ by address family */
+	size_t n_address_dependent; /* workload pairs left (partly) to moatd: address-dependent */
 	bool verdicts_full;
 };
 
@@ -427,7 +427,10 @@ bool agent_decide_all_addrs(const struct mesh_config *cfg, const char *principal
 }
 
 /* Every verdict a source pod can need for one destination: the ports its policies name,
- * and port 0 standing for every other port. */
+ * and port 0 standing for every other port. A port whose verdict depends on the address
+ * family gets none; since the connect hook falls back from a missing port to port 0, an
+ * address-dependent named port leaves the whole pair uncached (every connect goes to moatd,
+ * which decides with the real addresses). */
 static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest *d,
 			 const struct moat_addr *ip)
 {
@@ -446,15 +449,23 @@ static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest 
 	}
 	uint16_t *ports = NULL;
 	size_t n = authz_ports_of_interest(s->a->cfg, &t, &ports);
+	struct authz_decision *dec = xcalloc(n + 1, sizeof(*dec));
+	bool port0_ok = true, named_ok = true;
 	for (size_t i = 0; i <= n; i++) {
 		t.port = i < n ? ports[i] : 0;
-		struct authz_decision dec;
-		if (agent_decide_all_addrs(s->a->cfg, src->principal, src->addrs, src->n_addrs, &t,
-					   dst_addrs, n_dst, &dec))
-			put_verdict(s, src, d->id, t.port, &dec);
+		bool ok = agent_decide_all_addrs(s->a->cfg, src->principal, src->addrs, src->n_addrs,
+						 &t, dst_addrs, n_dst, &dec[i]);
+		if (i < n)
+			named_ok = named_ok && ok;
 		else
-			s->n_address_dependent++;
+			port0_ok = ok;
 	}
+	if (!named_ok || !port0_ok)
+		s->n_address_dependent++;
+	for (size_t i = 0; named_ok && i <= n; i++)
+		if (i < n || port0_ok)
+			put_verdict(s, src, d->id, i < n ? ports[i] : 0, &dec[i]);
+	free(dec);
 	free(ports);
 }
 
@@ -529,8 +540,8 @@ void agent_sync_dataplane(struct agent *a)
 	write_port_mtls(a);
 	write_pods(a);
 	write_verdicts(&s);
-	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts (%zu left to moatd: "
-		 "they depend on the address), %llu ms",
+	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts (%zu pairs left to "
+		 "moatd: the verdict depends on the address), %llu ms",
 		 (unsigned long long)a->epoch, s.n_wl, s.n_verdicts, s.n_address_dependent,
 		 (unsigned long long)(now_ms() - t0));
 	free(s.wl);
