@@ -57,32 +57,13 @@ dual_workload_yaml() {
 }
 
 # ---------------------------------------------------------------- configuration
-E2E_CONFIG=$E2E_TMP/config
-mkdir -p "$E2E_CONFIG"
-mesh_yaml $NS >"$E2E_CONFIG/00-mesh.yaml"
-cat >>"$E2E_CONFIG/00-mesh.yaml" <<EOF
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: strict
-  namespace: $NS
-spec:
-  mtls:
-    mode: STRICT
-EOF
-for w in orchestrator-agent "${SPOKES[@]}"; do
-	dual_workload_yaml "$NS" "$w" "${ADDR[$w]}" "${ADDR6[$w]}"
-done | sed '1d' >"$E2E_CONFIG/00-workloads.yaml"
-cp "$E2E_ROOT/deploy/examples/agensys/01-default-deny.yaml" \
-	"$E2E_ROOT/deploy/examples/agensys/02-orchestrator-policies.yaml" "$E2E_CONFIG/"
+workloads() {
+	for w in orchestrator-agent "${SPOKES[@]}"; do dual_workload_yaml "$NS" "$w" "${ADDR[$w]}" "${ADDR6[$w]}"; done
+}
+agensys_strict_config $NS workloads
 check "the dual-stack configuration passes moatctl lint" "$MOATCTL" lint "$E2E_CONFIG"
 
-make_ca >/dev/null || e2e_abort "moatctl ca init" "$("$MOATCTL" ca init --out "$E2E_TMP/ca2" 2>&1)"
-for n in node1 node2 node3; do start_agent "$n"; done
-for n in node1 node2 node3; do
-	check "moatd on $n is ready" wait_ready "$n" 30 || e2e_abort "agents start" "$(agent_log "$n" | tail -20)"
-done
+start_agents_with_ca node1 node2 node3
 for w in orchestrator-agent "${SPOKES[@]}"; do
 	check "enroll $w on ${NODE[$w]}" enroll "$w"
 done
@@ -96,12 +77,7 @@ check_match "summary-agent's agent listens on 15008 over IPv6 in the pod" '\[::\
 
 # ---------------------------------------------------------------- capture the underlay
 PCAP=$E2E_TMP/underlay.pcap
-ip netns exec "moatlab-$E2E_LAB-underlay" tcpdump -i br0 -nn -U -s 0 -w "$PCAP" tcp \
-	>"$E2E_TMP/tcpdump.log" 2>&1 &
-TCPDUMP=$!
-E2E_BG_PIDS+=("$TCPDUMP")
-wait_for "tcpdump listening" 5 grep -q "listening on" "$E2E_TMP/tcpdump.log" ||
-	e2e_abort "tcpdump captures the underlay" "$(cat "$E2E_TMP/tcpdump.log")"
+underlay_capture_start "$PCAP"
 
 # ---------------------------------------------------------------- allowed: hub and spoke
 orch_id="spiffe://cluster.local/ns/$NS/sa/orchestrator-agent"
@@ -144,10 +120,7 @@ for fam in 6 4; do
 done
 
 # ---------------------------------------------------------------- what crossed the underlay
-sleep 1
-kill -INT "$TCPDUMP" 2>/dev/null
-wait "$TCPDUMP" 2>/dev/null
-tcpdump -nn -r "$PCAP" 2>/dev/null >"$E2E_TMP/underlay.txt"
+underlay_capture_stop "$E2E_TMP/underlay.txt"
 check "the capture saw HBONE over IPv6 between pod addresses (to [v6]:15008)" \
 	grep -qE 'IP6 fd00:10:244:1::10\.[0-9]+ > fd00:10:244:2::10\.15008:' "$E2E_TMP/underlay.txt"
 check "... and over IPv4" grep -qE 'IP 10\.244\.1\.10\.[0-9]+ > 10\.244\.2\.10\.15008:' "$E2E_TMP/underlay.txt"
@@ -210,13 +183,6 @@ check_json "... while the same pair over IPv4 is still refused" "$out" '.exit !=
 check_wait "... and logged as a new deny for the IPv4 destination" 5 test "$(v4_denies)" -gt "$before"
 
 # ---------------------------------------------------------------- teardown
-for n in node1 node2 node3; do
-	stop_agent "$n"
-	check_eq "moatd on $n exits 0 on SIGTERM" 0 "$?"
-done
-lab=$E2E_LAB
-"$LAB_TOOL" down "$lab" >/dev/null 2>&1
-E2E_LAB=""
-check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+finish_lab_checked node1 node2 node3
 
 e2e_finish
