@@ -150,7 +150,9 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 		refuse(s, sc, r, 400, why);
 		return;
 	}
-	if (!addr_eq(&dst, &r->local_addr)) {
+	/* The dialed pod is the one owning the address the tunnel reached; the authority may be
+	 * any of its addresses (dual stack: a peer may tunnel over one family to the other). */
+	if (!pod_has_addr(p, &dst)) {
 		char d[ADDR_STRLEN];
 		snprintf(why, sizeof(why), "authority %s is not the dialed pod %s", r->authority,
 			 addr_str(&r->local_addr, d, sizeof(d)));
