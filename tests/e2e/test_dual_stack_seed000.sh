@@ -8,7 +8,9 @@
 #  - the underlay carries pod-to-pod traffic only on 15008, over IPv6 too, never in clear;
 #  - STRICT drops plaintext over IPv6 per packet at TC (counted, logged);
 #  - a policy that depends on the address family (ipBlocks) is decided right for each
-#    family (no cached verdict may stand for both).
+#    family (no cached verdict may stand for both);
+#  - an entry that drops an address of an enrolled pod opens nothing (the pod keeps its
+#    enrolled addresses until enrolled again).
 source "$(dirname "$0")/lib.sh"
 e2e_init
 
@@ -188,6 +190,24 @@ before=$(v4_denies)
 out=$(probe_connect pr-agent "$(target 4 github-mcp-server)" --send-bytes 1024 --timeout 5 2>&1)
 check_json "... while the same pair over IPv4 is still refused" "$out" '.exit != 0' '.received == 0'
 check_wait "... and logged as a new deny for the IPv4 destination" 5 test "$(v4_denies)" -gt "$before"
+
+# ---------------------------------------------------------------- an entry that drops an address
+# summary-agent's WorkloadEntry loses its IPv6 address while the pod is enrolled: its agent
+# keeps the enrolled addresses (listeners, STRICT at TC) until it is enrolled again; the other
+# nodes no longer know the IPv6 address as a workload. Nothing opens: fail closed.
+sed -i 's/moat.dev\/addresses: "10.244.2.10,fd00:10:244:2::10"/moat.dev\/addresses: "10.244.2.10"/' \
+	"$E2E_CONFIG/00-workloads.yaml"
+entry_change_warned() { agent_log node2 | grep -q "pod $NS/summary-agent: its WorkloadEntry (.*) now lists other addresses"; }
+check_wait "node2 warns that summary-agent's entry now lists other addresses and keeps the enrolled ones" 10 \
+	entry_change_warned
+check_connect_ok "IPv4 orchestrator-agent -> summary-agent still carries 1 MiB each way intact" \
+	orchestrator-agent "$(target 4 summary-agent)" $MIB $MIB
+out=$(probe_connect orchestrator-agent "$(target 6 summary-agent)" --send-bytes 1024 --timeout 2 2>&1)
+check_json "IPv6 to the dropped address carries nothing (plaintext from node1, dropped by STRICT at node2)" \
+	"$out" '.exit != 0' '.received == 0'
+out=$(probe_connect outsider "$(target 6 summary-agent)" --send-bytes 1024 --timeout 2 2>&1)
+check_json "... and plaintext from the outsider to it is still dropped (SYN never answered)" "$out" \
+	'.connect == "ETIMEDOUT"'
 
 # ---------------------------------------------------------------- teardown
 finish_lab_checked node1 node2 node3
