@@ -43,6 +43,8 @@ static const char usage[] =
 	"  --no-transparent    do not preserve client source addresses towards apps\n"
 	"  --tls12             also accept TLS 1.2 on HBONE (TLS 1.3 only by default)\n"
 	"  --metrics-port N    Prometheus metrics on :N/metrics (15020)\n"
+	"  --metrics-addr IP   address the metrics port binds to (0.0.0.0; e.g. 127.0.0.1 or\n"
+	"                      the node's internal address to keep it off other networks)\n"
 	"  --admin-port N      admin on 127.0.0.1:N/config_dump (15000)\n"
 	"  --ready-port N      readiness on :N/healthz/ready (15021)\n"
 	"  --cleanup           remove every pod's capture, the pins under --bpf-dir and the\n"
@@ -71,7 +73,7 @@ static int parse_port(const char *s, uint16_t *out)
 static int parse_args(int argc, char **argv, struct agent_opts *o)
 {
 	enum { O_STATE = 256, O_BPF, O_CA, O_BUNDLE, O_TTL, O_RESOLV, O_ACCESS, O_LEVEL, O_NODE,
-	       O_IDLE, O_NOTP, O_TLS12, O_MPORT, O_APORT, O_RPORT, O_CLEANUP };
+	       O_IDLE, O_NOTP, O_TLS12, O_MPORT, O_APORT, O_RPORT, O_CLEANUP, O_MADDR };
 	static const struct option opts[] = {
 		{"config", required_argument, 0, 'c'},   {"state-dir", required_argument, 0, O_STATE},
 		{"bpf-dir", required_argument, 0, O_BPF}, {"ca", required_argument, 0, O_CA},
@@ -84,6 +86,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		{"admin-port", required_argument, 0, O_APORT},
 		{"ready-port", required_argument, 0, O_RPORT}, {"help", no_argument, 0, 'h'},
 		{"cleanup", no_argument, 0, O_CLEANUP},
+		{"metrics-addr", required_argument, 0, O_MADDR},
 		{0, 0, 0, 0},
 	};
 	*o = (struct agent_opts){
@@ -94,6 +97,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		.transparent = true,
 		.pool_idle_ms = 300000,
 		.metrics_port = 15020,
+		.metrics_addr = "0.0.0.0",
 		.admin_port = 15000,
 		.ready_port = 15021,
 	};
@@ -132,6 +136,14 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 			break;
 		}
 		case O_CLEANUP: o->cleanup = true; break;
+		case O_MADDR:
+			if (!http_bind_addr_valid(optarg)) {
+				fprintf(stderr, "moatd: --metrics-addr \"%s\": expected an IPv4 or IPv6 "
+						"address\n", optarg);
+				return -1;
+			}
+			o->metrics_addr = optarg;
+			break;
 		case 'h': fputs(usage, stdout); exit(0);
 		default: fputs(usage, stderr); return -1;
 		}
@@ -361,9 +373,11 @@ static void describe_metrics(struct metrics *m)
 
 static int start_http(struct agent *a, struct err *e)
 {
-	a->http_metrics = http_server_new(a->loop, "0.0.0.0", a->opts.metrics_port, http_metrics, a, e);
+	a->http_metrics = http_server_new(a->loop, a->opts.metrics_addr, a->opts.metrics_port,
+					  http_metrics, a, e);
 	if (!a->http_metrics)
-		return err_wrap(e, "metrics port %u", a->opts.metrics_port);
+		return err_wrap(e, "metrics address %s port %u", a->opts.metrics_addr,
+				a->opts.metrics_port);
 	a->http_admin = http_server_new(a->loop, "127.0.0.1", a->opts.admin_port, http_admin, a, e);
 	if (!a->http_admin)
 		return err_wrap(e, "admin port %u", a->opts.admin_port);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #define CTL_TIMEOUT_MS 30000
+#define CTL_BUSY_TRIES 10 /* about 2.7 s of backing off in all */
 
 static bool plain_char(unsigned char c)
 {
@@ -113,8 +114,8 @@ static int read_all(int fd, struct sbuf *out)
 	}
 }
 
-int ctl_call(const char *socket_path, const char *verb, const struct ctl_arg *args, int nargs,
-	     int pass_fd, int *status, char **body, struct err *e)
+static int ctl_call_once(const char *socket_path, const char *verb, const struct ctl_arg *args,
+			 int nargs, int pass_fd, int *status, char **body, struct err *e)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	if (strlen(socket_path) >= sizeof(sun.sun_path))
@@ -165,4 +166,19 @@ out:
 	sbuf_free(&req);
 	sbuf_free(&resp);
 	return rc;
+}
+
+int ctl_call(const char *socket_path, const char *verb, const struct ctl_arg *args, int nargs,
+	     int pass_fd, int *status, char **body, struct err *e)
+{
+	for (int attempt = 0;; attempt++) {
+		if (ctl_call_once(socket_path, verb, args, nargs, pass_fd, status, body, e) < 0)
+			return -1;
+		bool busy = *status != 0 && strncmp(*body, CTL_BUSY, strlen(CTL_BUSY)) == 0;
+		if (!busy || attempt + 1 == CTL_BUSY_TRIES)
+			return 0;
+		free(*body);
+		*body = NULL;
+		usleep((useconds_t)(50000 * (attempt + 1))); /* 50 ms, 100 ms, ... */
+	}
 }

@@ -15,6 +15,10 @@ struct ctl_arg {
 	const char *key, *value;
 };
 
+/* The answer's first body words when moatd dropped a request unread to make room for newer
+ * clients: the request had no effect, so ctl_call sends it again (bounded). */
+#define CTL_BUSY "control socket busy"
+
 /* Client side: send verb + args (+ fd when >= 0), read the whole response.
  * Returns 0 with *status and *body (malloc'd) set, or -1 when the agent cannot be reached
  * (e explains: "connect /run/moat/moatd.sock: No such file or directory: is moatd running?"). */

@@ -1,6 +1,7 @@
-/* moatd's side of the control socket: one request per connection, answered synchronously
- * (the requests are small and local; a bounded read timeout keeps a stuck client from
- * holding the loop). */
+/* moatd's side of the control socket: one request per connection. Clients are served on the
+ * agent loop without ever blocking it: every read and write is non-blocking, each client has
+ * a total deadline, and the number of open clients is capped (a client that sends nothing,
+ * or a byte now and then, must not freeze the proxied connections the loop also serves). */
 #include "ctl/server.h"
 
 #include <errno.h>
@@ -23,11 +24,42 @@
 #define CTL_MAX_REQUEST 65536
 #define CTL_MAX_ARGS 64
 
+#define CTL_MAX_CLIENTS 16    /* open control connections at once */
+#define CTL_ACCEPT_BATCH 8    /* accepts per loop turn: an accept flood cannot evict a
+			       * client before its request had a turn to be read */
+#define CTL_REQUEST_MS 3000   /* from accept to the whole request */
+#define CTL_REPLY_MS 10000    /* for the client to take the answer */
+#define CTL_MAX_FDS 1         /* descriptors a request may carry (enroll: the netns) */
+#define CTL_CMSG_FDS 16       /* room to receive (and close) a few more than allowed */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+struct ctl_server;
+
+struct ctl_client {
+	struct ctl_server *server;
+	int fd;
+	pid_t pid; /* of the peer, for the log */
+	struct loop_io io;
+	struct loop_timer timer; /* the request's, then the answer's deadline */
+	char *buf;               /* the request, CTL_MAX_REQUEST bytes */
+	size_t len;
+	int fds[CTL_MAX_FDS]; /* descriptors received so far */
+	int nfds;
+	const char *fd_error; /* the request carried descriptors it may not */
+	bool writing;
+	struct sbuf out; /* "status N\n" + body */
+	size_t off;
+	struct ctl_client *next, **pprev; /* in accept order: the head is the oldest */
+};
+
 struct ctl_server {
 	struct agent *agent;
 	int fd;
 	struct loop_io io;
 	char *path;
+	struct ctl_client *head, **tail;
+	int n_clients;
 };
 
 struct request {
@@ -403,90 +435,247 @@ static int parse_request(char *line, struct request *r, struct sbuf *out)
 	return 0;
 }
 
-/* Read one request line and the descriptor that may come with it. */
-static ssize_t read_request(int fd, char *buf, size_t cap, int *passed)
+/* ---- clients: served on the loop, never blocking it ----
+ * A client gets CTL_REQUEST_MS from accept to deliver its whole request and CTL_REPLY_MS to
+ * take the answer; at most CTL_MAX_CLIENTS are open at once. A newcomer beyond the cap takes
+ * the place of the oldest client (a stuck or hostile client is the one that has been there
+ * longest; moatctl sends its request with its connect and is answered within one loop turn). */
+
+static bool is_again(int err)
 {
-	size_t len = 0;
-	*passed = -1;
-	while (len + 1 < cap) {
-		union {
-			char b[CMSG_SPACE(sizeof(int))];
-			struct cmsghdr align;
-		} u;
-		struct iovec iov = {.iov_base = buf + len, .iov_len = cap - 1 - len};
-		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
-				     .msg_controllen = sizeof(u.b)};
-		ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && *passed < 0)
-				memcpy(passed, CMSG_DATA(c), sizeof(int));
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (memchr(buf, '\n', len))
-			break;
-	}
-	buf[len] = 0;
-	char *nl = strchr(buf, '\n');
-	if (nl)
-		*nl = 0;
-	return (ssize_t)len;
+	return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
 }
 
-static void serve_one(struct ctl_server *s, int fd)
+static pid_t peer_pid(int fd)
 {
-	struct timeval tv = {.tv_sec = 2};
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	char *buf = xmalloc(CTL_MAX_REQUEST);
-	struct request r = {.fd = -1};
-	struct sbuf body;
-	sbuf_init(&body);
+	struct ucred cred = {0};
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return 0;
+	return cred.pid;
+}
+
+static void client_close_fds(struct ctl_client *c)
+{
+	for (int i = 0; i < c->nfds; i++)
+		close(c->fds[i]);
+	c->nfds = 0;
+}
+
+static void client_free(struct ctl_client *c)
+{
+	struct ctl_server *s = c->server;
+	loop_io_del(s->agent->loop, &c->io);
+	loop_timer_cancel(s->agent->loop, &c->timer);
+	*c->pprev = c->next;
+	if (c->next)
+		c->next->pprev = c->pprev;
+	else
+		s->tail = c->pprev;
+	s->n_clients--;
+	client_close_fds(c);
+	close(c->fd);
+	sbuf_free(&c->out);
+	free(c->buf);
+	free(c);
+}
+
+/* Drop a client that did not play by the rules, with a best-effort reason on the socket. */
+static void client_drop(struct ctl_client *c, const char *why)
+{
+	log_debug("control client (pid %d) dropped: %s", (int)c->pid, why);
+	char msg[200];
+	int n = snprintf(msg, sizeof(msg), "status 2\n%s\n", why);
+	if (n > 0 && !c->writing)
+		(void)!send(c->fd, msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1,
+			    MSG_NOSIGNAL | MSG_DONTWAIT);
+	client_free(c);
+}
+
+/* Keep every descriptor of one message; too many or a truncated control message spoils the
+ * request (and every descriptor is closed with it: none may stay open in moatd). */
+static void client_take_fds(struct ctl_client *c, struct msghdr *msg)
+{
+	for (struct cmsghdr *m = CMSG_FIRSTHDR(msg); m; m = CMSG_NXTHDR(msg, m)) {
+		if (m->cmsg_level != SOL_SOCKET || m->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t n = (m->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < n; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(m) + i * sizeof(int), sizeof(int));
+			if (c->nfds < CTL_MAX_FDS) {
+				c->fds[c->nfds++] = fd;
+				continue;
+			}
+			close(fd);
+			c->fd_error = "more than " STR(CTL_MAX_FDS) " descriptor in one request";
+		}
+	}
+	if (msg->msg_flags & MSG_CTRUNC)
+		c->fd_error = "control message truncated: too many descriptors in one request";
+}
+
+/* Read what is there. Returns 1 when the request is complete (newline or end of stream),
+ * 0 when more is to come, -1 when the client is gone or broke the protocol (why set). */
+static int client_read(struct ctl_client *c, const char **why)
+{
+	for (int round = 0; round < 64; round++) {
+		if (c->len + 1 >= CTL_MAX_REQUEST) {
+			*why = "request longer than " STR(CTL_MAX_REQUEST) " bytes";
+			return -1;
+		}
+		union {
+			char b[CMSG_SPACE(CTL_CMSG_FDS * sizeof(int))];
+			struct cmsghdr align;
+		} u;
+		struct iovec iov = {.iov_base = c->buf + c->len, .iov_len = CTL_MAX_REQUEST - 1 - c->len};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+				     .msg_controllen = sizeof(u.b)};
+		ssize_t n = recvmsg(c->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n < 0 && is_again(errno))
+			return 0;
+		if (n < 0) {
+			*why = strerror(errno);
+			return -1;
+		}
+		client_take_fds(c, &msg);
+		if (n == 0)
+			return 1;
+		c->len += (size_t)n;
+		if (memchr(c->buf + c->len - (size_t)n, '\n', (size_t)n))
+			return 1;
+	}
+	return 0; /* fair to the others: the rest comes on the next turn */
+}
+
+/* Write what the socket takes. Returns 1 when all is written, 0 for later, -1 on error. */
+static int client_write(struct ctl_client *c)
+{
+	while (c->off < c->out.len) {
+		ssize_t n = send(c->fd, c->out.s + c->off, c->out.len - c->off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && is_again(errno))
+			return 0;
+		if (n < 0)
+			return -1;
+		c->off += (size_t)n;
+	}
+	return 1;
+}
+
+static int dispatch(struct ctl_server *s, struct ctl_client *c, struct sbuf *body)
+{
+	if (c->fd_error) {
+		sbuf_printf(body, "%s\n", c->fd_error);
+		return 2;
+	}
+	c->buf[c->len] = 0;
+	char *nl = strchr(c->buf, '\n');
+	if (nl)
+		*nl = 0;
+	if (!c->buf[0]) {
+		sbuf_puts(body, "no request\n");
+		return 2;
+	}
+	struct request r = {.fd = c->nfds == 1 ? c->fds[0] : -1};
+	c->nfds = 0; /* r.fd is closed below unless a handler kept it */
 	int status = 2;
-	if (read_request(fd, buf, CTL_MAX_REQUEST, &r.fd) <= 0) {
-		sbuf_puts(&body, "no request\n");
-	} else if (parse_request(buf, &r, &body) == 0) {
+	if (parse_request(c->buf, &r, body) == 0) {
 		size_t i;
 		for (i = 0; i < ARRAY_SIZE(handlers); i++)
 			if (strcmp(handlers[i].verb, r.verb) == 0)
 				break;
 		if (i < ARRAY_SIZE(handlers))
-			status = handlers[i].fn(s->agent, &r, &body);
+			status = handlers[i].fn(s->agent, &r, body);
 		else
-			sbuf_printf(&body, "unknown request \"%s\"\n", r.verb);
+			sbuf_printf(body, "unknown request \"%s\"\n", r.verb);
 	}
 	if (r.fd >= 0)
 		close(r.fd);
-	char head[32];
-	int hl = snprintf(head, sizeof(head), "status %d\n", status);
-	if (write(fd, head, (size_t)hl) == hl && body.len) {
-		size_t off = 0;
-		while (off < body.len) {
-			ssize_t n = write(fd, body.s + off, body.len - off);
-			if (n <= 0)
-				break;
-			off += (size_t)n;
-		}
-	}
+	return status;
+}
+
+/* The request is in: answer it and switch the client to writing. */
+static void client_answer(struct ctl_client *c)
+{
+	struct ctl_server *s = c->server;
+	struct sbuf body;
+	sbuf_init(&body);
+	int status = dispatch(s, c, &body);
+	client_close_fds(c);
+	sbuf_printf(&c->out, "status %d\n", status);
+	if (body.len)
+		sbuf_append(&c->out, body.s, body.len);
 	sbuf_free(&body);
-	free(buf);
-	close(fd);
+	c->writing = true;
+	int w = client_write(c);
+	if (w != 0) {
+		client_free(c);
+		return;
+	}
+	loop_io_mod(s->agent->loop, &c->io, EPOLLOUT);
+	loop_timer_arm(s->agent->loop, &c->timer, CTL_REPLY_MS);
+}
+
+static void client_on_io(struct loop_io *io, uint32_t events)
+{
+	(void)events;
+	struct ctl_client *c = container_of(io, struct ctl_client, io);
+	if (c->writing) {
+		if (client_write(c) != 0)
+			client_free(c);
+		return;
+	}
+	const char *why = NULL;
+	int r = client_read(c, &why);
+	if (r < 0)
+		client_drop(c, why);
+	else if (r > 0 || c->fd_error)
+		client_answer(c);
+}
+
+static void client_on_timer(struct loop_timer *t)
+{
+	struct ctl_client *c = container_of(t, struct ctl_client, timer);
+	client_drop(c, c->writing ? "answer not taken within " STR(CTL_REPLY_MS) " ms"
+				  : "no complete request within " STR(CTL_REQUEST_MS) " ms");
+}
+
+static void client_new(struct ctl_server *s, int fd)
+{
+	if (s->n_clients >= CTL_MAX_CLIENTS)
+		client_drop(s->head, CTL_BUSY ": " STR(CTL_MAX_CLIENTS) " clients open; the "
+					     "oldest made room for a newer one");
+	struct ctl_client *c = xcalloc(1, sizeof(*c));
+	c->server = s;
+	c->fd = fd;
+	c->pid = peer_pid(fd);
+	c->buf = xmalloc(CTL_MAX_REQUEST);
+	sbuf_init(&c->out);
+	loop_io_init(&c->io);
+	loop_timer_init(&c->timer, client_on_timer);
+	c->pprev = s->tail;
+	*s->tail = c;
+	s->tail = &c->next;
+	s->n_clients++;
+	if (loop_io_add(s->agent->loop, &c->io, fd, EPOLLIN, client_on_io) < 0) {
+		log_warn("control socket: epoll: %s", strerror(errno));
+		client_free(c);
+		return;
+	}
+	loop_timer_arm(s->agent->loop, &c->timer, CTL_REQUEST_MS);
+	client_on_io(&c->io, EPOLLIN); /* moatctl's request is usually there already */
 }
 
 static void on_accept(struct loop_io *io, uint32_t events)
 {
 	(void)events;
 	struct ctl_server *s = container_of(io, struct ctl_server, io);
-	for (int i = 0; i < 16; i++) {
-		int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC);
+	for (int i = 0; i < CTL_ACCEPT_BATCH; i++) {
+		int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (fd < 0)
 			return;
-		serve_one(s, fd);
+		client_new(s, fd);
 	}
 }
 
@@ -516,6 +705,7 @@ struct ctl_server *ctl_server_new(struct agent *a, const char *path, struct err 
 	s->agent = a;
 	s->fd = fd;
 	s->path = xstrdup(path);
+	s->tail = &s->head;
 	loop_io_init(&s->io);
 	if (loop_io_add(a->loop, &s->io, fd, EPOLLIN, on_accept) < 0) {
 		err_set(e, "control socket: epoll: %s", strerror(errno));
@@ -531,6 +721,8 @@ void ctl_server_free(struct ctl_server *s)
 {
 	if (!s)
 		return;
+	while (s->head)
+		client_free(s->head);
 	loop_io_del(s->agent->loop, &s->io);
 	close(s->fd);
 	unlink(s->path);

@@ -523,6 +523,13 @@ static bool parse_bind(const char *text, uint16_t port, struct sockaddr_storage 
 	return false;
 }
 
+bool http_bind_addr_valid(const char *text)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	return text && *text && parse_bind(text, 0, &ss, &len);
+}
+
 static int open_listener(struct http_server *s, const char *bind_addr, uint16_t port,
 			 struct err *e)
 {

@@ -22,6 +22,8 @@ struct http_response {
 typedef void (*http_handler)(void *arg, const char *method, const char *path, const char *query,
 			     struct http_response *resp);
 
+/* Whether text is a bind address http_server_new takes ("0.0.0.0", "::1", "[::1]"). */
+bool http_bind_addr_valid(const char *text);
 /* bind_addr: "0.0.0.0", "127.0.0.1", "::" ... */
 struct http_server *http_server_new(struct loop *l, const char *bind_addr, uint16_t port,
 				    http_handler h, void *arg, struct err *e);

@@ -40,6 +40,7 @@ struct agent_opts {
 	bool transparent;        /* preserve client source addresses upstream (IP_TRANSPARENT) */
 	int pool_idle_ms;        /* release idle HBONE connections after this */
 	uint16_t metrics_port, admin_port, ready_port;
+	const char *metrics_addr; /* --metrics-addr (0.0.0.0) */
 	bool cleanup;            /* --cleanup: remove capture, pins and records, then exit */
 };
 
@@ -87,6 +88,7 @@ struct pod {
 	uint32_t workload_id, identity_id;
 	struct listener out4, out6, hbone4, hbone6, plain4, plain6;
 	bool transparent_ok;       /* policy routing for IP_TRANSPARENT is in place */
+	int fwmark_accept_was;     /* the pod's tcp_fwmark_accept before moat; -1 unknown */
 	struct pod *next;
 };
 
@@ -184,6 +186,7 @@ struct enroll_req {
 	int netns_fd;             /* owned by the request until enroll succeeds */
 	const char *netns_path;   /* where the netns can be opened again (restart), or NULL */
 	struct mc_labels labels;  /* extra labels (no WorkloadEntry) */
+	const char *fwmark_accept_was; /* from the enrollment record (restart), or NULL */
 };
 int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e);
 int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err *e);

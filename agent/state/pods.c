@@ -19,6 +19,8 @@
 #include "state/agent.h"
 #include "state/tproxy.h"
 
+#define DATAPLANE_MODE_LABEL "istio.io/dataplane-mode"
+
 static bool dns_label(const char *s)
 {
 	size_t n = strlen(s);
@@ -269,6 +271,126 @@ static const char *pod_addrs_str(const struct pod *p, char *buf, size_t len)
 	return buf;
 }
 
+/* istio.io/dataplane-mode as Istio reads it for a pod: the workload's labels (its
+ * WorkloadEntry's, else the enroll request's), else its Namespace's. */
+static const char *dataplane_mode(const struct agent *a, const struct enroll_req *r,
+				  const struct mc_workload *we)
+{
+	const char *mode = we ? mc_label_get(&we->labels, DATAPLANE_MODE_LABEL)
+			      : mc_label_get(&r->labels, DATAPLANE_MODE_LABEL);
+	if (!mode && we)
+		mode = mc_label_get(&we->meta.labels, DATAPLANE_MODE_LABEL);
+	if (!mode) {
+		const struct mc_namespace *ns = mc_namespace_by_name(a->cfg, r->ns);
+		mode = ns ? mc_label_get(&ns->meta.labels, DATAPLANE_MODE_LABEL) : NULL;
+	}
+	return mode;
+}
+
+/* Requests refused before anything changes: the node's own netns (capturing it would capture
+ * the node, moatd included), a netns that is already another pod's, and pods that opted out
+ * of the mesh (istio.io/dataplane-mode: none, as istio-cni skips them). */
+static int enroll_refusal(struct agent *a, const struct enroll_req *r, uint64_t cookie,
+			  struct err *e)
+{
+	uint64_t own = 0;
+	int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	bool known = self >= 0 && netns_cookie_of(self, &own, e) == 0;
+	if (self >= 0)
+		close(self);
+	if (!known)
+		return err_wrap(e, "enroll %s/%s: cannot tell the node's own network namespace",
+				r->ns, r->name);
+	if (cookie == own)
+		return err_set(e, "enroll %s/%s: refused: that is the node's own network namespace "
+				  "(moatd's), not a pod's", r->ns, r->name);
+	for (struct pod *p = a->pods; p; p = p->next)
+		if (p->netns_cookie == cookie && !(strcmp(p->ns, r->ns) == 0 &&
+						   strcmp(p->name, r->name) == 0))
+			return err_set(e, "enroll %s/%s: refused: that network namespace is pod %s's",
+				       r->ns, r->name, p->key);
+	const struct mc_workload *we = mc_workload_by_name(a->cfg, r->ns, r->name);
+	const char *mode = dataplane_mode(a, r, we);
+	if (mode && strcmp(mode, "none") == 0) {
+		if (we)
+			return err_set(e, "enroll %s/%s: refused: its WorkloadEntry (%s:%d) opts out "
+					  "of the mesh (%s: none)", r->ns, r->name, we->meta.file,
+				       we->meta.line, DATAPLANE_MODE_LABEL);
+		return err_set(e, "enroll %s/%s: refused: it opts out of the mesh (%s: none)",
+			       r->ns, r->name, DATAPLANE_MODE_LABEL);
+	}
+	return 0;
+}
+
+static struct pod *pod_new(struct agent *a, const struct enroll_req *r, uint64_t cookie)
+{
+	struct pod *p = xcalloc(1, sizeof(*p));
+	p->agent = a;
+	p->ns = xstrdup(r->ns);
+	p->name = xstrdup(r->name);
+	p->key = xasprintf("%s/%s", r->ns, r->name);
+	p->fs_key = xasprintf("%s_%s", r->ns, r->name);
+	p->cgroup_path = xstrdup(r->cgroup_path);
+	p->netns_cookie = cookie;
+	p->netns_fd = -1;
+	p->cgroup_fd = -1;
+	p->fwmark_accept_was = -1;
+	snprintf(p->ifname, sizeof(p->ifname), "%s", r->ifname ? r->ifname : "eth0");
+	struct listener *ls[] = {&p->out4, &p->out6, &p->hbone4, &p->hbone6, &p->plain4, &p->plain6};
+	for (size_t i = 0; i < ARRAY_SIZE(ls); i++)
+		ls[i]->fd = -1;
+	return p;
+}
+
+/* Everything that can fail without touching shared state (maps, pins, the pod list): its
+ * cgroup, its facts, its identity, its listeners inside its own netns. On failure nothing
+ * else changed, so a running pod of the same name keeps working. */
+static int pod_prepare(struct agent *a, struct pod *p, struct enroll_req *r, struct err *e)
+{
+	p->cgroup_fd = open(r->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (p->cgroup_fd < 0)
+		return err_set(e, "enroll %s: open cgroup %s: %s", p->key, r->cgroup_path,
+			       strerror(errno));
+	p->netns_fd = r->netns_fd;
+	r->netns_fd = -1;
+	if (pod_identify(a, p, r, e) < 0)
+		return -1;
+	p->workload_id = intern_id(&a->workload_ids, p->key);
+	p->identity_id = intern_id(&a->identity_ids, p->spiffe_id);
+	if (identity_acquire(a->ids, p->spiffe_id, e) < 0)
+		return err_wrap(e, "enroll %s: identity %s", p->key, p->spiffe_id);
+	if (pod_open_listeners(a, p, e) < 0) {
+		identity_release(a->ids, p->spiffe_id);
+		return -1;
+	}
+	return 0;
+}
+
+/* Policy routing, plaintext steering and capture: the steps that change the node. */
+static int pod_commit(struct agent *a, struct pod *p, struct enroll_req *r, struct err *e)
+{
+	p->transparent_ok = a->opts.transparent &&
+			    tproxy_setup(p->netns_fd, r->fwmark_accept_was, &p->fwmark_accept_was,
+					 e) == 0;
+	if (a->opts.transparent && !p->transparent_ok) {
+		log_warn("pod %s: client source addresses will not be preserved: %s", p->key, e->msg);
+		tproxy_teardown(p->netns_fd, p->fwmark_accept_was); /* what the setup did so far */
+	}
+	if (pod_plain_listeners_put(a, p, e) < 0)
+		goto fail;
+	if (dataplane_attach_pod(a->dp, p->fs_key, p->cgroup_fd, p->netns_fd, p->ifname, e) < 0) {
+		pod_plain_listeners_del(a, p);
+		err_wrap(e, "enroll %s", p->key);
+		goto fail;
+	}
+	return 0;
+fail:
+	if (p->transparent_ok)
+		tproxy_teardown(p->netns_fd, p->fwmark_accept_was);
+	identity_release(a->ids, p->spiffe_id);
+	return -1;
+}
+
 int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e)
 {
 	if (!dns_label(r->ns) || !dns_label(r->name))
@@ -286,55 +408,23 @@ int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e)
 		log_info("pod %s already enrolled with this network namespace", old->key);
 		return 0;
 	}
+	if (enroll_refusal(a, r, cookie, e) < 0)
+		return -1;
+	struct pod *p = pod_new(a, r, cookie);
+	if (pod_prepare(a, p, r, e) < 0) {
+		if (old)
+			err_wrap(e, "enroll refused, %s keeps running as it was", old->key);
+		pod_free(a, p);
+		return -1;
+	}
 	if (old) {
 		log_info("pod %s enrolled again with a new network namespace: replacing", old->key);
 		agent_unenroll(a, r->ns, r->name, NULL);
 	}
-	struct pod *p = xcalloc(1, sizeof(*p));
-	p->agent = a;
-	p->ns = xstrdup(r->ns);
-	p->name = xstrdup(r->name);
-	p->key = xasprintf("%s/%s", r->ns, r->name);
-	p->fs_key = xasprintf("%s_%s", r->ns, r->name);
-	p->cgroup_path = xstrdup(r->cgroup_path);
-	p->netns_cookie = cookie;
-	p->netns_fd = -1;
-	p->cgroup_fd = -1;
-	snprintf(p->ifname, sizeof(p->ifname), "%s", r->ifname ? r->ifname : "eth0");
-	struct listener *ls[] = {&p->out4, &p->out6, &p->hbone4, &p->hbone6, &p->plain4, &p->plain6};
-	for (size_t i = 0; i < ARRAY_SIZE(ls); i++)
-		ls[i]->fd = -1;
-	p->cgroup_fd = open(r->cgroup_path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (p->cgroup_fd < 0) {
-		err_set(e, "enroll %s: open cgroup %s: %s", p->key, r->cgroup_path, strerror(errno));
-		goto fail;
-	}
-	p->netns_fd = r->netns_fd;
-	r->netns_fd = -1;
-	if (pod_identify(a, p, r, e) < 0)
-		goto fail;
-	p->workload_id = intern_id(&a->workload_ids, p->key);
-	p->identity_id = intern_id(&a->identity_ids, p->spiffe_id);
-	if (identity_acquire(a->ids, p->spiffe_id, e) < 0) {
-		err_wrap(e, "enroll %s: identity %s", p->key, p->spiffe_id);
-		goto fail;
-	}
-	if (pod_open_listeners(a, p, e) < 0) {
-		identity_release(a->ids, p->spiffe_id);
-		goto fail;
-	}
-	p->transparent_ok = a->opts.transparent && tproxy_setup(p->netns_fd, e) == 0;
-	if (a->opts.transparent && !p->transparent_ok)
-		log_warn("pod %s: client source addresses will not be preserved: %s", p->key, e->msg);
-	if (pod_plain_listeners_put(a, p, e) < 0) {
-		identity_release(a->ids, p->spiffe_id);
-		goto fail;
-	}
-	if (dataplane_attach_pod(a->dp, p->fs_key, p->cgroup_fd, p->netns_fd, p->ifname, e) < 0) {
-		pod_plain_listeners_del(a, p);
-		identity_release(a->ids, p->spiffe_id);
-		err_wrap(e, "enroll %s", p->key);
-		goto fail;
+	if (pod_commit(a, p, r, e) < 0) {
+		pod_free(a, p);
+		agent_sync_dataplane(a);
+		return -1;
 	}
 	p->next = a->pods;
 	a->pods = p;
@@ -348,9 +438,6 @@ int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e)
 		 p->entry ? "" : " (no WorkloadEntry: facts from the enroll request)");
 	agent_sync_dataplane(a);
 	return 0;
-fail:
-	pod_free(a, p);
-	return -1;
 }
 
 int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err *e)
@@ -368,7 +455,7 @@ int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err
 	dataplane_detach_pod(a->dp, p->fs_key, p->netns_fd, p->ifname);
 	dataplane_pod_del(a->dp, p->netns_cookie);
 	pod_plain_listeners_del(a, p);
-	tproxy_teardown(p->netns_fd);
+	tproxy_teardown(p->netns_fd, p->fwmark_accept_was);
 	hbone_pool_drop_pod(a->pool, p);
 	inbound_drop_pod(a, p);
 	identity_release(a->ids, p->spiffe_id);

@@ -7,6 +7,8 @@
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -98,7 +100,27 @@ static int write_sysctl(const char *path, const char *value, struct err *e)
 	return 0;
 }
 
-int tproxy_setup(int netns_fd, struct err *e)
+#define FWMARK_ACCEPT "/proc/sys/net/ipv4/tcp_fwmark_accept"
+
+static int read_sysctl_int(const char *path)
+{
+	char buf[16] = {0};
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	return n > 0 && buf[0] >= '0' && buf[0] <= '9' ? atoi(buf) : -1;
+}
+
+static int parse_recorded(const char *recorded)
+{
+	if (!recorded || !*recorded || strspn(recorded, "0123456789") != strlen(recorded))
+		return -1;
+	return atoi(recorded);
+}
+
+int tproxy_setup(int netns_fd, const char *recorded, int *was, struct err *e)
 {
 	int saved;
 	if (netns_enter(netns_fd, &saved, e) < 0)
@@ -109,8 +131,12 @@ int tproxy_setup(int netns_fd, struct err *e)
 		err_set(e, "netlink socket: %s", strerror(errno));
 		goto out;
 	}
-	/* sysctls under /proc/sys/net belong to the netns of the thread that opens them. */
-	if (write_sysctl("/proc/sys/net/ipv4/tcp_fwmark_accept", "1", e) < 0)
+	/* sysctls under /proc/sys/net belong to the netns of the thread that opens them. The value
+	 * before moat is kept so that unenroll puts it back. */
+	*was = parse_recorded(recorded);
+	if (*was < 0)
+		*was = read_sysctl_int(FWMARK_ACCEPT);
+	if (write_sysctl(FWMARK_ACCEPT, "1", e) < 0)
 		goto out;
 	if (rule(fd, AF_INET, true, e) < 0 || local_route(fd, AF_INET, true, e) < 0)
 		goto out;
@@ -125,7 +151,7 @@ out:
 	return rc;
 }
 
-void tproxy_teardown(int netns_fd)
+void tproxy_teardown(int netns_fd, int was)
 {
 	struct err e;
 	int saved;
@@ -138,6 +164,11 @@ void tproxy_teardown(int netns_fd)
 		rule(fd, AF_INET6, false, &e);
 		local_route(fd, AF_INET6, false, &e);
 		close(fd);
+	}
+	if (was >= 0) {
+		char v[16];
+		snprintf(v, sizeof(v), "%d", was);
+		write_sysctl(FWMARK_ACCEPT, v, &e);
 	}
 	netns_leave(saved);
 }

@@ -12,7 +12,10 @@
 #define TPROXY_TABLE 539
 #define TPROXY_PRIO  1000
 
-int tproxy_setup(int netns_fd, struct err *e);
-void tproxy_teardown(int netns_fd);
+/* recorded: the pod's tcp_fwmark_accept before moat, as an enrollment record kept it (an
+ * agent taking a pod back), or NULL to read it now. *was receives the value to restore. */
+int tproxy_setup(int netns_fd, const char *recorded, int *was, struct err *e);
+/* Remove the rules and routes and put tcp_fwmark_accept back to was (when >= 0). */
+void tproxy_teardown(int netns_fd, int was);
 
 #endif

@@ -585,3 +585,16 @@ TEST(http_free_with_open_connections)
 	client_fini(&b);
 	ctx_fini(&c);
 }
+
+TEST(http_bind_addr_valid_takes_ip_addresses_only)
+{
+	CHECK(http_bind_addr_valid("0.0.0.0"));
+	CHECK(http_bind_addr_valid("127.0.0.1"));
+	CHECK(http_bind_addr_valid("::1"));
+	CHECK(http_bind_addr_valid("[::1]"));
+	CHECK(!http_bind_addr_valid(""));
+	CHECK(!http_bind_addr_valid(NULL));
+	CHECK(!http_bind_addr_valid("localhost"));
+	CHECK(!http_bind_addr_valid("127.0.0.1:15020"));
+	CHECK(!http_bind_addr_valid("10.0.0.256"));
+}

@@ -60,7 +60,11 @@ int cmd_enroll(int argc, char **argv)
 		case 'i': args[n++] = (struct ctl_arg){"interface", optarg}; break;
 		case 'h':
 			printf("usage: moatctl enroll --netns PATH --cgroup PATH --namespace NS --name NAME\n"
-			       "       [--service-account SA] [--label k=v]... [--interface IF]\n");
+			       "       [--service-account SA] [--label k=v]... [--interface IF]\n"
+			       "Refused: the node's own netns, another pod's netns, and pods labelled\n"
+			       "istio.io/dataplane-mode=none (WorkloadEntry, --label or Namespace).\n"
+			       "Enrolling a running pod again with another netns replaces it only if\n"
+			       "the new enrollment succeeds.\n");
 			return 0;
 		default: return 2;
 		}
