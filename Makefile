@@ -24,6 +24,7 @@ SKELS     := $(BPF_SRC:bpf/%.bpf.c=$(BUILD)/skel/%.skel.h)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 LIB_SAN   := $(LIB_SRC:%.c=$(BUILD)/san/%.o)
 HELPERS   := $(HELPER_SRC:tests/tools/%.c=$(BUILD)/tests/%)
+BENCH_TOOL := $(BUILD)/bench/moat-bench
 
 WARN      := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-missing-field-initializers
 CPPFLAGS  := -D_GNU_SOURCE -Iinclude -Iagent -Itests/framework -I$(BUILD)/skel
@@ -42,7 +43,7 @@ all:
 	@bash scripts/deps.sh
 	@$(MAKE) --no-print-directory build
 
-build: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/tests/unit_tests $(BUILD)/tests/bpf_tests $(HELPERS)
+build: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/tests/unit_tests $(BUILD)/tests/bpf_tests $(HELPERS) $(BENCH_TOOL)
 
 deps:
 	@bash scripts/deps.sh
@@ -57,10 +58,11 @@ demo:
 	@$(MAKE) --no-print-directory build
 	@bash demo/run
 
+# `make bench QUICK=1`: one short round (a smoke run of the harness).
 bench:
-	@bash scripts/deps.sh
+	@bash scripts/deps.sh bench
 	@$(MAKE) --no-print-directory build
-	@bash bench/run
+	@QUICK=$(QUICK) bash bench/run
 
 clean:
 	rm -rf $(BUILD)
@@ -106,6 +108,11 @@ $(BUILD)/tests/bpf_tests: $(BPFT_SRC:%.c=$(BUILD)/obj/%.o) $(TESTFW_SRC:%.c=$(BU
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libmoat.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The bench's measuring tool: libc only.
+$(BENCH_TOOL): bench/moat-bench.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpthread
 
 $(BUILD)/bpf $(BUILD)/skel $(BUILD)/obj $(BUILD)/san $(BUILD)/tests:
 	@mkdir -p $@

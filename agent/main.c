@@ -40,6 +40,23 @@ static const char usage[] =
 	"  --log-level LEVEL   debug, info, warn, error (info)\n"
 	"  --node NAME         node name shown by moatctl status\n"
 	"  --pool-idle SECONDS release idle HBONE connections after this (300)\n"
+	"HBONE deadlines (SECONDS may have decimals; 0 turns off any but the first) and caps:\n"
+	"  --hbone-response-timeout SECONDS\n"
+	"                      reset a CONNECT whose response has not come after this (10)\n"
+	"  --hbone-suspect SECONDS\n"
+	"                      a CONNECT waiting this long makes its pooled connection suspect:\n"
+	"                      PING at once, no new streams on it until answered (2)\n"
+	"  --stream-idle SECONDS\n"
+	"                      reset established streams carrying no byte either way (0: never)\n"
+	"  --inbound-idle SECONDS\n"
+	"                      close accepted HBONE connections without streams (600)\n"
+	"  --max-pending-per-destination N\n"
+	"                      CONNECTs awaiting a response per destination address (256)\n"
+	"  --max-pending-per-pod N\n"
+	"                      CONNECTs awaiting a response per source pod (1024)\n"
+	"  --pool-max-connections N\n"
+	"                      pooled HBONE connections per pod and destination, 100 streams\n"
+	"                      each (64); beyond the caps new connections are refused (RST)\n"
 	"  --no-transparent    do not preserve client source addresses towards apps\n"
 	"  --tls12             also accept TLS 1.2 on HBONE (TLS 1.3 only by default)\n"
 	"  --metrics-port N    Prometheus metrics on :N/metrics (15020)\n"
@@ -70,10 +87,34 @@ static int parse_port(const char *s, uint16_t *out)
 	return 0;
 }
 
+/* "2", "0.5": seconds to milliseconds. */
+static int parse_seconds_ms(const char *s, int *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0 && v <= 86400))
+		return -1;
+	*out = (int)(v * 1000 + 0.5);
+	return 0;
+}
+
+static int parse_count(const char *s, int *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 1 || v > 1000000)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct agent_opts *o)
 {
 	enum { O_STATE = 256, O_BPF, O_CA, O_BUNDLE, O_TTL, O_RESOLV, O_ACCESS, O_LEVEL, O_NODE,
-	       O_IDLE, O_NOTP, O_TLS12, O_MPORT, O_APORT, O_RPORT, O_CLEANUP, O_MADDR };
+	       O_IDLE, O_NOTP, O_TLS12, O_MPORT, O_APORT, O_RPORT, O_CLEANUP, O_MADDR, O_RESP,
+	       O_SUSPECT, O_SIDLE, O_IIDLE, O_PDEST, O_PPOD, O_PCONNS };
 	static const struct option opts[] = {
 		{"config", required_argument, 0, 'c'},   {"state-dir", required_argument, 0, O_STATE},
 		{"bpf-dir", required_argument, 0, O_BPF}, {"ca", required_argument, 0, O_CA},
@@ -87,6 +128,13 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		{"ready-port", required_argument, 0, O_RPORT}, {"help", no_argument, 0, 'h'},
 		{"cleanup", no_argument, 0, O_CLEANUP},
 		{"metrics-addr", required_argument, 0, O_MADDR},
+		{"hbone-response-timeout", required_argument, 0, O_RESP},
+		{"hbone-suspect", required_argument, 0, O_SUSPECT},
+		{"stream-idle", required_argument, 0, O_SIDLE},
+		{"inbound-idle", required_argument, 0, O_IIDLE},
+		{"max-pending-per-destination", required_argument, 0, O_PDEST},
+		{"max-pending-per-pod", required_argument, 0, O_PPOD},
+		{"pool-max-connections", required_argument, 0, O_PCONNS},
 		{0, 0, 0, 0},
 	};
 	*o = (struct agent_opts){
@@ -96,14 +144,20 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		.svid_ttl = 86400,
 		.transparent = true,
 		.pool_idle_ms = 300000,
+		.hbone_response_ms = 10000,
+		.hbone_suspect_ms = 2000,
+		.inbound_idle_ms = 600000,
+		.max_pending_dest = 256,
+		.max_pending_pod = 1024,
+		.pool_max_conns = 64,
 		.metrics_port = 15020,
 		.metrics_addr = "0.0.0.0",
 		.admin_port = 15000,
 		.ready_port = 15021,
 	};
 	static char log_level[16] = "info";
-	int c;
-	while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+	int c, option_index = 0;
+	while ((c = getopt_long(argc, argv, "c:h", opts, &option_index)) != -1) {
 		switch (c) {
 		case 'c': o->config_dir = optarg; break;
 		case O_STATE: o->state_dir = optarg; break;
@@ -144,6 +198,32 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 			}
 			o->metrics_addr = optarg;
 			break;
+		case O_RESP:
+		case O_SUSPECT:
+		case O_SIDLE:
+		case O_IIDLE: {
+			int *dst = c == O_RESP ? &o->hbone_response_ms
+				 : c == O_SUSPECT ? &o->hbone_suspect_ms
+				 : c == O_SIDLE ? &o->stream_idle_ms : &o->inbound_idle_ms;
+			if (parse_seconds_ms(optarg, dst) < 0 || (c == O_RESP && *dst == 0)) {
+				fprintf(stderr, "moatd: --%s %s: expected seconds, %s..86400\n",
+					opts[option_index].name, optarg, c == O_RESP ? "0.001" : "0");
+				return -1;
+			}
+			break;
+		}
+		case O_PDEST:
+		case O_PPOD:
+		case O_PCONNS: {
+			int *dst = c == O_PDEST ? &o->max_pending_dest
+				 : c == O_PPOD ? &o->max_pending_pod : &o->pool_max_conns;
+			if (parse_count(optarg, dst) < 0) {
+				fprintf(stderr, "moatd: --%s %s: expected a number 1..1000000\n",
+					opts[option_index].name, optarg);
+				return -1;
+			}
+			break;
+		}
 		case 'h': fputs(usage, stdout); exit(0);
 		default: fputs(usage, stderr); return -1;
 		}
@@ -184,6 +264,7 @@ static void http_metrics(void *arg, const char *method, const char *path, const 
 	struct metric_labels none = {0}, eng = {0};
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_connections", &none, conns);
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_streams", &none, streams);
+	metrics_gauge_set(a->metrics, "moat_hbone_pool_waiting", &none, hbone_pool_waiting(a->pool));
 	metric_label(&eng, "engine", "userspace-openssl");
 	metrics_gauge_set(a->metrics, "moat_relay_engine", &eng, 1);
 	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -369,6 +450,10 @@ static void describe_metrics(struct metrics *m)
 			 "1 when the kernel accepted TCP_ULP \"tls\" at start-up");
 	metrics_describe(m, "moat_hbone_pool_connections", "gauge", "Pooled HBONE connections");
 	metrics_describe(m, "moat_hbone_pool_streams", "gauge", "Streams on pooled HBONE connections");
+	metrics_describe(m, "moat_hbone_pool_waiting", "gauge",
+			 "CONNECTs on pooled HBONE connections still awaiting their response");
+	metrics_describe(m, "moat_hbone_streams_refused_total", "counter",
+			 "New outbound HBONE connections refused by a cap (reason)");
 }
 
 static int start_http(struct agent *a, struct err *e)

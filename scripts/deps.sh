@@ -12,6 +12,10 @@ RUN_PKGS=(iproute2 procps psmisc util-linux openssl curl socat netcat-openbsd ip
 # puts a kernel into the host's /boot and /lib/modules; that is harmless here (these machines
 # boot their own kernel, not from /boot): the layer only reads those files.
 RUN_PKGS+=(qemu-system-x86 linux-image-amd64 busybox-static cpio)
+# `deps.sh bench` (bench/run): also the peers `make bench` measures moat against and the
+# profiler; `make test` does not need them.
+BENCH_PKGS=(haproxy stunnel4 linux-perf)
+[ "${1:-}" = bench ] && RUN_PKGS+=("${BENCH_PKGS[@]}")
 
 missing=()
 for p in "${BUILD_PKGS[@]}" "${RUN_PKGS[@]}"; do

@@ -254,10 +254,18 @@ bool addr_port_parse(const char *text, struct moat_addr *out, uint16_t *port)
 	}
 	if (!addr_parse(host, out))
 		return false;
-	char *end;
-	errno = 0;
-	long p = strtol(colon + 1, &end, 10);
-	if (errno || *end || end == colon + 1 || p < 1 || p > 65535)
+	/* Strict decimal: digits only, no sign, no space, no leading zero ("08080" is not a
+	 * port an HBONE peer may send: strtol alone would take it, and "+8080" too). */
+	const char *d = colon + 1;
+	long p = 0;
+	if (*d == '0' || !*d)
+		return false;
+	for (; *d; d++) {
+		if (*d < '0' || *d > '9' || p > 65535)
+			return false;
+		p = p * 10 + (*d - '0');
+	}
+	if (p < 1 || p > 65535)
 		return false;
 	*port = (uint16_t)p;
 	return true;

@@ -32,7 +32,13 @@ struct h2stream {
 	bool remote_eof; /* END_STREAM received: shut the socket's write side once drained */
 	bool shut_wr;
 	bool failed;
+	bool responded; /* client: the final response arrived */
+	bool watch_hup; /* client: watch the app's socket for FIN/HUP while waiting */
+	bool rst_by_us; /* we (or nghttp2 for us) sent RST_STREAM */
 	int fd;
+	uint64_t opened_ms, last_io_ms;
+	struct loop_timer wait_timer; /* client: response deadline and suspicion */
+	struct loop_timer idle_timer; /* established: no bytes either way */
 	struct loop_io io;
 	uint8_t *pend; /* peer data the socket has not taken yet */
 	size_t pend_len, pend_off;
@@ -66,6 +72,11 @@ struct h2conn {
 	struct loop_timer ping_timer, handshake_timer, resume_timer;
 	struct h2stream *streams;
 	int n_streams;
+	int n_waiting;  /* client streams without their final response */
+	bool suspect;   /* a stream waited past limits.suspect_ms; cleared by a PING answer */
+	struct h2_limits limits;
+	char ng_error[200];    /* nghttp2's last word on a peer's protocol error */
+	char *goaway_why;      /* why a GOAWAY with an error code was sent or received */
 	const struct h2conn_ops *ops;
 	void *owner;
 	char peer_id[SPIFFE_ID_MAX];
@@ -79,6 +90,8 @@ static void conn_flush(struct h2conn *c);
 static void conn_update_interest(struct h2conn *c);
 static void stream_check_done(struct h2stream *s);
 static void stream_on_io(struct loop_io *io, uint32_t events);
+static void stream_wait_tick(struct loop_timer *t);
+static void stream_idle_tick(struct loop_timer *t);
 
 /* ---- helpers ---- */
 
@@ -113,7 +126,10 @@ static struct h2stream *stream_new(struct h2conn *c, int fd)
 	s->conn = c;
 	s->id = -1;
 	s->fd = fd;
+	s->opened_ms = s->last_io_ms = now_ms();
 	loop_io_init(&s->io);
+	loop_timer_init(&s->wait_timer, stream_wait_tick);
+	loop_timer_init(&s->idle_timer, stream_idle_tick);
 	s->next = c->streams;
 	if (c->streams)
 		c->streams->prev = s;
@@ -194,6 +210,10 @@ static void stream_check_done(struct h2stream *s)
 				    .status = s->status};
 	if (c->ng && s->id > 0)
 		nghttp2_session_set_stream_user_data(c->ng, s->id, NULL);
+	loop_timer_cancel(c->loop, &s->wait_timer);
+	loop_timer_cancel(c->loop, &s->idle_timer);
+	if (c->role == H2_CLIENT && !s->responded)
+		c->n_waiting--;
 	stream_unlink(s);
 	if (s->ops && s->ops->on_close)
 		s->ops->on_close(s, s->user, &st, s->failed ? (s->error ? s->error : "reset") : NULL);
@@ -215,6 +235,8 @@ static void stream_update_io(struct h2stream *s)
 		ev |= EPOLLIN;
 	if (s->pend_len > s->pend_off)
 		ev |= EPOLLOUT;
+	if (s->watch_hup)
+		ev |= EPOLLRDHUP;
 	struct loop *l = s->conn->loop;
 	if (!ev)
 		loop_io_del(l, &s->io);
@@ -254,6 +276,9 @@ static ssize_t stream_deliver(struct h2stream *s, const uint8_t *data, size_t le
 			return -1;
 		}
 	}
+	s->from_peer += done; /* counted once it reached the socket: what the app got */
+	if (done > 0)
+		s->last_io_ms = now_ms();
 	if (done < len) {
 		/* Compact what is still pending to the front, then append. */
 		size_t rest = len - done, live = s->pend_len - s->pend_off;
@@ -288,6 +313,9 @@ static void stream_drain_pending(struct h2stream *s)
 		stream_fail(s, NGHTTP2_CONNECT_ERROR);
 		return;
 	}
+	s->from_peer += wrote;
+	if (wrote)
+		s->last_io_ms = now_ms();
 	if (wrote && c->ng && s->ng_open)
 		nghttp2_session_consume(c->ng, s->id, wrote);
 	if (s->pend_off == s->pend_len) {
@@ -300,11 +328,36 @@ static void stream_drain_pending(struct h2stream *s)
 	stream_check_done(s);
 }
 
+/* The app's socket saw FIN (or worse) while the stream waits for the CONNECT response. A
+ * hang-up or error means the app is gone; a FIN alone may be a half-close (the app sent its
+ * request and waits for the answer), so the owner is asked. An app that left must not keep
+ * the stream, its fd and a slot of the pending caps until the response deadline. */
+static void stream_app_hangup(struct h2stream *s, uint32_t events)
+{
+	bool gone = (events & (EPOLLHUP | EPOLLERR)) ||
+		    (s->ops && s->ops->local_gone && s->ops->local_gone(s, s->user, s->fd));
+	s->watch_hup = false;
+	if (!gone) {
+		stream_update_io(s); /* half-closed: keep waiting, the deadline still applies */
+		return;
+	}
+	stream_set_error(s, "the app closed its connection while the CONNECT waited %llu ms for "
+			    "a response",
+			 (unsigned long long)(now_ms() - s->opened_ms));
+	stream_fail(s, NGHTTP2_CANCEL);
+}
+
 static void stream_on_io(struct loop_io *io, uint32_t events)
 {
 	struct h2stream *s = container_of(io, struct h2stream, io);
 	struct h2conn *c = s->conn;
 	conn_enter(c);
+	if (s->watch_hup && (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+		stream_app_hangup(s, events);
+		conn_flush(c);
+		conn_leave(c);
+		return;
+	}
 	/* HUP/ERR are answered by the next read or write, which reports what happened. */
 	if ((events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && s->pend_len > s->pend_off)
 		stream_drain_pending(s);
@@ -314,6 +367,89 @@ static void stream_on_io(struct loop_io *io, uint32_t events)
 		if (s->ng_open)
 			nghttp2_session_resume_data(c->ng, s->id);
 	}
+	conn_flush(c);
+	conn_leave(c);
+}
+
+/* ---- deadlines ---- */
+
+static void conn_send_ping(struct h2conn *c)
+{
+	if (c->ping_outstanding || c->state != C_OPEN)
+		return;
+	nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL);
+	c->ping_outstanding = true;
+	c->ping_sent_ms = now_ms();
+}
+
+/* A stream waited past the suspicion deadline: the connection may have gone silent (peer
+ * gone without FIN). New streams go elsewhere until it answers a PING. */
+static void conn_suspect(struct h2conn *c, uint64_t waited)
+{
+	if (c->suspect || c->state != C_OPEN)
+		return;
+	c->suspect = true;
+	log_info("HBONE %s: a CONNECT waited %llu ms for its response: no new streams on this "
+		 "connection until it answers a PING",
+		 c->desc, (unsigned long long)waited);
+	conn_send_ping(c);
+}
+
+static void stream_arm_wait(struct h2stream *s)
+{
+	struct h2conn *c = s->conn;
+	uint64_t waited = now_ms() - s->opened_ms, next = UINT64_MAX;
+	if (c->limits.response_ms > 0)
+		next = (uint64_t)c->limits.response_ms > waited ? c->limits.response_ms - waited : 0;
+	if (!c->suspect && c->limits.suspect_ms > 0 && waited < (uint64_t)c->limits.suspect_ms &&
+	    (uint64_t)c->limits.suspect_ms - waited < next)
+		next = c->limits.suspect_ms - waited;
+	if (next != UINT64_MAX)
+		loop_timer_arm(c->loop, &s->wait_timer, next);
+}
+
+static void stream_wait_tick(struct loop_timer *t)
+{
+	struct h2stream *s = container_of(t, struct h2stream, wait_timer);
+	struct h2conn *c = s->conn;
+	conn_enter(c);
+	uint64_t waited = now_ms() - s->opened_ms;
+	if (c->limits.response_ms > 0 && waited >= (uint64_t)c->limits.response_ms) {
+		stream_set_error(s, "no response to CONNECT within %d ms", c->limits.response_ms);
+		stream_fail(s, NGHTTP2_CANCEL);
+	} else {
+		if (c->limits.suspect_ms > 0 && waited >= (uint64_t)c->limits.suspect_ms)
+			conn_suspect(c, waited);
+		stream_arm_wait(s);
+	}
+	conn_flush(c);
+	conn_leave(c);
+}
+
+static void stream_arm_idle(struct h2stream *s)
+{
+	struct h2conn *c = s->conn;
+	s->last_io_ms = now_ms();
+	if (c->limits.stream_idle_ms > 0)
+		loop_timer_arm(c->loop, &s->idle_timer, (uint64_t)c->limits.stream_idle_ms);
+}
+
+/* Re-armed lazily: bytes only move last_io_ms, the timer checks it when it fires. */
+static void stream_idle_tick(struct loop_timer *t)
+{
+	struct h2stream *s = container_of(t, struct h2stream, idle_timer);
+	struct h2conn *c = s->conn;
+	uint64_t idle = now_ms() - s->last_io_ms, limit = (uint64_t)c->limits.stream_idle_ms;
+	if (limit == 0)
+		return;
+	if (idle < limit) {
+		loop_timer_arm(c->loop, &s->idle_timer, limit - idle);
+		return;
+	}
+	conn_enter(c);
+	stream_set_error(s, "idle: no bytes either way for %llu ms (stream idle deadline)",
+			 (unsigned long long)idle);
+	stream_fail(s, NGHTTP2_CANCEL);
 	conn_flush(c);
 	conn_leave(c);
 }
@@ -338,6 +474,7 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 		ssize_t n = recv(s->fd, buf, len, 0);
 		if (n > 0) {
 			s->to_peer += (uint64_t)n;
+			s->last_io_ms = now_ms();
 			return n;
 		}
 		if (n == 0) {
@@ -454,10 +591,16 @@ static void server_request(struct h2conn *c, struct h2stream *s)
 static void client_response(struct h2conn *c, struct h2stream *s)
 {
 	int status = s->status;
+	s->responded = true;
+	c->n_waiting--;
+	loop_timer_cancel(c->loop, &s->wait_timer);
+	s->watch_hup = false;
+	stream_update_io(s);
 	if (s->ops && s->ops->on_response)
 		s->ops->on_response(s, s->user, status);
 	if (status == 200) {
 		s->relaying = true;
+		stream_arm_idle(s);
 		if (s->ng_open)
 			nghttp2_session_resume_data(c->ng, s->id);
 		return;
@@ -473,10 +616,19 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 	struct h2conn *c = arg;
 	if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK)) {
 		c->ping_outstanding = false;
+		if (c->suspect)
+			log_info("HBONE %s answered the PING: usable again", c->desc);
+		c->suspect = false;
 		return 0;
 	}
 	if (f->hd.type == NGHTTP2_GOAWAY) {
 		c->goaway = true;
+		if (f->goaway.error_code != NGHTTP2_NO_ERROR && !c->goaway_why)
+			c->goaway_why = xasprintf("peer sent GOAWAY (%s)%s%.*s",
+						  nghttp2_http2_strerror(f->goaway.error_code),
+						  f->goaway.opaque_data_len ? ": " : "",
+						  (int)(f->goaway.opaque_data_len > 200 ? 200 : f->goaway.opaque_data_len),
+						  (const char *)f->goaway.opaque_data);
 		return 0;
 	}
 	struct h2stream *s = stream_of(ng, f->hd.stream_id);
@@ -485,7 +637,10 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
 	if (f->hd.type == NGHTTP2_HEADERS) {
 		if (c->role == H2_SERVER && f->headers.cat == NGHTTP2_HCAT_REQUEST)
 			server_request(c, s);
-		else if (c->role == H2_CLIENT && f->headers.cat == NGHTTP2_HCAT_RESPONSE)
+		else if (c->role == H2_CLIENT && !s->responded && s->status >= 100 && s->status < 200)
+			s->status = 0; /* interim (1xx): the final response follows (RFC 9113 8.1) */
+		else if (c->role == H2_CLIENT && !s->responded &&
+			 (f->headers.cat == NGHTTP2_HCAT_RESPONSE || f->headers.cat == NGHTTP2_HCAT_HEADERS))
 			client_response(c, s);
 	}
 	if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
@@ -507,7 +662,6 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
 		nghttp2_session_consume(ng, id, len);
 		return 0;
 	}
-	s->from_peer += len;
 	ssize_t n = stream_deliver(s, data, len);
 	if (n < 0) {
 		stream_set_error(s, "write to local socket: %s", strerror(errno));
@@ -527,9 +681,20 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
 	if (!s)
 		return 0;
 	s->ng_open = false;
-	bool refused_by_us = s->conn->role == H2_SERVER && s->status && s->status != 200;
+	struct h2conn *c = s->conn;
+	bool refused_by_us = c->role == H2_SERVER && s->status && s->status != 200;
 	if (code != NGHTTP2_NO_ERROR && !refused_by_us) {
-		stream_set_error(s, "stream reset by peer (HTTP/2 error %s)",
+		if (s->rst_by_us)
+			stream_set_error(s, "moatd reset the stream (HTTP/2 error %s)%s%s",
+					 nghttp2_http2_strerror(code), c->ng_error[0] ? ": " : "",
+					 c->ng_error);
+		else
+			stream_set_error(s, "stream reset by peer (HTTP/2 error %s)",
+					 nghttp2_http2_strerror(code));
+		stream_close_fd(s, true);
+	} else if (c->role == H2_CLIENT && !s->responded) {
+		stream_set_error(s, "stream closed before a response (%s, HTTP/2 error %s)",
+				 s->rst_by_us ? "reset by moatd" : "by the peer",
 				 nghttp2_http2_strerror(code));
 		stream_close_fd(s, true);
 	} else if (!s->local_eof && s->fd >= 0 && s->relaying) {
@@ -539,6 +704,81 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
 	}
 	stream_maybe_shut_wr(s);
 	stream_check_done(s);
+	return 0;
+}
+
+/* nghttp2's own account of a peer's protocol error ("PUSH_PROMISE: push disabled"), kept
+ * for the GOAWAY or RST_STREAM it sends next. */
+static int on_ng_error(nghttp2_session *ng, int lib_error, const char *msg, size_t len, void *arg)
+{
+	(void)ng;
+	(void)lib_error;
+	struct h2conn *c = arg;
+	snprintf(c->ng_error, sizeof(c->ng_error), "%.*s", (int)len, msg);
+	return 0;
+}
+
+static const char *frame_name(uint8_t type)
+{
+	static const char *names[] = {"DATA",          "HEADERS", "PRIORITY", "RST_STREAM",
+				      "SETTINGS",      "PUSH_PROMISE", "PING", "GOAWAY",
+				      "WINDOW_UPDATE", "CONTINUATION"};
+	return type < ARRAY_SIZE(names) ? names[type] : "unknown";
+}
+
+static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int lib_error, void *arg)
+{
+	(void)ng;
+	struct h2conn *c = arg;
+	snprintf(c->ng_error, sizeof(c->ng_error), "invalid %s frame from the peer on stream %d: %s",
+		 frame_name(f->hd.type), f->hd.stream_id, nghttp2_strerror(lib_error));
+	return 0;
+}
+
+/* When nghttp2 gave no message (e.g. HPACK decoding failed), the error code says enough. */
+static const char *goaway_meaning(uint32_t code)
+{
+	switch (code) {
+	case NGHTTP2_COMPRESSION_ERROR:
+		return "the peer's header block could not be decoded (bad HPACK, or a header field "
+		       "over 64 KiB)";
+	case NGHTTP2_FLOW_CONTROL_ERROR:
+		return "the peer overflowed a flow-control window";
+	case NGHTTP2_FRAME_SIZE_ERROR:
+		return "the peer sent a frame of a size HTTP/2 does not allow";
+	default:
+		return "HTTP/2 protocol error by the peer";
+	}
+}
+
+/* What we send that ends something is remembered with its reason: a GOAWAY with an error
+ * code becomes the connection's teardown reason; an RST_STREAM is ours, not the peer's. */
+static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *arg)
+{
+	struct h2conn *c = arg;
+	if (f->hd.type == NGHTTP2_GOAWAY && f->goaway.error_code != NGHTTP2_NO_ERROR &&
+	    !c->goaway_why) {
+		/* Without a callback's message, nghttp2's GOAWAY debug data says why. */
+		int dl = (int)(f->goaway.opaque_data_len > 200 ? 200 : f->goaway.opaque_data_len);
+		if (!c->ng_error[0] && dl > 0)
+			snprintf(c->ng_error, sizeof(c->ng_error), "%.*s", dl,
+				 (const char *)f->goaway.opaque_data);
+		c->goaway_why = xasprintf("moatd sent GOAWAY (%s): %s",
+					  nghttp2_http2_strerror(f->goaway.error_code),
+					  c->ng_error[0] ? c->ng_error
+							 : goaway_meaning(f->goaway.error_code));
+		log_warn("HBONE %s: %s", c->desc, c->goaway_why);
+	} else if (f->hd.type == NGHTTP2_RST_STREAM) {
+		struct h2stream *s = stream_of(ng, f->hd.stream_id);
+		if (s) {
+			s->rst_by_us = true;
+			if (c->ng_error[0] && !s->error)
+				stream_set_error(s, "moatd reset the stream (HTTP/2 error %s): %s",
+						 nghttp2_http2_strerror(f->rst_stream.error_code),
+						 c->ng_error);
+			c->ng_error[0] = 0; /* used up: a later reset must not inherit it */
+		}
+	}
 	return 0;
 }
 
@@ -572,6 +812,9 @@ static int session_new(struct h2conn *c)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	nghttp2_session_callbacks_set_data_source_read_length_callback(cb, read_length_cb);
+	nghttp2_session_callbacks_set_error_callback2(cb, on_ng_error);
+	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
 	if (nghttp2_option_new(&opt) != 0) {
 		nghttp2_session_callbacks_del(cb);
 		return -1;
@@ -592,6 +835,8 @@ static void conn_teardown(struct h2conn *c, const char *why)
 {
 	if (c->state == C_CLOSED)
 		return;
+	if (!why)
+		why = c->goaway_why; /* an "orderly" end after a GOAWAY with an error code */
 	c->state = C_CLOSED;
 	loop_timer_cancel(c->loop, &c->ping_timer);
 	loop_timer_cancel(c->loop, &c->handshake_timer);
@@ -624,6 +869,7 @@ static void conn_free(struct h2conn *c)
 	if (c->ops->on_closed)
 		c->ops->on_closed(c, c->dead_why);
 	free(c->dead_why);
+	free(c->goaway_why);
 	free(c);
 }
 
@@ -704,9 +950,10 @@ static void conn_read(struct h2conn *c)
 		if (n > 0) {
 			ssize_t used = nghttp2_session_mem_recv(c->ng, buf, (size_t)n);
 			if (used < 0) {
-				char msg[160];
-				snprintf(msg, sizeof(msg), "HTTP/2 protocol error: %s",
-					 nghttp2_strerror((int)used));
+				char msg[400];
+				snprintf(msg, sizeof(msg), "HTTP/2 protocol error: %s%s%s",
+					 nghttp2_strerror((int)used), c->ng_error[0] ? ": " : "",
+					 c->ng_error);
 				/* Let nghttp2 tell the peer (GOAWAY) before we go. */
 				conn_flush(c);
 				conn_teardown(c, msg);
@@ -754,9 +1001,7 @@ static void ping_tick(struct loop_timer *t)
 	if (c->ping_outstanding && now_ms() - c->ping_sent_ms >= H2_PING_TIMEOUT_MS) {
 		conn_teardown(c, "PING not answered in 20 s");
 	} else if (!c->ping_outstanding) {
-		nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, NULL);
-		c->ping_outstanding = true;
-		c->ping_sent_ms = now_ms();
+		conn_send_ping(c);
 		conn_flush(c);
 	}
 	if (c->state == C_OPEN)
@@ -841,6 +1086,8 @@ struct h2conn *h2conn_new(struct loop *l, enum h2_role role, int fd, SSL_CTX *ct
 	c->fd = fd;
 	c->ops = ops;
 	c->owner = owner;
+	c->limits = (struct h2_limits){.response_ms = H2_RESPONSE_TIMEOUT_MS,
+				       .suspect_ms = H2_SUSPECT_MS};
 	snprintf(c->desc, sizeof(c->desc), "%s", desc);
 	loop_io_init(&c->io);
 	loop_timer_init(&c->ping_timer, ping_tick);
@@ -921,7 +1168,17 @@ bool h2conn_ready(const struct h2conn *c)
 
 bool h2conn_usable(const struct h2conn *c)
 {
-	return c->state != C_CLOSED && !c->goaway && !c->dead;
+	return c->state != C_CLOSED && !c->goaway && !c->dead && !c->suspect;
+}
+
+int h2conn_waiting(const struct h2conn *c)
+{
+	return c->n_waiting;
+}
+
+void h2conn_set_limits(struct h2conn *c, const struct h2_limits *l)
+{
+	c->limits = *l;
 }
 
 void h2conn_shutdown(struct h2conn *c)
@@ -971,6 +1228,10 @@ struct h2stream *h2conn_open_stream(struct h2conn *c, const char *authority,
 	}
 	s->id = id;
 	s->ng_open = true;
+	c->n_waiting++;
+	s->watch_hup = local_fd >= 0;
+	stream_update_io(s);
+	stream_arm_wait(s);
 	if (c->ops->on_streams)
 		c->ops->on_streams(c, c->n_streams);
 	/* Send from the loop, not from here: no callback may run inside this call. */
@@ -1009,6 +1270,7 @@ int h2stream_accept(struct h2stream *s, int upstream_fd, struct err *e)
 	nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read_cb};
 	s->status = 200;
 	s->relaying = true;
+	stream_arm_idle(s);
 	conn_enter(c);
 	if (nghttp2_submit_response(c->ng, s->id, &nv, 1, &prd) != 0) {
 		stream_set_error(s, "submit 200 failed");

@@ -8,6 +8,8 @@
  *                   not take is copied into a pending buffer, and the stream window is
  *                   consumed (WINDOW_UPDATE) only once bytes reached the socket.
  * TCP FIN <-> END_STREAM, TCP RST <-> RST_STREAM(CONNECT_ERROR), as RFC 9113 8.5 says.
+ * Every wait has a deadline (struct h2_limits); every teardown carries its reason, including
+ * the ones nghttp2 decides itself (its GOAWAY or RST_STREAM on a peer's protocol violation).
  * Settings as ztunnel: stream window 4 MiB, connection window 16 MiB, max frame 1 MiB,
  * server max concurrent streams 200, push disabled; the client PINGs every 10 s and drops a
  * connection whose PING is not answered in 20 s. */
@@ -30,6 +32,18 @@
 #define H2_PING_INTERVAL_MS 10000
 #define H2_PING_TIMEOUT_MS  20000
 #define H2_HANDSHAKE_TIMEOUT_MS 10000
+#define H2_RESPONSE_TIMEOUT_MS  10000
+#define H2_SUSPECT_MS           2000
+
+/* Deadlines for the waits of one connection's streams, in milliseconds (0 = none). Every
+ * wait is bounded, so a destination that stalls cannot hold app sockets (and the agent's fds)
+ * for longer than these. */
+struct h2_limits {
+	int response_ms;    /* client: a CONNECT without its final response is reset after this */
+	int suspect_ms;     /* client: a stream waiting this long makes the connection suspect:
+			     * PING at once, and no new streams on it until the PING is answered */
+	int stream_idle_ms; /* an established stream carrying no byte either way is reset */
+};
 
 struct h2conn;
 struct h2stream;
@@ -67,13 +81,18 @@ struct h2stream_stats {
 };
 
 struct h2stream_ops {
-	/* Client: the response headers arrived. 200 starts the relay; any other status ends the
-	 * stream (on_close follows). */
+	/* Client: the final response arrived (1xx interim responses are skipped, RFC 9113 8.1).
+	 * 200 starts the relay; any other status ends the stream (on_close follows). */
 	void (*on_response)(struct h2stream *s, void *user, int status);
 	/* The stream and its local socket are finished (socket closed by the stream: with RST
 	 * when error != NULL). Called exactly once; the stream is freed after it returns. */
 	void (*on_close)(struct h2stream *s, void *user, const struct h2stream_stats *st,
 			 const char *error);
+	/* Client, optional: the local socket saw the app's FIN while the stream still waits for
+	 * its response. Return true when the app has left (closed its socket) rather than only
+	 * half-closed it: the stream is then reset at once instead of at the response deadline.
+	 * A hang-up or error on the socket resets the stream without asking. */
+	bool (*local_gone)(struct h2stream *s, void *user, int fd);
 };
 
 /* Take ownership of a connected (client) or accepted (server) non-blocking TCP socket and
@@ -87,7 +106,12 @@ const char *h2conn_peer_id(const struct h2conn *c); /* after on_ready */
 const char *h2conn_peer_serial(const struct h2conn *c); /* hex, after on_ready */
 const char *h2conn_desc(const struct h2conn *c);
 int h2conn_streams(const struct h2conn *c);
-bool h2conn_usable(const struct h2conn *c); /* not closing, no GOAWAY */
+bool h2conn_usable(const struct h2conn *c); /* not closing, no GOAWAY, not suspect */
+/* Client streams still waiting for their final response. */
+int h2conn_waiting(const struct h2conn *c);
+/* Replace the deadlines (h2conn_new starts with H2_RESPONSE_TIMEOUT_MS, H2_SUSPECT_MS and
+ * no stream idle deadline); applies to streams opened or established afterwards. */
+void h2conn_set_limits(struct h2conn *c, const struct h2_limits *l);
 bool h2conn_ready(const struct h2conn *c);
 /* Orderly shutdown: GOAWAY, finish open streams, then close. */
 void h2conn_shutdown(struct h2conn *c);

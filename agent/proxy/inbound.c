@@ -26,6 +26,7 @@ struct srv_conn {
 	struct agent *agent;
 	struct pod *pod;
 	struct h2conn *h2;
+	struct loop_timer idle; /* no streams for opts.inbound_idle_ms: GOAWAY */
 	char desc[128];
 	bool ready;
 	struct srv_conn *next;
@@ -108,30 +109,8 @@ static void refuse(struct h2stream *s, struct srv_conn *sc, const struct hbone_r
 	h2stream_respond(s, status);
 }
 
-/* forwarded: for="ip:port" from the source agent names the app's own port: use it when it
- * agrees with the address that connected. */
-static uint16_t forwarded_port(const struct hbone_request *r)
-{
-	if (!r->forwarded)
-		return 0;
-	const char *p = strstr(r->forwarded, "for=");
-	if (!p)
-		return 0;
-	p += 4;
-	char buf[ADDR_STRLEN + 16];
-	size_t n = 0;
-	if (*p == '"')
-		p++;
-	while (*p && *p != '"' && *p != ';' && *p != ',' && n + 1 < sizeof(buf))
-		buf[n++] = *p++;
-	buf[n] = 0;
-	struct moat_addr a;
-	uint16_t port;
-	if (addr_port_parse(buf, &a, &port) && addr_eq(&a, &r->peer_addr))
-		return port;
-	return 0;
-}
-
+/* The source is the verified TLS connection's address and port. The `forwarded` header is
+ * the peer's claim about itself, so it never names the source in a record. */
 static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_request *r)
 {
 	struct srv_conn *sc = h2conn_owner(h);
@@ -178,7 +157,7 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 			.src_workload = src_name,
 			.src_identity = r->peer_id,
 			.src = &r->peer_addr,
-			.sport = forwarded_port(r) ? forwarded_port(r) : r->peer_port,
+			.sport = r->peer_port,
 			.dst = &dst,
 			.dport = dport,
 			.dst_workload = p->key,
@@ -191,8 +170,7 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 		return;
 	}
 	struct conn *c = conn_new(a, CONN_INBOUND, PATH_HBONE, p);
-	uint16_t sport = forwarded_port(r);
-	conn_set_src(c, &r->peer_addr, sport ? sport : r->peer_port, src_name, r->peer_id);
+	conn_set_src(c, &r->peer_addr, r->peer_port, src_name, r->peer_id);
 	conn_set_dst(c, &dst, dport, p->key, p->spiffe_id);
 	conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
 	c->stream = s;
@@ -208,10 +186,37 @@ static void srv_ready(struct h2conn *h)
 		  h2conn_peer_serial(h));
 }
 
+/* A connection that carries no stream for inbound_idle_ms is closed (GOAWAY), so a peer
+ * cannot hold the agent's fds with connections it never uses. */
+static void srv_idle(struct loop_timer *t)
+{
+	struct srv_conn *sc = container_of(t, struct srv_conn, idle);
+	if (h2conn_streams(sc->h2) > 0)
+		return;
+	log_info("HBONE %s: closed: no streams for %d ms (--inbound-idle)", sc->desc,
+		 sc->agent->opts.inbound_idle_ms);
+	h2conn_shutdown(sc->h2);
+}
+
+static void srv_arm_idle(struct srv_conn *sc, int n_streams)
+{
+	struct loop *l = sc->agent->loop;
+	if (n_streams == 0 && sc->agent->opts.inbound_idle_ms > 0)
+		loop_timer_arm(l, &sc->idle, (uint64_t)sc->agent->opts.inbound_idle_ms);
+	else
+		loop_timer_cancel(l, &sc->idle);
+}
+
+static void srv_streams(struct h2conn *h, int n)
+{
+	srv_arm_idle(h2conn_owner(h), n);
+}
+
 static void srv_closed(struct h2conn *h, const char *why)
 {
 	struct srv_conn *sc = h2conn_owner(h);
 	struct agent *a = sc->agent;
+	loop_timer_cancel(a->loop, &sc->idle);
 	if (why && !sc->ready)
 		log_warn("HBONE %s: refused: %s", sc->desc, why);
 	else if (why)
@@ -228,6 +233,7 @@ static const struct h2conn_ops srv_ops = {
 	.on_request = on_request,
 	.on_ready = srv_ready,
 	.on_closed = srv_closed,
+	.on_streams = srv_streams,
 };
 
 void inbound_hbone_accept(struct agent *a, struct listener *l)
@@ -238,9 +244,7 @@ void inbound_hbone_accept(struct agent *a, struct listener *l)
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("accept on 15008 of pod %s: %s", p->key, strerror(errno));
+			listener_accept_failed(a, l, errno);
 			return;
 		}
 		struct moat_addr peer;
@@ -248,6 +252,7 @@ void inbound_hbone_accept(struct agent *a, struct listener *l)
 		addr_from_sockaddr((struct sockaddr *)&ss, &peer, &pport);
 		sock_nodelay(fd); /* HTTP/2 frames are small and latency-bound: no Nagle */
 		struct srv_conn *sc = xcalloc(1, sizeof(*sc));
+		loop_timer_init(&sc->idle, srv_idle);
 		sc->agent = a;
 		sc->pod = p;
 		char ps[ADDR_STRLEN + 8];
@@ -263,6 +268,9 @@ void inbound_hbone_accept(struct agent *a, struct listener *l)
 			free(sc);
 			continue;
 		}
+		struct h2_limits lim = agent_h2_limits(a);
+		h2conn_set_limits(sc->h2, &lim);
+		srv_arm_idle(sc, 0);
 		sc->next = a->srv_conns;
 		a->srv_conns = sc;
 	}
@@ -343,9 +351,7 @@ void inbound_plain_accept(struct agent *a, struct listener *l)
 	for (int i = 0; i < 64; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("accept on 15006 of pod %s: %s", l->pod->key, strerror(errno));
+			listener_accept_failed(a, l, errno);
 			return;
 		}
 		sock_nodelay(fd);

@@ -26,6 +26,33 @@ static void on_listener(struct loop_io *io, uint32_t events)
 	}
 }
 
+static const char *listener_port(const struct listener *l)
+{
+	return l->kind == LSN_OUTBOUND ? "15001" : l->kind == LSN_HBONE ? "15008" : "15006";
+}
+
+static void listener_resume(struct loop_timer *t)
+{
+	struct listener *l = container_of(t, struct listener, backoff);
+	struct agent *a = l->pod->agent;
+	if (l->fd >= 0 && loop_io_add(a->loop, &l->io, l->fd, EPOLLIN, on_listener) < 0)
+		log_error("listener %s of pod %s: cannot watch it again: %s", listener_port(l),
+			  l->pod->key, strerror(errno));
+}
+
+void listener_accept_failed(struct agent *a, struct listener *l, int err)
+{
+	if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED)
+		return;
+	log_warn("accept on %s of pod %s: %s%s", listener_port(l), l->pod->key, strerror(err),
+		 err == EMFILE || err == ENFILE ? " (out of file descriptors: accepting again in "
+						  "100 ms)" : "");
+	if ((err == EMFILE || err == ENFILE) && !loop_timer_armed(&l->backoff)) {
+		loop_io_del(a->loop, &l->io);
+		loop_timer_arm(a->loop, &l->backoff, 100);
+	}
+}
+
 /* Where each listener binds inside the pod: captured and steered connections arrive on
  * loopback addresses (so nothing outside the pod can dial 15001/15006 directly); HBONE
  * listens on every address of the pod. */
@@ -46,6 +73,7 @@ int listener_open(struct agent *a, struct pod *p, struct listener *l, enum liste
 		  int family, struct err *e)
 {
 	loop_io_init(&l->io);
+	loop_timer_init(&l->backoff, listener_resume);
 	l->fd = -1;
 	l->pod = p;
 	l->kind = (int)kind;
@@ -87,6 +115,7 @@ void listener_close(struct agent *a, struct listener *l)
 {
 	if (l->fd < 0)
 		return;
+	loop_timer_cancel(a->loop, &l->backoff);
 	loop_io_del(a->loop, &l->io);
 	close(l->fd);
 	l->fd = -1;

@@ -17,6 +17,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "proxy/relay.h"
+#include "proxy/sockdiag.h"
 
 static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr *dst,
 		 uint16_t dport, uint16_t sport, const char *dst_name, const char *policy,
@@ -84,9 +85,18 @@ static void hbone_close(struct h2stream *s, void *user, const struct h2stream_st
 		conn_close(c, st->bytes_to_peer, st->bytes_from_peer, error);
 }
 
+/* The app's FIN arrived while its CONNECT waits: reset at once only if it closed for good. */
+static bool hbone_app_gone(struct h2stream *s, void *user, int fd)
+{
+	(void)s;
+	struct conn *c = user;
+	return sockdiag_peer_gone(c->pod->netns_fd, fd) == 1;
+}
+
 static const struct h2stream_ops hbone_ops = {
 	.on_response = hbone_response,
 	.on_close = hbone_close,
+	.local_gone = hbone_app_gone,
 };
 
 static void trace_parent(char *buf, size_t len)
@@ -199,9 +209,7 @@ void outbound_accept(struct agent *a, struct listener *l)
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warn("accept on 15001 of pod %s: %s", l->pod->key, strerror(errno));
+			listener_accept_failed(a, l, errno);
 			return;
 		}
 		struct moat_addr client;

@@ -7,7 +7,9 @@
 
 #include "core/log.h"
 #include "identity/identity.h"
+#include "obs/metrics.h"
 #include "proxy/connector.h"
+#include "proxy/proxy.h"
 
 /* A request waiting for its pooled connection to be connected. */
 struct pending {
@@ -41,6 +43,9 @@ struct pool_conn {
 struct hbone_pool {
 	struct agent *agent;
 	struct pool_conn *conns;
+	/* Refusals are logged at most once a second, with how many the line stands for. */
+	uint64_t refused_logged_ms;
+	uint64_t refused_unlogged;
 };
 
 struct hbone_pool *hbone_pool_new(struct agent *a)
@@ -170,6 +175,10 @@ static void pc_connected(void *arg, int fd, int err_no, const char *error)
 	pc->h2 = ctx ? h2conn_new(a->loop, H2_CLIENT, fd, ctx, pc->dst_id, &pool_conn_ops, pc,
 				  pc->desc, &e)
 		     : NULL;
+	if (pc->h2) {
+		struct h2_limits lim = agent_h2_limits(a);
+		h2conn_set_limits(pc->h2, &lim);
+	}
 	if (!pc->h2) {
 		close(fd);
 		char why[1024];
@@ -199,14 +208,25 @@ static void pc_connected(void *arg, int fd, int err_no, const char *error)
 		pc->queue_tail = &pc->queue;
 }
 
+static bool pc_same_key(const struct pool_conn *pc, const struct pool_req *r)
+{
+	return pc->src == r->src && addr_eq(&pc->dst_ip, &r->dst_ip) &&
+	       strcmp(pc->dst_id, r->dst_id) == 0 && strcmp(pc->src_id, r->src->spiffe_id) == 0;
+}
+
+/* Requests of this connection that have no response yet (queued or on the wire). */
+static int pc_waiting(const struct pool_conn *pc)
+{
+	return pc->n_queued + (pc->h2 ? h2conn_waiting(pc->h2) : 0);
+}
+
 static struct pool_conn *pc_find(struct hbone_pool *p, const struct pool_req *r)
 {
 	SSL_CTX *current = identity_client_ctx(p->agent->ids, r->src->spiffe_id);
 	for (struct pool_conn *pc = p->conns; pc; pc = pc->next) {
 		if (pc->h2 && pc->ctx != current)
 			continue; /* made with a certificate that has since been renewed */
-		if (pc->src != r->src || !addr_eq(&pc->dst_ip, &r->dst_ip) ||
-		    strcmp(pc->dst_id, r->dst_id) != 0 || strcmp(pc->src_id, r->src->spiffe_id) != 0)
+		if (!pc_same_key(pc, r))
 			continue;
 		int load = pc->n_queued + (pc->h2 ? h2conn_streams(pc->h2) : 0);
 		if (pc->h2 && !h2conn_usable(pc->h2))
@@ -262,9 +282,90 @@ static void pc_enqueue(struct pool_conn *pc, const struct pool_req *r)
 	pc->n_queued++;
 }
 
+/* Fail a request before it got anywhere: RST the app and tell its owner why. */
+static void req_fail(const struct pool_req *r, const char *why)
+{
+	struct pending *q = xcalloc(1, sizeof(*q));
+	q->app_fd = r->app_fd;
+	q->ops = r->ops;
+	q->user = r->user;
+	pending_fail(q, why);
+}
+
+static void pool_refuse(struct hbone_pool *p, const struct pool_req *r, const char *reason,
+			const char *why)
+{
+	struct agent *a = p->agent;
+	struct metric_labels l = {0};
+	metric_label(&l, "reason", reason);
+	metrics_counter_add(a->metrics, "moat_hbone_streams_refused_total", &l, 1);
+	uint64_t now = now_ms();
+	if (now - p->refused_logged_ms >= 1000) {
+		log_warn("HBONE: refused a new connection from pod %s: %s (%llu more refused since "
+			 "the last such line)",
+			 r->src->key, why, (unsigned long long)p->refused_unlogged);
+		p->refused_logged_ms = now;
+		p->refused_unlogged = 0;
+	} else {
+		p->refused_unlogged++;
+	}
+	req_fail(r, why);
+}
+
+/* The caps that keep a stalling destination from exhausting the node: CONNECTs awaiting a
+ * response per destination and per source pod. Returns the refusal reason or NULL. */
+static const char *pool_over_cap(struct hbone_pool *p, const struct pool_req *r, char *why,
+				 size_t len)
+{
+	const struct agent_opts *o = &p->agent->opts;
+	int dest = 0, pod = 0;
+	for (struct pool_conn *pc = p->conns; pc; pc = pc->next) {
+		int w = pc_waiting(pc);
+		if (addr_eq(&pc->dst_ip, &r->dst_ip))
+			dest += w;
+		if (pc->src == r->src)
+			pod += w;
+	}
+	char d[ADDR_STRLEN];
+	addr_str(&r->dst_ip, d, sizeof(d));
+	if (dest >= o->max_pending_dest) {
+		snprintf(why, len, "%d CONNECTs to %s already await a response "
+			 "(--max-pending-per-destination %d)", dest, d, o->max_pending_dest);
+		return "pending_per_destination";
+	}
+	if (pod >= o->max_pending_pod) {
+		snprintf(why, len, "%d CONNECTs from pod %s already await a response "
+			 "(--max-pending-per-pod %d)", pod, r->src->key, o->max_pending_pod);
+		return "pending_per_pod";
+	}
+	return NULL;
+}
+
+static int pc_count_key(const struct hbone_pool *p, const struct pool_req *r)
+{
+	int n = 0;
+	for (const struct pool_conn *pc = p->conns; pc; pc = pc->next)
+		n += pc_same_key(pc, r);
+	return n;
+}
+
 void hbone_pool_submit(struct hbone_pool *p, const struct pool_req *r)
 {
+	char why[400];
+	const char *reason = pool_over_cap(p, r, why, sizeof(why));
+	if (reason) {
+		pool_refuse(p, r, reason, why);
+		return;
+	}
 	struct pool_conn *pc = pc_find(p, r);
+	if (!pc && pc_count_key(p, r) >= p->agent->opts.pool_max_conns) {
+		char d[ADDR_STRLEN];
+		snprintf(why, sizeof(why), "all %d HBONE connections to %s (%s) are full, closing or "
+			 "suspect (--pool-max-connections %d)", pc_count_key(p, r),
+			 addr_str(&r->dst_ip, d, sizeof(d)), r->dst_id, p->agent->opts.pool_max_conns);
+		pool_refuse(p, r, "pool_full", why);
+		return;
+	}
 	if (!pc)
 		pc = pc_create(p, r);
 	if (!pc->h2) {
@@ -273,13 +374,8 @@ void hbone_pool_submit(struct hbone_pool *p, const struct pool_req *r)
 	}
 	loop_timer_cancel(p->agent->loop, &pc->idle);
 	struct err e = {{0}};
-	if (!pc_open(pc, r->authority, r->headers, r->n_headers, r->app_fd, r->ops, r->user, &e)) {
-		struct pending *q = xcalloc(1, sizeof(*q));
-		q->app_fd = r->app_fd;
-		q->ops = r->ops;
-		q->user = r->user;
-		pending_fail(q, e.msg);
-	}
+	if (!pc_open(pc, r->authority, r->headers, r->n_headers, r->app_fd, r->ops, r->user, &e))
+		req_fail(r, e.msg);
 }
 
 void hbone_pool_drop_pod(struct hbone_pool *p, struct pod *pod)
@@ -330,10 +426,20 @@ void hbone_pool_counts(const struct hbone_pool *p, int *conns, int *streams)
 	}
 }
 
+int hbone_pool_waiting(const struct hbone_pool *p)
+{
+	int n = 0;
+	for (const struct pool_conn *pc = p->conns; pc; pc = pc->next)
+		n += pc_waiting(pc);
+	return n;
+}
+
 void hbone_pool_dump(const struct hbone_pool *p, struct sbuf *out)
 {
 	for (const struct pool_conn *pc = p->conns; pc; pc = pc->next)
-		sbuf_printf(out, "%s %s -> %s streams=%d%s\n", pc->desc, pc->src_id, pc->dst_id,
-			    pc->n_queued + (pc->h2 ? h2conn_streams(pc->h2) : 0),
-			    pc->h2 ? (h2conn_ready(pc->h2) ? "" : " (handshaking)") : " (connecting)");
+		sbuf_printf(out, "%s %s -> %s streams=%d waiting=%d%s\n", pc->desc, pc->src_id,
+			    pc->dst_id, pc->n_queued + (pc->h2 ? h2conn_streams(pc->h2) : 0),
+			    pc_waiting(pc),
+			    !pc->h2 ? " (connecting)" : !h2conn_ready(pc->h2) ? " (handshaking)"
+			    : !h2conn_usable(pc->h2) ? " (draining or suspect)" : "");
 }

@@ -32,6 +32,8 @@ void hbone_pool_submit(struct hbone_pool *p, const struct pool_req *r);
 void hbone_pool_drop_pod(struct hbone_pool *p, struct pod *pod);
 /* Pooled connections and streams, for `moatctl status` / metrics. */
 void hbone_pool_counts(const struct hbone_pool *p, int *conns, int *streams);
+/* CONNECTs queued or sent that have no response yet. */
+int hbone_pool_waiting(const struct hbone_pool *p);
 void hbone_pool_dump(const struct hbone_pool *p, struct sbuf *out);
 
 #endif

@@ -6,6 +6,7 @@
 #ifndef MOAT_PROXY_PROXY_H
 #define MOAT_PROXY_PROXY_H
 
+#include "hbone/h2.h"
 #include "state/agent.h"
 
 enum listener_kind { LSN_OUTBOUND = 0, LSN_HBONE = 1, LSN_PLAIN = 2 };
@@ -17,10 +18,22 @@ static inline bool is_agent_port(uint16_t port)
 	       port == MOAT_PORT_HBONE;
 }
 
+/* The HBONE deadlines the agent was started with (moatd --hbone-response-timeout...). */
+static inline struct h2_limits agent_h2_limits(const struct agent *a)
+{
+	return (struct h2_limits){.response_ms = a->opts.hbone_response_ms,
+				  .suspect_ms = a->opts.hbone_suspect_ms,
+				  .stream_idle_ms = a->opts.stream_idle_ms};
+}
+
 /* Open one listener of the pod (bound inside its netns) and watch it. */
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
 		  int family, struct err *e);
 void listener_close(struct agent *a, struct listener *l);
+
+/* accept() failed with err: log it; out of fds (EMFILE/ENFILE), stop watching the listener
+ * for 100 ms instead of spinning on it (the kernel's backlog holds the connections). */
+void listener_accept_failed(struct agent *a, struct listener *l, int err);
 
 /* Accept handlers (called by the listener watcher). */
 void outbound_accept(struct agent *a, struct listener *l);

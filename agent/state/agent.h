@@ -39,6 +39,14 @@ struct agent_opts {
 	bool allow_tls12;
 	bool transparent;        /* preserve client source addresses upstream (IP_TRANSPARENT) */
 	int pool_idle_ms;        /* release idle HBONE connections after this */
+	/* HBONE deadlines and caps (proxy/): every wait is bounded, every backlog capped. */
+	int hbone_response_ms;   /* CONNECT response deadline (client) */
+	int hbone_suspect_ms;    /* a stream waiting this long makes its connection suspect */
+	int stream_idle_ms;      /* established streams without a byte either way (0 = none) */
+	int inbound_idle_ms;     /* accepted HBONE connections without streams */
+	int max_pending_dest;    /* CONNECTs awaiting their response, per destination address */
+	int max_pending_pod;     /* ... per source pod */
+	int pool_max_conns;      /* pooled connections per (pod, identity, destination) */
 	uint16_t metrics_port, admin_port, ready_port;
 	const char *metrics_addr; /* --metrics-addr (0.0.0.0) */
 	bool cleanup;            /* --cleanup: remove capture, pins and records, then exit */
@@ -64,6 +72,7 @@ struct listener {
 	int fd;
 	struct pod *pod;
 	int kind; /* enum listener_kind (proxy/) */
+	struct loop_timer backoff; /* out of fds: accepting paused for a moment */
 };
 
 /* A pod enrolled on this node. Facts come from its WorkloadEntry (looked up again on every

@@ -88,15 +88,12 @@ for fam in 6 4; do
 		dst=$(target $fam "$w")
 		check_connect_ok "IPv$fam: orchestrator-agent -> $dst (${NODE[$w]}) carries 1 MiB each way intact" \
 			orchestrator-agent "$dst" $MIB $MIB
-		# src_addr is the orchestrator's address of that family and its app's own port (the
-		# port of the captured socket, on loopback): it comes from the HBONE forwarded header
-		# (for="[v6]:port" over IPv6), not from the pooled tunnel's connection.
-		app_port=$(jq -r .local <<<"$LAST_PROBE")
-		app_port=${app_port##*:}
+		# src_addr is the verified connection's source: the orchestrator's address of the
+		# family dialed (the port is the tunnel's, never the forwarded header's claim).
 		src=$(target $fam orchestrator-agent)
-		src=${src%:*}:$app_port
-		check "... ${NODE[$w]} logs it inbound over mutual TLS from the orchestrator's verified identity, $src" \
-			access_log_has "${NODE[$w]}" '.type == "connection" and .direction == "inbound" and .dst_addr == $d and .src_addr == $s and .security == "mutual_tls" and .src_identity == $i and .bytes_sent >= '$MIB \
+		src=${src%:*}:
+		check "... ${NODE[$w]} logs it inbound over mutual TLS from the orchestrator's verified identity and ${src}port" \
+			access_log_has "${NODE[$w]}" '.type == "connection" and .direction == "inbound" and .dst_addr == $d and (.src_addr | startswith($s)) and .security == "mutual_tls" and .src_identity == $i and .bytes_sent >= '$MIB \
 			--arg d "$dst" --arg s "$src" --arg i "$orch_id"
 		check "... node1 logs it outbound over HBONE" \
 			access_log_has node1 '.type == "connection" and .direction == "outbound" and .path == "hbone" and .dst_addr == $d and .dst_workload == $w and .bytes_received >= '$MIB \

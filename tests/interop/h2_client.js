@@ -14,10 +14,16 @@
 //   error       every error seen, joined with " | " (a TLS 1.3 client learns that the server
 //               refused its certificate from the alert that follows the handshake)
 //   error_codes Node's error codes, e.g. ERR_SSL_TLSV1_ALERT_UNKNOWN_CA
+//   local_port  the client's TCP port (what the server must log as the source port)
+//   closed_ms   with --idle-only: when the server closed the session (ms after connecting)
+// --forwarded V sends `forwarded: V` (a claim the server must not take as the source).
+// --idle-only opens the session and no stream, and waits for the server to close it: ok when
+// it does within --timeout.
 // Exit status: 0 when ok, 1 otherwise, 2 on bad arguments.
 //
 // usage: node h2_client.js --host IP [--port 15008] --authority IP:PORT [--method CONNECT]
 //        [--cert F --key F] --ca F [--send N] [--expect-echo] [--timeout MS]
+//        [--forwarded VALUE] [--idle-only]
 'use strict';
 const http2 = require('http2');
 const fs = require('fs');
@@ -29,6 +35,7 @@ function args() {
   for (let i = 0; i < v.length; i++) {
     const k = v[i].replace(/^--/, '');
     if (k === 'expect-echo') { a.expectEcho = true; continue; }
+    if (k === 'idle-only') { a.idleOnly = true; continue; }
     if (i + 1 >= v.length) usage(`--${k} needs a value`);
     a[k] = v[++i];
   }
@@ -46,7 +53,8 @@ function usage(why) {
 
 const a = args();
 const out = {ok: false, status: null, tls: null, alpn: null, server_san: null, sent: 0,
-             received: 0, echo_ok: null, error: null, error_codes: []};
+             received: 0, echo_ok: null, error: null, error_codes: [], local_port: null,
+             closed_ms: null};
 const errors = [];
 let done = false;
 
@@ -79,14 +87,27 @@ const host = a.host.includes(':') ? `[${a.host}]` : a.host; // IPv6 in brackets
 const session = http2.connect(`https://${host}:${a.port}`, tls);
 session.on('error', failed);
 session.on('close', () => { if (!done && out.status === null) failed(new Error('session closed before a response')); });
+let connectedAt = 0;
 session.on('connect', (s, sock) => {
+  connectedAt = Date.now();
+  out.local_port = sock.localPort;
   out.tls = sock.getProtocol();
   out.alpn = sock.alpnProtocol || null;
   const peer = sock.getPeerCertificate();
   out.server_san = peer && peer.subjectaltname ? peer.subjectaltname : null;
 });
 
+if (a.idleOnly) {
+  session.removeAllListeners('close');
+  session.on('close', () => {
+    out.closed_ms = connectedAt ? Date.now() - connectedAt : null;
+    out.ok = connectedAt > 0;
+    finish();
+  });
+  return;
+}
 const headers = {':method': a.method, ':authority': a.authority};
+if (a.forwarded) headers.forwarded = a.forwarded;
 if (a.method !== 'CONNECT') { headers[':path'] = '/'; headers[':scheme'] = 'https'; }
 const req = session.request(headers, {endStream: false});
 const payload = crypto.randomBytes(a.send);

@@ -15,17 +15,14 @@
 #include "hbone/h2.h"
 #include "identity/identity.h"
 #include "test.h"
+#include "test_hbone_helpers.h"
 
-#define TD "cluster.local"
-#define CLIENT_ID "spiffe://cluster.local/ns/a/sa/client"
-#define SERVER_ID "spiffe://cluster.local/ns/b/sa/server"
+#define CLIENT_ID HBT_CLIENT_ID
+#define SERVER_ID HBT_SERVER_ID
 
 struct world {
 	struct loop *loop;
-	struct moat_ca *ca;
-	struct svid *csvid, *ssvid;
-	struct bundle *bundle;
-	SSL_CTX *cctx, *sctx;
+	struct hbt_certs certs;
 	struct h2conn *client, *server;
 	int respond_status;  /* server answer: 200 relays to an upstream socketpair */
 	int upstream_app;    /* the app end of the server's upstream socket */
@@ -41,7 +38,6 @@ struct world {
 	bool timed_out;
 };
 
-static int tcp_pair(int sv[2]);
 
 static void stop_if_done(struct world *w)
 {
@@ -77,7 +73,7 @@ static void on_request(struct h2conn *c, struct h2stream *s, const struct hbone_
 		return;
 	}
 	int sp[2];
-	REQUIRE(tcp_pair(sp) == 0);
+	REQUIRE(hbt_tcp_pair(sp) == 0);
 	w->upstream_app = sp[1];
 	struct err e;
 	if (h2stream_accept(s, sp[0], &e) < 0)
@@ -129,32 +125,6 @@ static void on_deadline(struct loop_timer *t)
 	loop_stop(w->loop);
 }
 
-/* A connected TCP pair on 127.0.0.1: unlike socketpair(), it can carry a reset. */
-static int tcp_pair(int sv[2])
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t al = sizeof(a);
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 ||
-	    getsockname(l, (struct sockaddr *)&a, &al) < 0) {
-		if (l >= 0)
-			close(l);
-		return -1;
-	}
-	sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (sv[0] < 0 || connect(sv[0], (struct sockaddr *)&a, sizeof(a)) < 0) {
-		close(l);
-		return -1;
-	}
-	sv[1] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-	close(l);
-	if (sv[1] < 0)
-		return -1;
-	int fl = fcntl(sv[0], F_GETFL);
-	fcntl(sv[0], F_SETFL, fl | O_NONBLOCK);
-	return 0;
-}
-
 static bool world_init(struct world *w)
 {
 	memset(w, 0, sizeof(*w));
@@ -162,24 +132,14 @@ static bool world_init(struct world *w)
 	w->upstream_app = -1;
 	w->respond_status = 200;
 	w->loop = loop_new();
-	w->ca = ca_new_ephemeral(TD, &e);
-	if (!w->ca)
-		return false;
-	w->csvid = ca_mint_svid(w->ca, CLIENT_ID, 3600, &e);
-	w->ssvid = ca_mint_svid(w->ca, SERVER_ID, 3600, &e);
-	w->bundle = bundle_from_cert(ca_root_cert(w->ca), TD, &e);
-	if (!w->csvid || !w->ssvid || !w->bundle)
-		return false;
-	w->cctx = tls_client_ctx(w->csvid, w->bundle, false, &e);
-	w->sctx = tls_server_ctx(w->ssvid, w->bundle, false, &e);
-	if (!w->cctx || !w->sctx)
+	if (!hbt_certs_init(&w->certs))
 		return false;
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sp) < 0)
 		return false;
-	w->client = h2conn_new(w->loop, H2_CLIENT, sp[0], w->cctx, SERVER_ID, &client_ops, w,
+	w->client = h2conn_new(w->loop, H2_CLIENT, sp[0], w->certs.cctx, SERVER_ID, &client_ops, w,
 			       "test client", &e);
-	w->server = h2conn_new(w->loop, H2_SERVER, sp[1], w->sctx, NULL, &server_ops, w,
+	w->server = h2conn_new(w->loop, H2_SERVER, sp[1], w->certs.sctx, NULL, &server_ops, w,
 			       "test server", &e);
 	loop_timer_init(&w->deadline, on_deadline);
 	loop_timer_arm(w->loop, &w->deadline, 20000);
@@ -195,12 +155,7 @@ static void world_free(struct world *w)
 	loop_timer_cancel(w->loop, &w->deadline);
 	if (w->upstream_app >= 0)
 		close(w->upstream_app);
-	SSL_CTX_free(w->cctx);
-	SSL_CTX_free(w->sctx);
-	svid_unref(w->csvid);
-	svid_unref(w->ssvid);
-	bundle_unref(w->bundle);
-	ca_free(w->ca);
+	hbt_certs_free(&w->certs);
 	loop_free(w->loop);
 }
 
@@ -324,7 +279,7 @@ static void poll_server_app(struct loop_timer *t)
 static int open_client_stream(struct world *w, int *app_fd)
 {
 	int ap[2];
-	if (tcp_pair(ap) < 0)
+	if (hbt_tcp_pair(ap) < 0)
 		return -1;
 	const char *headers[] = {"forwarded", "for=\"10.0.0.1:4242\"", "baggage", "k8s.namespace.name=a"};
 	struct err e;
@@ -442,10 +397,10 @@ TEST(hbone_client_rejects_wrong_server_identity)
 	REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sp) == 0);
 	struct err e;
 	w.client_closed = w.server_closed = false;
-	w.client = h2conn_new(w.loop, H2_CLIENT, sp[0], w.cctx,
+	w.client = h2conn_new(w.loop, H2_CLIENT, sp[0], w.certs.cctx,
 			      "spiffe://cluster.local/ns/b/sa/someone-else", &client_ops, &w,
 			      "test client", &e);
-	w.server = h2conn_new(w.loop, H2_SERVER, sp[1], w.sctx, NULL, &server_ops, &w, "test server",
+	w.server = h2conn_new(w.loop, H2_SERVER, sp[1], w.certs.sctx, NULL, &server_ops, &w, "test server",
 			      &e);
 	REQUIRE(w.client && w.server);
 	int app_fd;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4, "Done when" A: seed 000 (agensys-demo-1), the external part, on three nodes with an
+# seed 000 (agensys-demo-1), the external part, on three nodes with an
 # "internet" that serves the four external APIs over real TLS (openssl s_server, a lab CA,
 # certificates for the host names) and a dnsmasq that knows their names.
 #  - MeshConfig REGISTRY_ONLY; the five WorkloadEntries; default deny + the orchestrator's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4, "Done when" B: seed 002 (bookstore) on two nodes, with deploy/examples/bookstore.
+# seed 002 (bookstore) on two nodes, with deploy/examples/bookstore.
 #   node1: infra/bookstore-gateway-istio, ecom/ui-service, ecom/ecom-service, default/test-pod
 #          (service account default), default/outsider (NOT enrolled: a plaintext client)
 #   node2: inventory/inventory-service, inventory/inventory-db, ecom/ecom-db,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4, "Done when" C, D and E, on two nodes with a small shop:
+# Live policy changes and atomic reloads on two nodes with a small shop:
 #   node1: shop/client-a, shop/client-b, other/client-c     node2: shop/server, shop/api,
 #   shop/client-d (a client on the server's own node)
 # C. Live re-check: long-lived inbound connections (socat, kept open) to server:9000; a

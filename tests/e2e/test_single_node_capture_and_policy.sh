@@ -111,7 +111,7 @@ check "moatctl ca init makes a CA" "$MOATCTL" ca init --trust-domain "$TD" --out
 
 # ---------------------------------------------------------------- lab, apps, moatd
 {
-	echo "lab issue2$E2E_RUN_ID"
+	echo "lab single$E2E_RUN_ID"
 	echo "underlay 192.168.78.0/24"
 	echo "node node1 192.168.78.11 10.244.1.0/24"
 	for w in "${ALL[@]}"; do echo "pod node1 $NS/$w ${ADDR[$w]}"; done
