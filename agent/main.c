@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -28,7 +29,8 @@ static const char usage[] =
 	"them with Istio L4 AuthorizationPolicy semantics, and carries them over HBONE\n"
 	"(HTTP/2 CONNECT over mutual TLS 1.3, port 15008).\n"
 	"\n"
-	"  --config DIR        configuration directory (YAML), watched and reloaded on change\n"
+	"  --config DIR        configuration directory (YAML), watched: a file is reloaded when\n"
+	"                      it is closed after writing or renamed in (docs/config.md)\n"
 	"  --state-dir DIR     runtime state and control socket DIR/moatd.sock (/run/moat)\n"
 	"  --bpf-dir DIR       where maps, programs and links are pinned (/sys/fs/bpf/moat)\n"
 	"  --ca DIR            CA directory from `moatctl ca init` (default: a node-local\n"
@@ -70,7 +72,8 @@ static const char usage[] =
 	"\n"
 	"Signals: SIGTERM/SIGINT stop. Enrolled pods stay captured while no agent runs (their\n"
 	"connects are refused: moat fails closed) and the next moatd with the same --state-dir\n"
-	"and --bpf-dir takes them back. SIGHUP reloads the configuration.\n";
+	"and --bpf-dir takes them back. SIGHUP reloads the configuration.\n"
+	"At start the soft open-files limit is raised to the hard limit.\n";
 
 struct main_state {
 	struct agent a;
@@ -267,6 +270,10 @@ static void http_metrics(void *arg, const char *method, const char *path, const 
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_waiting", &none, hbone_pool_waiting(a->pool));
 	metric_label(&eng, "engine", "userspace-openssl");
 	metrics_gauge_set(a->metrics, "moat_relay_engine", &eng, 1);
+	/* counters kept outside the registry: set to their totals */
+	metrics_gauge_set(a->metrics, "moat_log_lines_suppressed_total", &none,
+			  (double)log_suppressed_total());
+	metrics_gauge_set(a->metrics, "moat_accept_pauses_total", &none, (double)a->accept_pauses);
 	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 	metrics_render(a->metrics, &resp->body);
 }
@@ -359,7 +366,7 @@ static void on_signal(struct loop_io *io, uint32_t events)
 	while (read(a->signal_fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGHUP) {
 			log_info("SIGHUP: reloading %s", a->opts.config_dir);
-			agent_config_reload(a);
+			agent_config_reload_async(a);
 		} else {
 			log_info("signal %d: shutting down", si.ssi_signo);
 			loop_stop(a->loop);
@@ -384,6 +391,23 @@ static int setup_signals(struct agent *a, struct err *e)
 }
 
 /* ---- start and stop ---- */
+
+/* Every proxied connection costs descriptors (app socket, tunnel, upstream): take the whole
+ * hard limit rather than fail at a distribution's soft default of 1024. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rlim_t was = rl.rlim_cur;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_warn("open files: cannot raise the soft limit %llu to the hard limit %llu: %s",
+			 (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+	else
+		log_info("open files: soft limit raised from %llu to the hard limit %llu",
+			 (unsigned long long)was, (unsigned long long)rl.rlim_max);
+}
 
 static int load_initial_config(struct agent *a, struct err *e)
 {
@@ -449,6 +473,11 @@ static void describe_metrics(struct metrics *m)
 	metrics_describe(m, "moat_ktls_available", "gauge",
 			 "1 when the kernel accepted TCP_ULP \"tls\" at start-up");
 	metrics_describe(m, "moat_hbone_pool_connections", "gauge", "Pooled HBONE connections");
+	metrics_describe(m, "moat_log_lines_suppressed_total", "counter",
+			 "Identical log lines dropped by the log rate limit");
+	metrics_describe(m, "moat_accept_pauses_total", "counter",
+			 "Times a proxy listener paused accepting after EMFILE, ENFILE, ENOBUFS "
+			 "or ENOMEM");
 	metrics_describe(m, "moat_hbone_pool_streams", "gauge", "Streams on pooled HBONE connections");
 	metrics_describe(m, "moat_hbone_pool_waiting", "gauge",
 			 "CONNECTs on pooled HBONE connections still awaiting their response");
@@ -474,6 +503,7 @@ static int start_http(struct agent *a, struct err *e)
 
 static int agent_start(struct agent *a, struct err *e)
 {
+	raise_fd_limit();
 	/* Privileges and BPF first: nothing else matters without them. */
 	if (dataplane_probe(a->opts.bpf_dir, e) < 0)
 		return -1;
@@ -515,6 +545,7 @@ static int agent_start(struct agent *a, struct err *e)
 static void agent_stop(struct agent *a)
 {
 	a->ready = false;
+	agent_config_watch_stop(a); /* first: a running load is waited for and dropped */
 	ctl_server_free(a->ctl);
 	/* Pods stay captured (pinned links): until an agent takes them back, their connects
 	 * are refused rather than let through. `moatd --cleanup` or unenroll removes capture. */
@@ -539,8 +570,6 @@ static void agent_stop(struct agent *a)
 		metrics_free(a->metrics);
 	if (a->cfg)
 		mesh_config_unref(a->cfg);
-	if (a->inotify_fd > 0)
-		close(a->inotify_fd);
 	if (a->signal_fd > 0)
 		close(a->signal_fd);
 	intern_free(&a->workload_ids);

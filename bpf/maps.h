@@ -24,9 +24,8 @@
  * net/core/dev.c gives lo that index in each new netns), so a constant is exact here. */
 #define MOAT_LOOPBACK_IFINDEX 1
 
-/* sk_lookup steers by pod address; a pod has one IPv4 and one IPv6 address at most today,
- * the margin covers secondary addresses. */
-#define MOAT_PLAIN_LSN_MAX (MOAT_PODS_MAX * 4)
+/* sk_lookup steers by pod address: every address of every pod (declared and learned). */
+#define MOAT_PLAIN_LSN_MAX (MOAT_PODS_MAX * MOAT_POD_ADDRS_MAX)
 
 /* Hash maps written only by moatd are not preallocated: several moatd share one host in the
  * lab and most of these maps stay nearly empty. LRU maps must be preallocated. */
@@ -81,6 +80,14 @@ struct {
 	__type(key, struct moat_workload_key);
 	__type(value, __u64); /* socket fd when written, socket cookie when read */
 } plain_listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MOAT_PODS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct moat_pod_if_key);
+	__type(value, struct moat_pod_if);
+} pod_ifs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -302,21 +302,29 @@ static __always_inline bool parse_ipv6(void *l3, void *end, struct tcp_meta *m)
  * extension headers) + the TCP flags. Pulled only when the head is shorter than that. */
 #define INGRESS_PULL_LEN 128
 
-static __always_inline void emit_plaintext_dropped(const struct tcp_meta *m, __u32 dst_wl)
+/* One drop (TC, sk_lookup) as an event: src/dst as the packet carries them; the caller
+ * sets the workloads. netns_cookie stays 0: bpf_get_netns_cookie is not available to TC
+ * programs on 6.1. */
+static __always_inline void emit_drop(__u32 kind, __u32 reason, const struct tcp_meta *m,
+					 __u32 src_wl, __u32 dst_wl)
 {
-	struct moat_event *ev = event_reserve(MOAT_EV_PLAINTEXT_DROPPED, MOAT_REASON_STRICT_PLAIN);
+	struct moat_event *ev = event_reserve(kind, reason);
 	if (!ev)
 		return;
-	struct moat_workload_key sk = {.addr = m->src};
-	struct moat_workload *src = bpf_map_lookup_elem(&workloads, &sk);
-	ev->src_workload = src ? src->id : 0;
+	ev->src_workload = src_wl;
 	ev->dst_workload = dst_wl;
 	ev->src = m->src;
 	ev->dst = m->dst;
 	ev->src_port = m->sport;
 	ev->dst_port = m->dport;
-	/* netns_cookie stays 0: bpf_get_netns_cookie is not available to TC programs on 6.1. */
 	bpf_ringbuf_submit(ev, 0);
+}
+
+static __always_inline __u32 workload_id_of(const struct moat_addr *a)
+{
+	struct moat_workload_key k = {.addr = *a};
+	struct moat_workload *wl = bpf_map_lookup_elem(&workloads, &k);
+	return wl ? wl->id : 0;
 }
 
 /* Ethernet (veth and lo both carry one) + IPv4/IPv6 + TCP. */
@@ -342,39 +350,167 @@ static __always_inline void pull_headers(struct __sk_buff *skb)
 		bpf_skb_pull_data(skb, len < INGRESS_PULL_LEN ? len : INGRESS_PULL_LEN);
 }
 
+/* pod_wl when the pod behind the interface is known (host side); POD_ANY for the in-pod
+ * fallback, where one program serves every pod and only "some local pod" can be checked. */
+#define POD_ANY 0
+
+/* What may reach a pod: a new TCP connection only to one of the pod's own registered
+ * addresses (an address moat does not know would bypass capture, verdicts and STRICT), and
+ * plaintext only when the port is not STRICT. HBONE (15008) passes to registered addresses
+ * only: nothing legitimate dials HBONE on an address moat never announced. Established
+ * flows and everything that is not TCP pass (the mesh is TCP-only, as ztunnel's is). */
+static __always_inline int judge_to_pod(const struct tcp_meta *m, bool host_side, __u32 ifindex)
+{
+	/* A first fragment cut before the flags could carry a SYN: judged as one (fail closed). */
+	if (m->flags_known && !(m->syn && !m->ack))
+		return TC_ACT_OK;
+	__u32 pod_wl = POD_ANY;
+	if (host_side) {
+		struct moat_pod_if_key k = {.ifindex = ifindex};
+		struct moat_pod_if *pif = bpf_map_lookup_elem(&pod_ifs, &k);
+		/* attached but not named (cannot happen in order): no address is the pod's */
+		pod_wl = pif ? pif->workload : 0xffffffff;
+	}
+	struct moat_workload_key wk = {.addr = m->dst};
+	struct moat_workload *wl = bpf_map_lookup_elem(&workloads, &wk);
+	if (!wl || !(wl->flags & MOAT_WL_LOCAL) || (pod_wl != POD_ANY && wl->id != pod_wl)) {
+		STAT_INC(unknown_dst_dropped);
+		emit_drop(MOAT_EV_UNKNOWN_DST_DROPPED, MOAT_REASON_UNKNOWN_ADDR, m,
+			  workload_id_of(&m->src), pod_wl);
+		return TC_ACT_SHOT;
+	}
+	if (m->dport == MOAT_PORT_HBONE || effective_mtls_mode(wl, m->dport) != MOAT_MTLS_STRICT)
+		return TC_ACT_OK;
+	STAT_INC(plaintext_dropped);
+	emit_drop(MOAT_EV_PLAINTEXT_DROPPED, MOAT_REASON_STRICT_PLAIN, m, workload_id_of(&m->src),
+		  wl->id);
+	return TC_ACT_SHOT;
+}
+
 /* The per-packet decision, on packet pointers read here. A separate (not inlined) function:
  * inlined after bpf_skb_pull_data, clang 14 keeps the context offsets of data/data_end in
  * registers and adds them to the context pointer, which the verifier rejects. */
-static __noinline int ingress_verdict(struct __sk_buff *skb)
+static __noinline int to_pod_verdict(struct __sk_buff *skb, bool host_side)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct tcp_meta m = {};
-	if (!parse_packet(data, end, &m) || m.dport == MOAT_PORT_HBONE)
+	__u32 ifindex = CTX_READ(skb->ifindex); /* read up front: see CTX_READ */
+	if (!parse_packet(data, end, &m))
 		return TC_ACT_OK;
-
-	struct moat_workload_key wk = {.addr = m.dst};
-	struct moat_workload *wl = bpf_map_lookup_elem(&workloads, &wk);
-	if (!wl || !(wl->flags & MOAT_WL_LOCAL))
-		return TC_ACT_OK;
-	if (effective_mtls_mode(wl, m.dport) != MOAT_MTLS_STRICT)
-		return TC_ACT_OK;
-	/* Only connection openings are dropped: established flows (e.g. replies to the pod's
-	 * own outbound connections) pass. A first fragment cut before the flags could carry a
-	 * SYN, so it is dropped too (fail closed). */
-	if (m.flags_known && !(m.syn && !m.ack))
-		return TC_ACT_OK;
-
-	STAT_INC(plaintext_dropped);
-	emit_plaintext_dropped(&m, wl->id);
-	return TC_ACT_SHOT;
+	return judge_to_pod(&m, host_side, ifindex);
 }
 
+/* ================= ingress: TC ingress on the pod interface, inside the pod netns =========
+ * The fallback when the pod's interface has no host-side peer in moatd's netns (see
+ * to_pod): a pod with NET_ADMIN can remove it, and it cannot tell pods apart. */
 SEC("tc")
 int ingress(struct __sk_buff *skb)
 {
 	pull_headers(skb);
-	return ingress_verdict(skb);
+	return to_pod_verdict(skb, false);
+}
+
+/* ================= to_pod: TC egress on the host side of the pod's veth ================= */
+SEC("tc")
+int to_pod(struct __sk_buff *skb)
+{
+	pull_headers(skb);
+	return to_pod_verdict(skb, true);
+}
+
+/* ================= from_pod: TC ingress on the host side of the pod's veth =============== */
+
+#define IPPROTO_ICMPV6_ 58
+#define IPPROTO_HOPOPTS_ 0
+
+struct src_meta {
+	struct tcp_meta m; /* src/dst, and ports when TCP or UDP follows the IP header */
+	__u8 proto;        /* IPv4 protocol / IPv6 next header */
+	bool v6;
+};
+
+static __always_inline void ports_at(void *l4, void *end, __u8 proto, struct tcp_meta *m)
+{
+	__u8 *t = l4;
+	if ((proto != IPPROTO_TCP && proto != IPPROTO_UDP) || (void *)(t + 4) > end)
+		return;
+	m->sport = ((__u16)t[0] << 8) | t[1];
+	m->dport = ((__u16)t[2] << 8) | t[3];
+}
+
+/* Returns false for what is not IP (ARP and the like) or too short to carry addresses. */
+static __always_inline bool parse_src(void *data, void *end, struct src_meta *sm)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return false;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return false;
+		addr_set_v4(&sm->m.src, ip->saddr);
+		addr_set_v4(&sm->m.dst, ip->daddr);
+		sm->proto = ip->protocol;
+		if (ip->ihl >= 5 && !(ip->frag_off & bpf_htons(0x1fff)))
+			ports_at((void *)ip + ip->ihl * 4, end, sm->proto, &sm->m);
+		return true;
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return false;
+		__u32 *s = (__u32 *)&ip6->saddr, *d = (__u32 *)&ip6->daddr;
+		addr_set_v6(&sm->m.src, s[0], s[1], s[2], s[3]);
+		addr_set_v6(&sm->m.dst, d[0], d[1], d[2], d[3]);
+		sm->proto = ip6->nexthdr;
+		sm->v6 = true;
+		ports_at(ip6 + 1, end, sm->proto, &sm->m);
+		return true;
+	}
+	return false;
+}
+
+/* IPv6 neighbour discovery, DAD and MLD come from link-local or unspecified sources
+ * (ICMPv6, MLD behind a hop-by-hop header); they never reach a pod's peers beyond the link. */
+static __always_inline bool v6_link_control(const struct src_meta *sm)
+{
+	const __u32 *w = (const __u32 *)sm->m.src.bytes;
+	bool link_local = sm->m.src.bytes[0] == 0xfe && (sm->m.src.bytes[1] & 0xc0) == 0x80;
+	bool unspecified = (w[0] | w[1] | w[2] | w[3]) == 0;
+	return (link_local || unspecified) &&
+	       (sm->proto == IPPROTO_ICMPV6_ || sm->proto == IPPROTO_HOPOPTS_);
+}
+
+/* Anti-spoofing: what a pod sends must carry one of its own registered addresses as source,
+ * so ipBlocks / source.ip cannot be fooled by a pod with NET_ADMIN or a raw socket. */
+static __noinline int from_pod_verdict(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct src_meta sm = {};
+	if (!parse_src(data, end, &sm))
+		return TC_ACT_OK; /* not IP: ARP */
+	if (sm.v6 && v6_link_control(&sm))
+		return TC_ACT_OK;
+	struct moat_pod_if_key k = {.ifindex = skb->ifindex};
+	struct moat_pod_if *pif = bpf_map_lookup_elem(&pod_ifs, &k);
+	__u32 pod_wl = pif ? pif->workload : 0;
+	struct moat_workload_key wk = {.addr = sm.m.src};
+	struct moat_workload *wl = bpf_map_lookup_elem(&workloads, &wk);
+	if (pif && wl && (wl->flags & MOAT_WL_LOCAL) && wl->id == pod_wl)
+		return TC_ACT_OK;
+	STAT_INC(spoofed_dropped);
+	emit_drop(MOAT_EV_SPOOFED_DROPPED, MOAT_REASON_SPOOFED, &sm.m, pod_wl,
+		  workload_id_of(&sm.m.dst));
+	return TC_ACT_SHOT;
+}
+
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	pull_headers(skb);
+	return from_pod_verdict(skb);
 }
 
 /* ================= lo_ingress: TC on the pod netns' loopback ================= */
@@ -464,12 +600,21 @@ int plain_lookup(struct bpf_sk_lookup *ctx)
 	if (seen_on_lo(&t))
 		return SK_PASS;
 
+	/* Fail closed: without its 15006 listener (moatd down, or the listener gone) plaintext
+	 * must not reach the app past the pod's AuthorizationPolicy. */
 	struct bpf_sock *sk = bpf_map_lookup_elem(&plain_listeners, &wk);
-	if (!sk)
-		return SK_PASS;
-	long err = bpf_sk_assign(ctx, sk, 0);
-	bpf_sk_release(sk);
-	if (err == 0)
+	long err = -1;
+	if (sk) {
+		err = bpf_sk_assign(ctx, sk, 0);
+		bpf_sk_release(sk);
+	}
+	if (err == 0) {
 		STAT_INC(plaintext_redirected);
-	return SK_PASS;
+		return SK_PASS;
+	}
+	STAT_INC(plaintext_no_listener);
+	struct tcp_meta m = {.src = t.src, .dst = t.dst, .sport = t.sport, .dport = t.dport};
+	emit_drop(MOAT_EV_PLAINTEXT_NO_LISTENER, MOAT_REASON_NO_LISTENER, &m,
+		  workload_id_of(&t.src), wl->id);
+	return SK_DROP;
 }

@@ -6,7 +6,7 @@ set -euo pipefail
 BUILD_PKGS=(make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
             libssl-dev libyaml-dev libnghttp2-dev)
 RUN_PKGS=(iproute2 procps psmisc util-linux openssl curl socat netcat-openbsd iperf3
-          tcpdump dnsmasq-base nodejs nghttp2-client ca-certificates jq bc)
+          tcpdump dnsmasq-base nodejs nghttp2-client ca-certificates jq bc python3)
 # The kernel layer (tests/vm/run) boots Debian's own kernel under QEMU: qemu, the kernel
 # image and its modules, busybox-static and cpio for the guest's initramfs. linux-image-amd64
 # puts a kernel into the host's /boot and /lib/modules; that is harmless here (these machines

@@ -197,34 +197,40 @@ static int attach_link(struct dataplane *dp, struct dp_pod *pod, enum dp_link_sl
 	return rc < 0 ? -1 : 0;
 }
 
-static void tc_hook_init(struct bpf_tc_hook *hook, int ifindex)
+static void tc_hook_init(struct bpf_tc_hook *hook, const struct dp_tc *tc)
 {
 	memset(hook, 0, sizeof(*hook));
 	hook->sz = sizeof(*hook);
-	hook->ifindex = ifindex;
-	hook->attach_point = BPF_TC_INGRESS;
+	hook->ifindex = tc->ifindex;
+	hook->attach_point = (enum bpf_tc_attach_point)tc->attach_point;
 }
 
-/* One TC ingress filter (prog) on tc->ifname; runs inside the pod netns. */
+static const char *tc_dir(const struct dp_tc *tc)
+{
+	return tc->attach_point == BPF_TC_EGRESS ? "egress" : "ingress";
+}
+
+/* One TC filter (prog) on tc->ifname (found by name when ifindex is 0), in the current netns. */
 static int tc_attach_here(const char *pod_key, struct dp_tc *tc, struct bpf_program *prog,
 			  struct err *e)
 {
-	tc->ifindex = (int)if_nametoindex(tc->ifname);
 	if (tc->ifindex == 0)
-		return err_set(e, "TC ingress of pod %s: interface %s: %s", pod_key, tc->ifname,
-			       strerror(errno));
+		tc->ifindex = (int)if_nametoindex(tc->ifname);
+	if (tc->ifindex == 0)
+		return err_set(e, "TC %s of pod %s: interface %s: %s", tc_dir(tc), pod_key,
+			       tc->ifname, strerror(errno));
 	struct bpf_tc_hook hook;
-	tc_hook_init(&hook, tc->ifindex);
-	int rc = bpf_tc_hook_create(&hook);
+	tc_hook_init(&hook, tc);
+	int rc = tc->qdisc_shared ? -EEXIST : bpf_tc_hook_create(&hook);
 	if (rc < 0 && rc != -EEXIST)
-		return err_set(e, "TC ingress of pod %s: add clsact qdisc on %s: %s", pod_key,
+		return err_set(e, "TC %s of pod %s: add clsact qdisc on %s: %s", tc_dir(tc), pod_key,
 			       tc->ifname, strerror(-rc));
 	tc->qdisc_created = rc == 0;
 	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = DP_TC_HANDLE, .priority = DP_TC_PRIORITY,
 		    .prog_fd = bpf_program__fd(prog), .flags = BPF_TC_F_REPLACE);
 	rc = bpf_tc_attach(&hook, &opts);
 	if (rc < 0)
-		return err_set(e, "TC ingress of pod %s: attach %s on %s: %s", pod_key,
+		return err_set(e, "TC %s of pod %s: attach %s on %s: %s", tc_dir(tc), pod_key,
 			       bpf_program__name(prog), tc->ifname, strerror(-rc));
 	tc->attached = true;
 	return 0;
@@ -235,18 +241,18 @@ static bool tc_gone(int rc)
 	return rc == -ENOENT || rc == -ENODEV || rc == -EINVAL;
 }
 
-/* Remove our filter (and the clsact qdisc when we created it); inside the pod netns. */
+/* Remove our filter (and the clsact qdisc when we created it), in the current netns. */
 static void tc_detach_here(const char *pod_key, struct dp_tc *tc)
 {
 	struct bpf_tc_hook hook;
-	tc_hook_init(&hook, tc->ifindex);
+	tc_hook_init(&hook, tc);
 	if (tc->attached) {
 		LIBBPF_OPTS(bpf_tc_opts, opts, .handle = DP_TC_HANDLE,
 			    .priority = DP_TC_PRIORITY);
 		int rc = bpf_tc_detach(&hook, &opts);
 		if (rc < 0 && !tc_gone(rc))
-			log_warn("detach TC ingress of pod %s on %s: %s", pod_key, tc->ifname,
-				 strerror(-rc));
+			log_warn("detach TC %s of pod %s on %s: %s", tc_dir(tc), pod_key,
+				 tc->ifname, strerror(-rc));
 		tc->attached = false;
 	}
 	if (tc->qdisc_created) {
@@ -261,40 +267,150 @@ static void tc_detach_here(const char *pod_key, struct dp_tc *tc)
 
 static struct bpf_program *tc_prog(struct dataplane *dp, enum dp_tc_slot slot)
 {
-	return slot == DP_TC_LO ? dp->skel->progs.lo_ingress : dp->skel->progs.ingress;
+	switch (slot) {
+	case DP_TC_LO:
+		return dp->skel->progs.lo_ingress;
+	case DP_TC_HOST_TO:
+		return dp->skel->progs.to_pod;
+	case DP_TC_HOST_FROM:
+		return dp->skel->progs.from_pod;
+	default:
+		return dp->skel->progs.ingress;
+	}
 }
 
-static int tc_attach(struct dataplane *dp, struct dp_pod *pod, struct err *e)
+static bool tc_slot_host(int slot)
 {
-	int saved;
-	if (netns_enter(pod->netns_fd, &saved, e) < 0)
-		return err_wrap(e, "TC ingress of pod %s", pod->key);
+	return slot == DP_TC_HOST_TO || slot == DP_TC_HOST_FROM;
+}
+
+/* Which slots a pod uses, on which interfaces: host side when there is one. */
+static void tc_plan(struct dp_pod *pod, const char *ifname, const struct dp_host_peer *peer)
+{
+	for (int i = 0; i < DP_TC_COUNT; i++) {
+		struct dp_tc *tc = &pod->tc[i];
+		memset(tc, 0, sizeof(*tc));
+		tc->attach_point = i == DP_TC_HOST_TO ? BPF_TC_EGRESS : BPF_TC_INGRESS;
+		if (tc_slot_host(i)) {
+			tc->wanted = peer != NULL;
+			if (peer) {
+				snprintf(tc->ifname, IF_NAMESIZE, "%s", peer->ifname);
+				tc->ifindex = peer->ifindex;
+				tc->qdisc_shared = i == DP_TC_HOST_FROM; /* HOST_TO makes it */
+			}
+		} else {
+			tc->wanted = i == DP_TC_LO || peer == NULL;
+			snprintf(tc->ifname, IF_NAMESIZE, "%s", i == DP_TC_LO ? "lo" : ifname);
+		}
+	}
+}
+
+/* An in-pod filter an earlier moatd left on the pod interface (before the host end was used)
+ * would go on enforcing with that moatd's maps, never updated again: remove it by its fixed
+ * identity. In the pod netns. */
+static void tc_remove_leftover(const char *pod_key, const struct dp_tc *tc)
+{
+	struct dp_tc old = *tc;
+	old.ifindex = (int)if_nametoindex(old.ifname);
+	old.attached = old.ifindex > 0;
+	old.qdisc_created = false;
+	if (!old.attached)
+		return;
+	/* usually there is none: libbpf's "no such qdisc" would only be noise in the log */
+	libbpf_print_fn_t print = libbpf_set_print(NULL);
+	tc_detach_here(pod_key, &old);
+	libbpf_set_print(print);
+}
+
+/* Attach (or detach) the slots that live in one netns (pod's or host's). */
+static int tc_slots(struct dataplane *dp, struct dp_pod *pod, int netns_fd, bool host,
+		    bool attach, struct err *e)
+{
+	int saved = -1;
+	if (netns_fd >= 0 && netns_enter(netns_fd, &saved, e) < 0)
+		return err_wrap(e, "TC of pod %s", pod->key);
 	int rc = 0;
-	for (int i = 0; i < DP_TC_COUNT && rc == 0; i++)
-		rc = tc_attach_here(pod->key, &pod->tc[i], tc_prog(dp, (enum dp_tc_slot)i), e);
-	if (rc < 0)
-		for (int i = 0; i < DP_TC_COUNT; i++)
-			tc_detach_here(pod->key, &pod->tc[i]); /* incl. a qdisc we created */
+	/* Detach in reverse: the slot that created an interface's clsact qdisc (the first one
+	 * on it) removes it last. */
+	for (int n = 0; n < DP_TC_COUNT; n++) {
+		int i = attach ? n : DP_TC_COUNT - 1 - n;
+		struct dp_tc *tc = &pod->tc[i];
+		if (attach && i == DP_TC_POD_IF && pod->host_side)
+			tc_remove_leftover(pod->key, tc);
+		if (tc_slot_host(i) != host || !tc->wanted)
+			continue;
+		if (!attach) {
+			if (tc->ifindex == 0) /* a pod attached by a previous agent */
+				tc->ifindex = (int)if_nametoindex(tc->ifname);
+			if (tc->ifindex > 0)
+				tc_detach_here(pod->key, tc);
+		} else if (rc == 0) {
+			rc = tc_attach_here(pod->key, tc, tc_prog(dp, (enum dp_tc_slot)i), e);
+		}
+	}
 	netns_leave(saved);
 	return rc;
 }
 
-static void tc_detach(struct dp_pod *pod)
+static void tc_detach(struct dataplane *dp, struct dp_pod *pod)
 {
-	bool any = false;
-	for (int i = 0; i < DP_TC_COUNT; i++)
-		any |= pod->tc[i].attached || pod->tc[i].qdisc_created;
-	if (!any)
-		return;
-	int saved;
 	struct err e;
-	if (netns_enter(pod->netns_fd, &saved, &e) < 0) {
-		log_warn("detach TC ingress of pod %s: %s", pod->key, e.msg);
+	if (pod->netns_fd >= 0 && tc_slots(dp, pod, pod->netns_fd, false, false, &e) < 0)
+		log_warn("detach TC of pod %s: %s", pod->key, e.msg);
+	if (pod->host_side && tc_slots(dp, pod, pod->host_netns_fd, true, false, &e) < 0)
+		log_warn("detach TC of pod %s: %s", pod->key, e.msg);
+}
+
+static int tc_attach(struct dataplane *dp, struct dp_pod *pod, struct err *e)
+{
+	int rc = tc_slots(dp, pod, -1, true, true, e);
+	if (rc == 0)
+		rc = tc_slots(dp, pod, pod->netns_fd, false, true, e);
+	if (rc < 0)
+		tc_detach(dp, pod); /* incl. a qdisc we created */
+	return rc;
+}
+
+static int pod_if_put(struct dataplane *dp, struct dp_pod *pod, uint32_t workload, struct err *e)
+{
+	struct moat_pod_if_key k = {.ifindex = (__u32)pod->tc[DP_TC_HOST_TO].ifindex};
+	struct moat_pod_if v = {.workload = workload};
+	snprintf(v.name, sizeof(v.name), "%s", pod->key);
+	int rc = bpf_map__update_elem(dp->skel->maps.pod_ifs, &k, sizeof(k), &v, sizeof(v), BPF_ANY);
+	if (rc < 0)
+		return err_set(e, "pod %s: update map pod_ifs (host interface %s): %s", pod->key,
+			       pod->tc[DP_TC_HOST_TO].ifname, strerror(-rc));
+	return 0;
+}
+
+static void pod_if_del(struct dataplane *dp, struct dp_pod *pod)
+{
+	struct moat_pod_if_key k = {.ifindex = (__u32)pod->tc[DP_TC_HOST_TO].ifindex};
+	bpf_map__delete_elem(dp->skel->maps.pod_ifs, &k, sizeof(k), 0);
+}
+
+/* Decide where the pod's enforcement goes, and say so when it cannot be out of its reach. */
+static void pod_locate(struct dp_pod *pod, const char *ifname, bool announce)
+{
+	struct dp_host_peer peer;
+	struct err e;
+	pod->host_side = dp_find_host_peer(pod->netns_fd, ifname, &peer, &e) == 0;
+	if (pod->host_side)
+		pod->host_netns_fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (!announce) {
+		tc_plan(pod, ifname, pod->host_side ? &peer : NULL);
 		return;
 	}
-	for (int i = 0; i < DP_TC_COUNT; i++)
-		tc_detach_here(pod->key, &pod->tc[i]);
-	netns_leave(saved);
+	if (pod->host_side) {
+		log_info("pod %s: TC enforcement on the host end %s (ifindex %d) of its interface %s",
+			 pod->key, peer.ifname, peer.ifindex, ifname);
+	} else {
+		log_warn("pod %s: %s: TC enforcement falls back to the pod's own network namespace, "
+			 "where a pod with NET_ADMIN could remove it; forged source addresses are "
+			 "not dropped there",
+			 pod->key, e.msg);
+	}
+	tc_plan(pod, ifname, pod->host_side ? &peer : NULL);
 }
 
 /* Undo everything a pod record holds: links (unpinned), TC, its pin directory. */
@@ -307,11 +423,15 @@ static void pod_teardown(struct dataplane *dp, struct dp_pod *pod)
 		bpf_link__destroy(pod->links[i]);
 		pod->links[i] = NULL;
 	}
-	if (pod->netns_fd >= 0) {
-		tc_detach(pod);
+	tc_detach(dp, pod);
+	if (pod->host_side)
+		pod_if_del(dp, pod);
+	if (pod->netns_fd >= 0)
 		close(pod->netns_fd);
-		pod->netns_fd = -1;
-	}
+	if (pod->host_netns_fd >= 0)
+		close(pod->host_netns_fd);
+	pod->netns_fd = -1;
+	pod->host_netns_fd = -1;
 	char *dir = pod_link_dir(dp, pod->key);
 	struct err e;
 	if (dp_clear_pins(dir, &e) < 0)
@@ -334,6 +454,7 @@ static struct dp_pod *pod_push(struct dataplane *dp)
 	struct dp_pod *pod = &dp->pods[dp->n_pods++];
 	memset(pod, 0, sizeof(*pod));
 	pod->netns_fd = -1;
+	pod->host_netns_fd = -1;
 	return pod;
 }
 
@@ -384,7 +505,7 @@ static void release_adopted(struct dataplane *dp, const char *pod_key,
 }
 
 int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_fd, int netns_fd,
-			 const char *ifname, struct err *e)
+			 const char *ifname, uint32_t workload, struct err *e)
 {
 	if (!pod_key_ok(pod_key))
 		return err_set(e, "attach pod \"%s\": the key must be a file name (no '/')",
@@ -415,8 +536,6 @@ int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_f
 
 	struct dp_pod *pod = pod_push(dp);
 	pod->key = xstrdup(pod_key);
-	snprintf(pod->tc[DP_TC_POD_IF].ifname, IF_NAMESIZE, "%s", ifname);
-	snprintf(pod->tc[DP_TC_LO].ifname, IF_NAMESIZE, "lo");
 	pod->netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 3);
 	if (pod->netns_fd < 0) {
 		rc = err_set(e, "attach pod %s: dup netns fd %d: %s", pod_key, netns_fd,
@@ -425,8 +544,12 @@ int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_f
 		release_adopted(dp, pod_key, prev, false);
 		return rc;
 	}
+	pod_locate(pod, ifname, true);
 	for (int i = 0; i < DP_LINK_COUNT && rc == 0; i++)
 		rc = attach_link(dp, pod, (enum dp_link_slot)i, cgroup_fd, e);
+	/* The pod is named for its host interface before the programs there look it up. */
+	if (rc == 0 && pod->host_side)
+		rc = pod_if_put(dp, pod, workload, e);
 	if (rc == 0)
 		rc = tc_attach(dp, pod, e);
 	if (rc < 0)
@@ -449,22 +572,12 @@ void dataplane_detach_pod(struct dataplane *dp, const char *pod_key, int netns_f
 	 * (their clsact qdiscs stay: we cannot know who created them). */
 	if (!pod_key_ok(pod_key))
 		return;
-	struct dp_pod stale = {.key = xstrdup(pod_key), .netns_fd = -1};
+	struct dp_pod stale = {.key = xstrdup(pod_key), .netns_fd = -1, .host_netns_fd = -1};
 	if (netns_fd >= 0 && ifname && strlen(ifname) < IF_NAMESIZE) {
-		snprintf(stale.tc[DP_TC_POD_IF].ifname, IF_NAMESIZE, "%s", ifname);
-		snprintf(stale.tc[DP_TC_LO].ifname, IF_NAMESIZE, "lo");
-		int saved;
-		struct err e;
-		if (netns_enter(netns_fd, &saved, &e) == 0) {
-			for (int i = 0; i < DP_TC_COUNT; i++) {
-				struct dp_tc *tc = &stale.tc[i];
-				tc->ifindex = (int)if_nametoindex(tc->ifname);
-				tc->attached = tc->ifindex > 0;
-				if (tc->attached)
-					tc_detach_here(pod_key, tc);
-			}
-			netns_leave(saved);
-		}
+		stale.netns_fd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 3);
+		pod_locate(&stale, ifname, false); /* to find its filters */
+		for (int i = 0; i < DP_TC_COUNT; i++)
+			stale.tc[i].attached = stale.tc[i].wanted;
 	}
 	pod_teardown(dp, &stale);
 }
@@ -480,6 +593,8 @@ void dataplane_release(struct dataplane *dp)
 				bpf_link__destroy(dp->pods[i].links[j]); /* closes our fd only */
 		if (dp->pods[i].netns_fd >= 0)
 			close(dp->pods[i].netns_fd);
+		if (dp->pods[i].host_netns_fd >= 0)
+			close(dp->pods[i].host_netns_fd);
 		free(dp->pods[i].key);
 	}
 	free(dp->pods);

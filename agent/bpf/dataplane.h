@@ -8,12 +8,17 @@
  *                        record the original destination under the socket cookie.
  *   sock_ops             (section sockops) on each pod's cgroup: at TCP_CONNECT move the
  *                        original destination to (netns cookie, client addr, client port).
- *   ingress              TC ingress on the pod's interface (inside its netns): drop plaintext
- *                        SYNs to STRICT workloads (counted, event), pass HBONE (15008).
+ *   to_pod               TC egress on the host end of the pod's veth: drop new TCP connections
+ *                        to addresses not registered for that pod, plaintext SYNs to STRICT.
+ *   from_pod             TC ingress on the host end: drop packets whose source is not one of
+ *                        the pod's registered addresses (anti-spoofing).
+ *   ingress              TC ingress on the pod's interface (inside its netns), only when no
+ *                        host end is found: to_pod's checks without knowing the pod.
  *   lo_ingress           TC ingress on the pod netns' lo: marks connections made inside the
  *                        pod so plain_lookup leaves them alone.
  *   plain_lookup         sk_lookup on the pod's netns: steer plaintext to PERMISSIVE workloads
- *                        into the pod's 15006 listener (not connections made inside the pod).
+ *                        into the pod's 15006 listener (not connections made inside the pod);
+ *                        drop it when that listener is missing (moatd down): fail closed.
  * Pins: <dir>/<map name> for every map, <dir>/progs/<prog>, <dir>/links/<pod key>/<prog>.
  * docs/bpf.md has the details.
  * Links are pinned so a crashed moatd fails closed (captured connects are refused, STRICT
@@ -44,12 +49,15 @@ void dataplane_close(struct dataplane *dp);
  * while no agent listens: fail closed) until the next agent re-attaches them. */
 void dataplane_release(struct dataplane *dp);
 
-/* Attach capture (connect4/6 + sockops) to the pod's cgroup, TC ingress to ifname (and to lo)
- * inside the pod netns, sk_lookup to the pod netns; links pinned under links/<pod_key>.
+/* Attach capture (connect4/6 + sockops) to the pod's cgroup, sk_lookup to the pod netns (links
+ * pinned under links/<pod_key>), TC lo_ingress on the pod's lo, and the TC enforcement of
+ * ifname: on the host end of its veth when that lies in the calling thread's netns (to_pod
+ * egress + from_pod ingress, the pod named by `workload` in pod_ifs), else `ingress` inside
+ * the pod netns (logged as a warning: a pod with NET_ADMIN could remove it).
  * pod_key is a filesystem-safe name ("ns_name"). Attaching a key again replaces the previous
  * attachment. The calling thread's netns is restored before return. */
 int dataplane_attach_pod(struct dataplane *dp, const char *pod_key, int cgroup_fd, int netns_fd,
-			 const char *ifname, struct err *e);
+			 const char *ifname, uint32_t workload, struct err *e);
 void dataplane_detach_pod(struct dataplane *dp, const char *pod_key, int netns_fd,
 			  const char *ifname);
 

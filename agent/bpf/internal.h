@@ -25,26 +25,45 @@ enum dp_link_slot {
 #define DP_TC_HANDLE   0x6d6f6174u
 #define DP_TC_PRIORITY 1
 
-/* The TC filters of a pod: `ingress` on its interface, `lo_ingress` on its netns' lo. */
+/* The TC filters of a pod. In the pod netns: `lo_ingress` on lo always, and `ingress` on
+ * the pod interface only as the fallback when no host side is found. In moatd's netns, on
+ * the host end of the pod's veth: `to_pod` (egress: towards the pod) and `from_pod`
+ * (ingress: what the pod sends), out of the pod's reach. */
 enum dp_tc_slot {
 	DP_TC_POD_IF,
 	DP_TC_LO,
+	DP_TC_HOST_TO,
+	DP_TC_HOST_FROM,
 	DP_TC_COUNT,
 };
 
 struct dp_tc {
 	char ifname[IF_NAMESIZE];
-	int ifindex;        /* inside the pod netns */
+	int ifindex;        /* inside the pod netns, or moatd's for the host slots */
+	int attach_point;   /* BPF_TC_INGRESS / BPF_TC_EGRESS */
+	bool wanted;        /* this slot is used for the pod */
 	bool attached;
 	bool qdisc_created; /* we added clsact, so we remove it */
+	bool qdisc_shared;  /* an earlier slot on the same interface sees to clsact */
 };
 
 struct dp_pod {
 	char *key;
 	struct bpf_link *links[DP_LINK_COUNT];
-	int netns_fd; /* our dup, keeps the netns reachable for detach */
+	int netns_fd;      /* our dup, keeps the netns reachable for detach */
+	int host_netns_fd; /* moatd's netns at attach (host slots live there), -1 = none */
+	bool host_side;    /* enforcement sits on the host end of the veth */
 	struct dp_tc tc[DP_TC_COUNT];
 };
+
+/* The host end of a pod's veth, in the calling thread's netns. */
+struct dp_host_peer {
+	int ifindex;
+	char ifname[IF_NAMESIZE];
+};
+
+/* Find it (agent/bpf/peer.c): 0, or -1 with e saying why this pod has no host side here. */
+int dp_find_host_peer(int netns_fd, const char *ifname, struct dp_host_peer *out, struct err *e);
 
 struct dataplane {
 	struct moat_bpf *skel;

@@ -13,9 +13,31 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdarg.h>
 #include <stdint.h>
 
 #include "core/util.h"
+
+/* ---- bounds: what one load may cost (docs/config.md, "Limits") ----
+ * A file or directory over a bound is an error at file:line like any other: the load fails
+ * and the previous configuration stays in force. */
+#define MC_MAX_FILE_BYTES (1024 * 1024)       /* one file */
+#define MC_MAX_DIR_BYTES (64 * 1024 * 1024)   /* every file of the directory together */
+#define MC_MAX_FILES 20000                    /* YAML files in the directory */
+#define MC_MAX_DEPTH 64                       /* nesting of one document, aliases expanded */
+#define MC_MAX_NODES 200000                   /* nodes of one document, aliases expanded */
+#define MC_MAX_ALIAS_NODES 100000             /* nodes reached through aliases, per document */
+#define MC_MAX_ANCHORS 1000                   /* anchors (&name) per document */
+#define MC_MAX_ERRORS 200                     /* errors kept per load; the rest are counted */
+#define MC_SHOW_MAX 48                        /* longest file value quoted in a message */
+
+/* A file value as it may appear in a message: itself when short and made of name
+ * characters, else "<N bytes, not shown>". SHOW(v) is valid until the end of the statement. */
+struct mc_shown {
+	char s[MC_SHOW_MAX + 32];
+};
+struct mc_shown mc_show(const char *v);
+#define SHOW(v) (mc_show(v).s)
 
 /* ---- findings: errors, warnings and notes with their place ---- */
 enum mc_severity { MC_NOTE = 0, MC_WARNING = 1, MC_ERROR = 2 };
@@ -48,6 +70,10 @@ struct mc_finding *mc_finding_add(struct mc_findings *f, enum mc_severity sev, c
 				  int line, const char *kind, const char *object, int rule,
 				  const char *field, const char *fmt, ...)
 	__attribute__((format(printf, 9, 10)));
+struct mc_finding *mc_finding_vadd(struct mc_findings *f, enum mc_severity sev, const char *file,
+				   int line, const char *kind, const char *object, int rule,
+				   const char *field, const char *fmt, va_list ap)
+	__attribute__((format(printf, 9, 0)));
 /* Append copies of every finding of src. (added) */
 void mc_findings_append(struct mc_findings *dst, const struct mc_findings *src);
 
@@ -298,6 +324,10 @@ int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_fi
 /* The same from in-memory documents (tests, `moatctl lint -`): names[i] is shown as the file. */
 int mesh_config_load_texts(const char *const *names, const char *const *texts, size_t n,
 			   struct mesh_config **out, struct mc_findings *findings);
+/* One in-memory file of len bytes (need not be NUL-terminated; may hold NUL bytes, which
+ * are refused): the entry point for fuzzing. name is shown as the file. */
+int mesh_config_load_buffer(const char *name, const char *data, size_t len,
+			    struct mesh_config **out, struct mc_findings *findings);
 /* An empty configuration with defaults (no policies: everything allowed). */
 struct mesh_config *mesh_config_empty(void);
 struct mesh_config *mesh_config_ref(struct mesh_config *c);

@@ -23,6 +23,15 @@ struct pctx {
 	unsigned *seq;          /* load order counter */
 };
 
+/* ---- composing a document from parser events, within the bounds (compose.c) ---- */
+struct mc_compose_error {
+	int line;      /* 1-based */
+	char msg[512]; /* never holds file content */
+};
+/* The next document of the stream into *doc: 1 (delete it with yaml_document_delete), 0 at
+ * the end of the stream, -1 on malformed YAML or a broken bound (err filled; stop reading). */
+int mc_compose(yaml_parser_t *p, yaml_document_t *doc, struct mc_compose_error *err);
+
 /* ---- findings ---- */
 void perr(struct pctx *x, const yaml_node_t *n, const char *field, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

@@ -3,11 +3,14 @@
  * (ambient flags, SPIFFE IDs) and linted. Any error and no snapshot is produced. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -58,6 +61,7 @@ struct loadctx {
 	int errors;
 	unsigned seq;
 	EVP_MD_CTX *md;
+	size_t bytes; /* read so far, against MC_MAX_DIR_BYTES */
 };
 
 /* ---- metadata ---- */
@@ -122,11 +126,11 @@ static bool parse_meta(struct pctx *x, yaml_node_t *md, bool namespaced, struct 
 	}
 	if (!dns1123_subdomain(name))
 		perr(x, y_get(x, md, "name"), "metadata.name",
-		     "\"%s\" is not a valid name (lowercase letters, digits, '-' and '.')", name);
+		     "\"%s\" is not a valid name (lowercase letters, digits, '-' and '.')", SHOW(name));
 	if (ns && !dns1123_label(ns))
 		perr(x, y_get(x, md, "namespace"), "metadata.namespace",
 		     "\"%s\" is not a valid namespace name (DNS-1123 label: lowercase letters, "
-		     "digits and '-', at most 63 characters): it becomes part of SPIFFE IDs", ns);
+		     "digits and '-', at most 63 characters): it becomes part of SPIFFE IDs", SHOW(ns));
 	m->name = xstrdup(name);
 	m->ns = xstrdup(namespaced ? (ns ? ns : "default") : "");
 	yaml_node_t *v;
@@ -138,7 +142,7 @@ static bool parse_meta(struct pctx *x, yaml_node_t *md, bool namespaced, struct 
 	if (ts && !parse_rfc3339(ts, &m->created_ms))
 		perr(x, y_get(x, md, "creationTimestamp"), path_key(sub, "metadata",
 								       "creationTimestamp"),
-		     "\"%s\" is not an RFC 3339 time (e.g. 2024-05-01T10:00:00Z)", ts);
+		     "\"%s\" is not an RFC 3339 time (e.g. 2024-05-01T10:00:00Z)", SHOW(ts));
 	m->file = xstrdup(x->file);
 	m->line = yline(x->root);
 	m->seq = (*x->seq)++;
@@ -178,13 +182,13 @@ static void parse_mesh(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta)
 	if (td && !trust_domain_ok(td))
 		perr(x, y_get(x, spec, "trustDomain"), "spec.trustDomain",
 		     "\"%s\" is not a valid trust domain (lowercase letters, digits, '.', '-', '_')",
-		     td);
+		     SHOW(td));
 	else if (td)
 		mesh->trust_domain = xstrdup(td);
 	const char *root = y_str(x, spec, "rootNamespace", "spec");
 	if (root && !dns1123_label(root))
 		perr(x, y_get(x, spec, "rootNamespace"), "spec.rootNamespace",
-		     "\"%s\" is not a valid namespace name (DNS-1123 label)", root);
+		     "\"%s\" is not a valid namespace name (DNS-1123 label)", SHOW(root));
 	else if (root)
 		mesh->root_namespace = xstrdup(root);
 	yaml_node_t *otp = y_get(x, spec, "outboundTrafficPolicy");
@@ -201,7 +205,7 @@ static void parse_namespace(struct pctx *x, yaml_node_t *spec, struct mc_meta *m
 	static const char *const keys[] = {"finalizers", NULL};
 	if (!dns1123_label(meta->name))
 		perr(x, x->root, "metadata.name",
-		     "\"%s\" is not a valid namespace name (DNS-1123 label)", meta->name);
+		     "\"%s\" is not a valid namespace name (DNS-1123 label)", SHOW(meta->name));
 	if (spec && y_expect(x, spec, YAML_MAPPING_NODE, "spec")) {
 		y_check_keys(x, spec, "spec", keys);
 		struct mc_strs ignored = {0};
@@ -234,7 +238,7 @@ static const struct kind_info *find_kind(struct pctx *x, yaml_node_t *root)
 		const char *near = nearest_word(kind, kind_names);
 		perr(x, y_get(x, root, "kind"), "kind",
 		     "unknown kind \"%s\"%s%s%s: moat reads AuthorizationPolicy, PeerAuthentication, "
-		     "WorkloadEntry, ServiceEntry, Namespace and MeshConfig", kind,
+		     "WorkloadEntry, ServiceEntry, Namespace and MeshConfig", SHOW(kind),
 		     near ? " (did you mean \"" : "", near ? near : "", near ? "\"?)" : "");
 		return NULL;
 	}
@@ -246,7 +250,7 @@ static const struct kind_info *find_kind(struct pctx *x, yaml_node_t *root)
 		if (strcmp(ki->versions[i], api) == 0)
 			return ki;
 	perr(x, y_get(x, root, "apiVersion"), "apiVersion",
-	     "apiVersion \"%s\" is not valid for %s: use %s", api, kind, ki->versions[0]);
+	     "apiVersion \"%s\" is not valid for %s: use %s", SHOW(api), kind, ki->versions[0]);
 	return NULL;
 }
 
@@ -274,9 +278,9 @@ static void parse_document(struct pctx *x, yaml_node_t *root)
 		return;
 	}
 	if (namespaced)
-		snprintf(object, sizeof(object), "%s/%s", meta.ns, meta.name);
+		snprintf(object, sizeof(object), "%s/%s", SHOW(meta.ns), SHOW(meta.name));
 	else
-		snprintf(object, sizeof(object), "%s", meta.name);
+		snprintf(object, sizeof(object), "%s", SHOW(meta.name));
 	x->object = object;
 	yaml_node_t *spec = y_get(x, root, "spec");
 	switch (ki->kind) {
@@ -300,38 +304,67 @@ static void digest_add(struct loadctx *lc, const char *name, const char *text, s
 	EVP_DigestUpdate(lc->md, text, len);
 }
 
+static void load_error(struct loadctx *lc, const char *file, int line, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void load_error(struct loadctx *lc, const char *file, int line, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	mc_finding_vadd(&lc->all, MC_ERROR, file, line, NULL, NULL, 0, NULL, fmt, ap);
+	va_end(ap);
+	lc->errors++;
+}
+
+/* Bytes every loader entry point refuses before YAML sees them. */
+static bool text_acceptable(struct loadctx *lc, const char *file, const char *text, size_t len)
+{
+	if (len > MC_MAX_FILE_BYTES) {
+		load_error(lc, file, 0, "file is larger than %d bytes (MC_MAX_FILE_BYTES): split it "
+			   "into several files", MC_MAX_FILE_BYTES);
+		return false;
+	}
+	lc->bytes += len;
+	if (lc->bytes > MC_MAX_DIR_BYTES) {
+		load_error(lc, file, 0, "the configuration is larger than %d bytes in all "
+			   "(MC_MAX_DIR_BYTES) with this file: remove what is not needed",
+			   MC_MAX_DIR_BYTES);
+		return false;
+	}
+	const char *nul = memchr(text, 0, len);
+	if (nul) {
+		int line = 1;
+		for (const char *p = text; p < nul; p++)
+			line += *p == '\n';
+		load_error(lc, file, line, "a NUL byte: this is not a YAML text file");
+		return false;
+	}
+	return true;
+}
+
 static void load_text(struct loadctx *lc, const char *file, const char *text, size_t len)
 {
 	yaml_parser_t parser;
 	struct pctx x = {.c = lc->c, .findings = &lc->all, .file = file, .seq = &lc->seq};
+	if (!text_acceptable(lc, file, text, len))
+		return;
 	if (!yaml_parser_initialize(&parser)) {
-		mc_finding_add(&lc->all, MC_ERROR, file, 0, NULL, NULL, 0, NULL,
-			       "cannot initialise the YAML parser (out of memory?)");
-		lc->errors++;
+		load_error(lc, file, 0, "cannot initialise the YAML parser (out of memory?)");
 		return;
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	for (;;) {
 		yaml_document_t doc;
-		if (!yaml_parser_load(&parser, &doc)) {
-			int line = (int)parser.problem_mark.line + 1;
-			mc_finding_add(&lc->all, MC_ERROR, file, line, NULL, NULL, 0, NULL,
-				       "malformed YAML: %s%s%s (column %zu); nothing after this point "
-				       "of the file was read",
-				       parser.problem ? parser.problem : "parse error",
-				       parser.context ? " " : "", parser.context ? parser.context : "",
-				       parser.problem_mark.column + 1);
-			lc->errors++;
+		struct mc_compose_error ce = {0};
+		int rc = mc_compose(&parser, &doc, &ce);
+		if (rc < 0)
+			load_error(lc, file, ce.line, "%s", ce.msg);
+		if (rc <= 0)
 			break;
-		}
 		yaml_node_t *root = yaml_document_get_root_node(&doc);
-		if (!root) { /* end of stream */
-			yaml_document_delete(&doc);
-			break;
-		}
 		x.doc = &doc;
 		x.errors = 0;
-		if (!y_null(root)) /* empty documents (`---` alone, comments) are skipped */
+		if (root && !y_null(root)) /* empty documents (`---` alone, comments) are skipped */
 			parse_document(&x, root);
 		lc->errors += x.errors;
 		yaml_document_delete(&doc);
@@ -340,21 +373,34 @@ static void load_text(struct loadctx *lc, const char *file, const char *text, si
 }
 
 /* ---- whole-set checks ---- */
-static void dup_check(struct loadctx *lc, const char *kind, struct mc_meta *const *metas, size_t n)
+static int cmp_meta(const void *pa, const void *pb)
 {
-	for (size_t i = 0; i < n; i++)
-		for (size_t j = 0; j < i; j++) {
-			const struct mc_meta *a = metas[j], *b = metas[i];
-			if (strcmp(a->ns, b->ns) != 0 || strcmp(a->name, b->name) != 0)
-				continue;
-			char object[512];
-			snprintf(object, sizeof(object), "%s%s%s", b->ns, *b->ns ? "/" : "", b->name);
-			mc_finding_add(&lc->all, MC_ERROR, b->file, b->line, kind, object, 0, NULL,
-				       "duplicate %s %s: also defined at %s:%d; rename or delete one",
-				       kind, object, a->file, a->line);
-			lc->errors++;
-			break;
+	const struct mc_meta *a = *(struct mc_meta *const *)pa, *b = *(struct mc_meta *const *)pb;
+	int c = strcmp(a->ns, b->ns);
+	if (!c)
+		c = strcmp(a->name, b->name);
+	return c ? c : (a->seq > b->seq) - (a->seq < b->seq);
+}
+
+/* Sorted by (namespace, name, load order): each later copy is reported against the first.
+ * n log n, because 10,000 policies compared pairwise took seconds. */
+static void dup_check(struct loadctx *lc, const char *kind, struct mc_meta **metas, size_t n)
+{
+	qsort(metas, n, sizeof(*metas), cmp_meta);
+	for (size_t i = 1, first = 0; i < n; i++) {
+		const struct mc_meta *a = metas[first], *b = metas[i];
+		if (strcmp(a->ns, b->ns) != 0 || strcmp(a->name, b->name) != 0) {
+			first = i;
+			continue;
 		}
+		char object[512];
+		snprintf(object, sizeof(object), "%s%s%s", SHOW(b->ns), *b->ns ? "/" : "",
+			 SHOW(b->name));
+		mc_finding_add(&lc->all, MC_ERROR, b->file, b->line, kind, object, 0, NULL,
+			       "duplicate %s %s: also defined at %s:%d; rename or delete one",
+			       kind, object, a->file, a->line);
+		lc->errors++;
+	}
 }
 
 #define DUP_CHECK(lc, kind, arr, n)                                                          \
@@ -429,6 +475,33 @@ static void begin(struct loadctx *lc)
 	}
 }
 
+/* A broken file can hold an error per line: keep the first MC_MAX_ERRORS (what a person
+ * reads, and what reaches the log) and say how many more there were. */
+static void cap_errors(struct mc_findings *f)
+{
+	size_t kept = 0, dropped = 0;
+	struct mc_findings out = {0};
+	for (size_t i = 0; i < f->n; i++) {
+		struct mc_finding *it = &f->items[i];
+		if (it->severity == MC_ERROR && kept == MC_MAX_ERRORS) {
+			dropped++;
+			continue;
+		}
+		kept += it->severity == MC_ERROR;
+		mc_finding_add(&out, it->severity, it->file, it->line, it->kind, it->policy,
+			       it->rule, it->field, "%s", it->message);
+	}
+	if (!dropped) {
+		mc_findings_free(&out);
+		return;
+	}
+	mc_finding_add(&out, MC_ERROR, NULL, 0, NULL, NULL, 0, NULL,
+		       "%zu more errors not shown (MC_MAX_ERRORS = %d): fix the ones above first",
+		       dropped, MC_MAX_ERRORS);
+	mc_findings_free(f);
+	*f = out;
+}
+
 /* Cross-check, complete, lint; hand out the snapshot or the errors. */
 static int finish(struct loadctx *lc, struct mesh_config **out, struct mc_findings *findings)
 {
@@ -449,6 +522,7 @@ static int finish(struct loadctx *lc, struct mesh_config **out, struct mc_findin
 	complete(c);
 	if (lc->errors == 0)
 		authz_lint(c, &lc->all);
+	cap_errors(&lc->all);
 	if (findings)
 		mc_findings_append(findings, &lc->all);
 	if (lc->errors) {
@@ -475,6 +549,16 @@ int mesh_config_load_texts(const char *const *names, const char *const *texts, s
 	return finish(&lc, out, findings);
 }
 
+int mesh_config_load_buffer(const char *name, const char *data, size_t len,
+			    struct mesh_config **out, struct mc_findings *findings)
+{
+	struct loadctx lc;
+	begin(&lc);
+	digest_add(&lc, name, data, len);
+	load_text(&lc, name, data, len);
+	return finish(&lc, out, findings);
+}
+
 static bool yaml_name(const char *name)
 {
 	size_t n = strlen(name);
@@ -489,46 +573,114 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Read one file of the directory, at most MC_MAX_FILE_BYTES + 1 bytes of it. It must be a
+ * regular file whose real path lies inside the directory's real path `real_dir`: links
+ * inside the directory (a mounted ConfigMap's name -> ..data/name -> ..<timestamp>/name) are
+ * followed, a link out of it (to /etc/shadow, to another tenant's secrets) is refused, and a
+ * FIFO or device never blocks or floods the loader. */
+static char *read_config_file(struct loadctx *lc, const char *path, const char *real_dir,
+			      size_t *len)
+{
+	char *real = realpath(path, NULL);
+	size_t rl = strlen(real_dir);
+	if (!real) {
+		load_error(lc, path, 0, "cannot read: %s", strerror(errno));
+		return NULL;
+	}
+	if (strncmp(real, real_dir, rl) != 0 || (rl > 1 && real[rl] != '/')) {
+		load_error(lc, path, 0, "a link out of the configuration directory: refused (only "
+			   "files inside it are read, links included); copy the file in instead");
+		free(real);
+		return NULL;
+	}
+	int fd = open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	free(real);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		load_error(lc, path, 0, "cannot read: %s", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	if (S_ISDIR(st.st_mode)) { /* subdirectories are not read, whatever their name */
+		close(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		load_error(lc, path, 0, "not a regular file (a FIFO, socket or device): refused");
+		close(fd);
+		return NULL;
+	}
+	char *buf = xmalloc(MC_MAX_FILE_BYTES + 2);
+	size_t n = 0;
+	while (n <= MC_MAX_FILE_BYTES) {
+		ssize_t r = read(fd, buf + n, MC_MAX_FILE_BYTES + 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			load_error(lc, path, 0, "cannot read: %s", strerror(errno));
+			close(fd);
+			free(buf);
+			return NULL;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	buf[n] = 0;
+	*len = n;
+	return buf;
+}
+
+/* The YAML names of dir, sorted; at most MC_MAX_FILES. */
+static bool list_dir(struct loadctx *lc, const char *dir, struct mc_strs *names)
+{
+	DIR *d = opendir(dir);
+	if (!d) {
+		load_error(lc, dir, 0, "cannot open the configuration directory: %s",
+			   strerror(errno));
+		return false;
+	}
+	for (struct dirent *de; (de = readdir(d));) {
+		if (!yaml_name(de->d_name))
+			continue;
+		if (names->n == MC_MAX_FILES) {
+			load_error(lc, dir, 0, "more than %d YAML files (MC_MAX_FILES): put several "
+				   "documents in one file", MC_MAX_FILES);
+			closedir(d);
+			return false;
+		}
+		mc_strs_push(names, de->d_name);
+	}
+	closedir(d);
+	qsort(names->items, names->n, sizeof(char *), cmp_str);
+	return true;
+}
+
 int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_findings *findings)
 {
 	struct loadctx lc;
 	begin(&lc);
 	lc.c->dir = xstrdup(dir);
 	struct mc_strs names = {0};
-	DIR *d = opendir(dir);
-	if (!d) {
-		mc_finding_add(&lc.all, MC_ERROR, dir, 0, NULL, NULL, 0, NULL,
-			       "cannot open the configuration directory: %s", strerror(errno));
-		lc.errors++;
-		return finish(&lc, out, findings);
-	}
-	for (struct dirent *de; (de = readdir(d));) {
-		if (!yaml_name(de->d_name))
-			continue;
-		char *path = xasprintf("%s/%s", dir, de->d_name);
-		struct stat st;
-		if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-			mc_strs_push(&names, de->d_name);
-		free(path);
-	}
-	closedir(d);
-	qsort(names.items, names.n, sizeof(char *), cmp_str);
-	for (size_t i = 0; i < names.n; i++) {
-		char *path = xasprintf("%s/%s", dir, names.items[i]);
-		struct err e;
-		size_t len = 0;
-		char *text = read_file(path, &len, &e);
-		if (!text) {
-			mc_finding_add(&lc.all, MC_ERROR, path, 0, NULL, NULL, 0, NULL,
-				       "cannot read: %s", e.msg);
-			lc.errors++;
-		} else {
-			digest_add(&lc, names.items[i], text, len);
-			load_text(&lc, path, text, len);
+	char *real_dir = realpath(dir, NULL);
+	if (!real_dir)
+		load_error(&lc, dir, 0, "cannot open the configuration directory: %s",
+			   strerror(errno));
+	else if (list_dir(&lc, dir, &names))
+		for (size_t i = 0; i < names.n; i++) {
+			char *path = xasprintf("%s/%s", dir, names.items[i]);
+			size_t len = 0;
+			char *text = read_config_file(&lc, path, real_dir, &len);
+			if (text) {
+				digest_add(&lc, names.items[i], text, len);
+				load_text(&lc, path, text, len);
+			}
+			free(text);
+			free(path);
 		}
-		free(text);
-		free(path);
-	}
+	free(real_dir);
 	mc_strs_free(&names);
 	return finish(&lc, out, findings);
 }

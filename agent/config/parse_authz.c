@@ -86,7 +86,7 @@ static void cidr_item(struct pctx *x, yaml_node_t *item, const char *path, const
 {
 	struct cidr c;
 	if (!cidr_parse(v, &c)) {
-		perr(x, item, path, "\"%s\" is not an IP address or CIDR block (e.g. 10.0.0.0/16)", v);
+		perr(x, item, path, "\"%s\" is not an IP address or CIDR block (e.g. 10.0.0.0/16)", SHOW(v));
 		return;
 	}
 	if (arg) {
@@ -114,7 +114,7 @@ static void sa_item(struct pctx *x, yaml_node_t *item, const char *path, const c
 	char ns[256];
 	const char *sa = v;
 	if (strchr(v, '*')) {
-		perr(x, item, path, "\"%s\": wildcards are not allowed in serviceAccounts", v);
+		perr(x, item, path, "\"%s\": wildcards are not allowed in serviceAccounts", SHOW(v));
 		return;
 	}
 	if (slash) {
@@ -122,7 +122,7 @@ static void sa_item(struct pctx *x, yaml_node_t *item, const char *path, const c
 		if (strchr(slash + 1, '/') || l == 0 || l >= sizeof(ns)) {
 			perr(x, item, path,
 			     "\"%s\": expected \"<service-account>\" or \"<namespace>/<service-account>\"",
-			     v);
+			     SHOW(v));
 			return;
 		}
 		memcpy(ns, v, l);
@@ -133,12 +133,12 @@ static void sa_item(struct pctx *x, yaml_node_t *item, const char *path, const c
 	}
 	if (!dns1123_label(ns)) {
 		perr(x, item, path, "\"%s\": namespace \"%s\" is not a valid namespace name "
-		     "(DNS-1123 label: lowercase letters, digits, '-')", v, ns);
+		     "(DNS-1123 label: lowercase letters, digits, '-')", SHOW(v), SHOW(ns));
 		return;
 	}
 	if (!dns1123_subdomain(sa)) {
 		perr(x, item, path, "\"%s\": \"%s\" is not a valid service account name "
-		     "(lowercase letters, digits, '-', '.')", v, sa);
+		     "(lowercase letters, digits, '-', '.')", SHOW(v), SHOW(sa));
 		return;
 	}
 	char *full = xasprintf("%s/%s", ns, sa);
@@ -309,12 +309,12 @@ static int classify_when_key(struct pctx *x, yaml_node_t *kn, const char *path, 
 	else {
 		const char *near = nearest_word(key, all_when_keys);
 		if (near)
-			perr(x, kn, path, "unknown condition key \"%s\" (did you mean \"%s\"?)", key,
+			perr(x, kn, path, "unknown condition key \"%s\" (did you mean \"%s\"?)", SHOW(key),
 			     near);
 		else
 			perr(x, kn, path, "unknown condition key \"%s\": L4 keys are source.ip, "
 			     "source.namespace, source.principal, destination.ip, "
-			     "destination.port", key);
+			     "destination.port", SHOW(key));
 	}
 	return -1;
 }
@@ -559,7 +559,7 @@ static void parse_dry_run(struct pctx *x, yaml_node_t *root, struct mc_authz *p)
 	int b = parse_bool(v);
 	if (b < 0)
 		perr(x, root, "metadata.annotations.istio.io/dry-run",
-		     "\"%s\" is not a boolean: write \"true\" or \"false\"", v);
+		     "\"%s\" is not a boolean: write \"true\" or \"false\"", SHOW(v));
 	p->dry_run = b == 1;
 }
 

@@ -123,7 +123,7 @@ static void parse_service_account(struct pctx *x, yaml_node_t *n, const char *pa
 	if (sa && !dns1123_subdomain(sa))
 		perr(x, y_get(x, n, "serviceAccount"), path_key(sub, path, "serviceAccount"),
 		     "\"%s\" is not a valid service account name (lowercase letters, digits, "
-		     "'-', '.'): it becomes part of the SPIFFE ID", sa);
+		     "'-', '.'): it becomes part of the SPIFFE ID", SHOW(sa));
 	*out = xstrdup(sa ? sa : "default");
 }
 
@@ -210,7 +210,7 @@ void parse_workload_entry(struct pctx *x, yaml_node_t *spec, struct mc_meta *met
 		else if (!addr_parse(addr, &w.address))
 			perr(x, y_get(x, spec, "address"), "spec.address",
 			     "\"%s\" is not an IP address: moat WorkloadEntries are addressed by IP",
-			     addr);
+			     SHOW(addr));
 		else {
 			w.addrs[0] = w.address;
 			w.n_addrs = 1;
@@ -247,7 +247,7 @@ static void host_item(struct pctx *x, yaml_node_t *item, const char *path, const
 {
 	if (!host_chars(v)) {
 		perr(x, item, path, "\"%s\" is not a host name (e.g. api.example.com or "
-		     "*.example.com)", v);
+		     "*.example.com)", SHOW(v));
 		return;
 	}
 	mc_strs_push(arg, v);
@@ -259,7 +259,7 @@ static void address_item(struct pctx *x, yaml_node_t *item, const char *path, co
 	struct mc_service_entry *se = arg;
 	struct cidr c;
 	if (!cidr_parse(v, &c)) {
-		perr(x, item, path, "\"%s\" is not an IP address or CIDR block", v);
+		perr(x, item, path, "\"%s\" is not an IP address or CIDR block", SHOW(v));
 		return;
 	}
 	*VEC_PUSH(se->addresses, se->n_addresses, se->cap_addresses) = c;
@@ -310,11 +310,11 @@ static void parse_endpoint(struct pctx *x, yaml_node_t *n, const char *path,
 		ep->is_ip = addr_parse(addr, &ep->ip);
 		if (!ep->is_ip && !host_chars(addr))
 			perr(x, y_get(x, n, "address"), sub,
-			     "\"%s\" is neither an IP address nor a host name", addr);
+			     "\"%s\" is neither an IP address nor a host name", SHOW(addr));
 		else if (!ep->is_ip && se->resolution == MC_RES_STATIC)
 			perr(x, y_get(x, n, "address"), sub,
 			     "\"%s\" is not an IP address, which resolution STATIC requires "
-			     "(use resolution: DNS for host names)", addr);
+			     "(use resolution: DNS for host names)", SHOW(addr));
 	}
 	yaml_node_t *v;
 	if ((v = y_get(x, n, "ports")))

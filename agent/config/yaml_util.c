@@ -12,12 +12,8 @@
 static void pfind(struct pctx *x, enum mc_severity sev, const yaml_node_t *n, const char *field,
 		  const char *fmt, va_list ap)
 {
-	struct sbuf msg;
-	sbuf_init(&msg);
-	sbuf_vprintf(&msg, fmt, ap);
-	mc_finding_add(x->findings, sev, x->file, n ? yline(n) : 0, x->kind, x->object, x->rule,
-		       field, "%s", msg.s ? msg.s : "");
-	sbuf_free(&msg);
+	mc_finding_vadd(x->findings, sev, x->file, n ? yline(n) : 0, x->kind, x->object, x->rule,
+			field, fmt, ap);
 	if (sev == MC_ERROR)
 		x->errors++;
 }
@@ -77,9 +73,9 @@ const char *y_text(const yaml_node_t *n)
 const char *path_key(char *buf, const char *parent, const char *key)
 {
 	if (parent && *parent)
-		snprintf(buf, CFG_PATH_LEN, "%s.%s", parent, key);
+		snprintf(buf, CFG_PATH_LEN, "%s.%s", parent, SHOW(key));
 	else
-		snprintf(buf, CFG_PATH_LEN, "%s", key);
+		snprintf(buf, CFG_PATH_LEN, "%s", SHOW(key));
 	return buf;
 }
 
@@ -147,14 +143,18 @@ static void known_list(struct sbuf *b, const char *const *known)
 		sbuf_printf(b, "%s%s", i ? ", " : "", known[i]);
 }
 
+/* Duplicates are found through the known list (short), not by comparing every pair of keys:
+ * a mapping with a million repeated keys costs a million steps, not 10^12. */
+#define KNOWN_MAX 64
+
 void y_check_keys(struct pctx *x, yaml_node_t *map, const char *path, const char *const *known)
 {
 	if (!map || map->type != YAML_MAPPING_NODE)
 		return;
-	yaml_node_pair_t *start = map->data.mapping.pairs.start;
-	yaml_node_pair_t *top = map->data.mapping.pairs.top;
+	int first_line[KNOWN_MAX] = {0};
 	char sub[CFG_PATH_LEN];
-	for (yaml_node_pair_t *p = start; p < top; p++) {
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+	     p++) {
 		yaml_node_t *k = ynode(x, p->key);
 		const char *key = y_text(k);
 		if (!key) {
@@ -162,11 +162,11 @@ void y_check_keys(struct pctx *x, yaml_node_t *map, const char *path, const char
 			     "a key must be a string, got %s", y_what(k));
 			continue;
 		}
-		bool ok = false;
-		for (size_t i = 0; known[i] && !ok; i++)
-			ok = strcmp(known[i], key) == 0;
+		size_t i = 0;
+		while (known[i] && strcmp(known[i], key) != 0)
+			i++;
 		path_key(sub, path, key);
-		if (!ok) {
+		if (!known[i]) {
 			const char *near = nearest_word(key, known);
 			struct sbuf b;
 			sbuf_init(&b);
@@ -176,21 +176,18 @@ void y_check_keys(struct pctx *x, yaml_node_t *map, const char *path, const char
 				     "unknown field \"%s\" (did you mean \"%s\"?): unknown fields are "
 				     "errors, because a misspelt field would silently change what a "
 				     "rule matches",
-				     key, near);
+				     SHOW(key), near);
 			else
 				perr(x, k, sub,
-				     "unknown field \"%s\": expected one of %s", key, b.s ? b.s : "");
+				     "unknown field \"%s\": expected one of %s", SHOW(key), b.s ? b.s : "");
 			sbuf_free(&b);
 			continue;
 		}
-		for (yaml_node_pair_t *q = start; q < p; q++) {
-			const char *prev = y_text(ynode(x, q->key));
-			if (prev && strcmp(prev, key) == 0) {
-				perr(x, k, sub, "field \"%s\" appears twice (first at line %d): keep one",
-				     key, yline(ynode(x, q->key)));
-				break;
-			}
-		}
+		if (i < KNOWN_MAX && first_line[i])
+			perr(x, k, sub, "field \"%s\" appears twice (first at line %d): keep one",
+			     key, first_line[i]);
+		else if (i < KNOWN_MAX)
+			first_line[i] = yline(k);
 	}
 }
 
@@ -254,7 +251,7 @@ bool y_port(struct pctx *x, yaml_node_t *n, const char *path, uint16_t *out)
 		return false;
 	const char *v = y_text(n);
 	if (!all_digits(v)) {
-		perr(x, n, path, "expected a port number 1..65535, got \"%s\"", v);
+		perr(x, n, path, "expected a port number 1..65535, got \"%s\"", SHOW(v));
 		return false;
 	}
 	errno = 0;
@@ -275,7 +272,7 @@ bool y_uint32(struct pctx *x, yaml_node_t *n, const char *path, uint32_t *out)
 	errno = 0;
 	unsigned long long u = all_digits(v) ? strtoull(v, NULL, 10) : 0;
 	if (!all_digits(v) || errno || u > UINT32_MAX) {
-		perr(x, n, path, "expected a number 0..4294967295, got \"%s\"", v);
+		perr(x, n, path, "expected a number 0..4294967295, got \"%s\"", SHOW(v));
 		return false;
 	}
 	*out = (uint32_t)u;
@@ -296,9 +293,9 @@ int y_enum(struct pctx *x, yaml_node_t *n, const char *path, const char *const *
 	const char *near = nearest_word(v, names);
 	if (near)
 		perr(x, n, path, "unknown value \"%s\" (did you mean \"%s\"?): expected one of %s",
-		     v, near, b.s);
+		     SHOW(v), near, b.s);
 	else
-		perr(x, n, path, "unknown value \"%s\": expected one of %s", v, b.s);
+		perr(x, n, path, "unknown value \"%s\": expected one of %s", SHOW(v), b.s);
 	sbuf_free(&b);
 	return -1;
 }
@@ -349,11 +346,40 @@ bool y_strlist(struct pctx *x, yaml_node_t *n, const char *path, struct mc_strs 
 	return y_each_str(x, n, path, push_str, out);
 }
 
+static int cmp_key_node(const void *a, const void *b)
+{
+	const yaml_node_t *x = *(yaml_node_t *const *)a, *y = *(yaml_node_t *const *)b;
+	int c = strcmp(y_text(x), y_text(y));
+	return c ? c : (x->start_mark.index > y->start_mark.index) -
+			       (x->start_mark.index < y->start_mark.index);
+}
+
+/* Duplicate keys by sorting (n log n): a label map may be as long as a file allows. */
+static void labels_dup_check(struct pctx *x, yaml_node_t *n, const char *path)
+{
+	size_t cnt = 0, total = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+	yaml_node_t **keys = xcalloc(total + 1, sizeof(*keys));
+	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+		yaml_node_t *k = ynode(x, p->key);
+		if (y_text(k) && !y_null(k) && *y_text(k))
+			keys[cnt++] = k;
+	}
+	qsort(keys, cnt, sizeof(*keys), cmp_key_node);
+	char sub[CFG_PATH_LEN];
+	for (size_t i = 1; i < cnt; i++)
+		if (strcmp(y_text(keys[i - 1]), y_text(keys[i])) == 0)
+			perr(x, keys[i], path_key(sub, path, y_text(keys[i])),
+			     "label \"%s\" appears twice (first at line %d): keep one",
+			     SHOW(y_text(keys[i])), yline(keys[i - 1]));
+	free(keys);
+}
+
 bool y_labels(struct pctx *x, yaml_node_t *n, const char *path, struct mc_labels *out)
 {
 	char sub[CFG_PATH_LEN];
 	if (!y_expect(x, n, YAML_MAPPING_NODE, path))
 		return false;
+	labels_dup_check(x, n, path);
 	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
 	     p++) {
 		yaml_node_t *k = ynode(x, p->key), *v = ynode(x, p->value);
@@ -363,10 +389,6 @@ bool y_labels(struct pctx *x, yaml_node_t *n, const char *path, struct mc_labels
 			continue;
 		}
 		path_key(sub, path, key);
-		if (mc_label_get(out, key)) {
-			perr(x, k, sub, "label \"%s\" appears twice: keep one", key);
-			continue;
-		}
 		if (!v || v->type != YAML_SCALAR_NODE) {
 			perr(x, v, sub, "expected a string, got %s", y_what(v));
 			continue;

@@ -480,6 +480,11 @@ int set_cloexec(int fd)
 
 char *read_file(const char *path, size_t *len, struct err *e)
 {
+	return read_file_max(path, SIZE_MAX, len, e);
+}
+
+char *read_file_max(const char *path, size_t max, size_t *len, struct err *e)
+{
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		err_set(e, "open %s: %s", path, strerror(errno));
@@ -488,8 +493,9 @@ char *read_file(const char *path, size_t *len, struct err *e)
 	struct sbuf b;
 	sbuf_init(&b);
 	char chunk[65536];
-	for (;;) {
-		ssize_t n = read(fd, chunk, sizeof(chunk));
+	while (b.len < max) {
+		size_t want = max - b.len < sizeof(chunk) ? max - b.len : sizeof(chunk);
+		ssize_t n = read(fd, chunk, want);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {

@@ -101,6 +101,8 @@ void sock_nodelay(int fd);
 int set_cloexec(int fd);
 /* Read a whole file (NUL-terminated). */
 char *read_file(const char *path, size_t *len, struct err *e);
+/* The same, reading at most max bytes (a bound for files that may be huge or endless). */
+char *read_file_max(const char *path, size_t max, size_t *len, struct err *e);
 /* Write a file atomically (temp + rename) with the given mode. */
 int write_file_atomic(const char *path, const void *data, size_t len, int mode, struct err *e);
 int mkdir_p(const char *path, int mode);

@@ -173,14 +173,18 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 				 "{\"connections\":%d,\"streams\":%d},\"bpf\":{\"connects_captured\":%llu,"
 				 "\"connects_denied\":%llu,\"connects_unregistered\":%llu,"
 				 "\"verdict_misses\":%llu,\"plaintext_dropped\":%llu,"
-				 "\"plaintext_redirected\":%llu},\"bpf_dir\":",
+				 "\"plaintext_redirected\":%llu,\"plaintext_no_listener\":%llu,"
+				 "\"unknown_dst_dropped\":%llu,\"spoofed_dropped\":%llu},\"bpf_dir\":",
 			    (unsigned long long)a->epoch, n_pods, n_conns, pool_conns, pool_streams,
 			    (unsigned long long)st.connects_captured,
 			    (unsigned long long)st.connects_denied,
 			    (unsigned long long)st.connects_unregistered,
 			    (unsigned long long)st.verdict_misses,
 			    (unsigned long long)st.plaintext_dropped,
-			    (unsigned long long)st.plaintext_redirected);
+			    (unsigned long long)st.plaintext_redirected,
+			    (unsigned long long)st.plaintext_no_listener,
+			    (unsigned long long)st.unknown_dst_dropped,
+			    (unsigned long long)st.spoofed_dropped);
 		sbuf_json_str(out, dataplane_pin_dir(a->dp));
 		sbuf_printf(out, ",\"relay_engine\":\"userspace-openssl\",\"ktls_available\":%s}\n",
 			    a->ktls ? "true" : "false");
@@ -204,9 +208,14 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 		    (unsigned long long)st.connects_unregistered,
 		    (unsigned long long)st.verdict_misses);
 	sbuf_printf(out, "ingress         %llu plaintext SYNs dropped (STRICT), %llu steered to "
-			 "15006 (PERMISSIVE)\n",
+			 "15006 (PERMISSIVE), %llu dropped without a 15006 listener\n",
 		    (unsigned long long)st.plaintext_dropped,
-		    (unsigned long long)st.plaintext_redirected);
+		    (unsigned long long)st.plaintext_redirected,
+		    (unsigned long long)st.plaintext_no_listener);
+	sbuf_printf(out, "pod interfaces  %llu SYNs to unregistered addresses dropped, %llu packets "
+			 "with forged sources dropped\n",
+		    (unsigned long long)st.unknown_dst_dropped,
+		    (unsigned long long)st.spoofed_dropped);
 	return 0;
 }
 

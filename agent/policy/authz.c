@@ -471,8 +471,20 @@ static void rule_ports(const struct mc_rule *r, uint16_t **ports, size_t *n, siz
 	}
 }
 
-size_t authz_ports_of_interest(const struct mesh_config *c, const struct authz_target *t,
-			       uint16_t **ports)
+/* Can rule r match this source at some port? Its `from` does not depend on the port. */
+static bool rule_may_match_source(struct mctx *m, const struct mc_rule *r)
+{
+	if (!m || !r->has_from)
+		return true;
+	for (size_t i = 0; i < r->n_from; i++)
+		if (match_source(m, &r->from[i]))
+			return true;
+	return false;
+}
+
+/* m == NULL: every source. */
+static size_t ports_of_interest(const struct mesh_config *c, const struct authz_target *t,
+				struct mctx *m, uint16_t **ports)
 {
 	size_t n = 0, cap = 0;
 	*ports = NULL;
@@ -480,8 +492,10 @@ size_t authz_ports_of_interest(const struct mesh_config *c, const struct authz_t
 		const struct mc_authz *p = &c->policies[i];
 		if (p->unsupported || !authz_policy_applies(c, p, t))
 			continue;
+		if (m)
+			m->deny = p->action == MC_ACTION_DENY;
 		for (size_t r = 0; r < p->n_rules; r++)
-			if (!p->rules[r].dropped)
+			if (!p->rules[r].dropped && rule_may_match_source(m, &p->rules[r]))
 				rule_ports(&p->rules[r], ports, &n, &cap);
 	}
 	/* Port-level mTLS makes the plaintext verdict depend on the port too. */
@@ -499,6 +513,22 @@ size_t authz_ports_of_interest(const struct mesh_config *c, const struct authz_t
 	if (n > 1)
 		qsort(*ports, n, sizeof(**ports), cmp_u16);
 	return n;
+}
+
+size_t authz_ports_of_interest(const struct mesh_config *c, const struct authz_target *t,
+			       uint16_t **ports)
+{
+	return ports_of_interest(c, t, NULL, ports);
+}
+
+size_t authz_ports_of_interest_for(const struct mesh_config *c, const struct authz_target *t,
+				   const struct authz_peer *p, uint16_t **ports)
+{
+	struct principal_parts parts;
+	const char *principal = strip_spiffe(p->principal);
+	principal_split(principal, &parts);
+	struct mctx m = {.t = t, .p = p, .principal = principal, .parts = &parts};
+	return ports_of_interest(c, t, &m, ports);
 }
 
 static bool rule_uses_source_ip(const struct mc_rule *r)

@@ -113,11 +113,11 @@ static void lint_named_ports(const struct mc_authz *p, int ri, struct mc_finding
 			if (deny)
 				snprintf(msg, sizeof(msg), "named port \"%s\" cannot be enforced at L4 "
 					 "(ports must be numbers): fail closed, this operation now "
-					 "matches every port", o->named_ports.items[k]);
+					 "matches every port", SHOW(o->named_ports.items[k]));
 			else
 				snprintf(msg, sizeof(msg), "named port \"%s\" cannot be enforced at L4 "
 					 "(ports must be numbers): fail closed, it matches nothing%s",
-					 o->named_ports.items[k],
+					 SHOW(o->named_ports.items[k]),
 					 o->n_ports ? " (the numeric ports listed still count)"
 						    : "; this operation now matches nothing");
 			add(f, MC_WARNING, p, o->line, ri + 1, field, msg);
@@ -126,7 +126,7 @@ static void lint_named_ports(const struct mc_authz *p, int ri, struct mc_finding
 			snprintf(field, sizeof(field), "spec.rules[%d].to[%zu].operation.notPorts", ri,
 				 j);
 			snprintf(msg, sizeof(msg), "named port \"%s\" cannot be enforced at L4 (ports "
-				 "must be numbers): fail closed, %s", o->named_not_ports.items[k],
+				 "must be numbers): fail closed, %s", SHOW(o->named_not_ports.items[k]),
 				 deny ? "it excludes no port" : "this operation now matches nothing");
 			add(f, MC_WARNING, p, o->line, ri + 1, field, msg);
 		}
@@ -144,12 +144,12 @@ static void lint_principal(const struct mesh_config *c, const struct mc_authz *p
 		return;
 	if (!principal_split(principal, &parts)) {
 		snprintf(msg, sizeof(msg), "principal \"%s\" is not <trust-domain>/ns/<namespace>/"
-			 "sa/<service-account>: it never matches a workload identity", principal);
+			 "sa/<service-account>: it never matches a workload identity", SHOW(principal));
 		add(f, MC_WARNING, p, line, ri + 1, field, msg);
 	} else if (strcmp(parts.td, c->mesh.trust_domain) != 0) {
 		snprintf(msg, sizeof(msg), "principal \"%s\" has trust domain \"%s\" but the mesh's "
 			 "is \"%s\": no workload of this mesh presents it (moat compares the whole "
-			 "principal, trust domain included, as Istio does)", principal, parts.td,
+			 "principal, trust domain included, as Istio does)", SHOW(principal), SHOW(parts.td),
 			 c->mesh.trust_domain);
 		add(f, MC_WARNING, p, line, ri + 1, field, msg);
 	}
@@ -162,7 +162,7 @@ static void lint_spiffe_written(const struct mc_authz *p, int ri, int line, cons
 	for (size_t k = 0; k < written->n; k++) {
 		snprintf(msg, sizeof(msg), "principal \"%s\" is written with \"spiffe://\": moat "
 			 "treats it as \"%s\", but Istio/ztunnel would never match it; remove the "
-			 "prefix", written->items[k], written->items[k] + 9);
+			 "prefix", SHOW(written->items[k]), SHOW(written->items[k] + 9));
 		add(f, MC_WARNING, p, line, ri + 1, field, msg);
 	}
 }

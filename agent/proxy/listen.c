@@ -44,10 +44,16 @@ void listener_accept_failed(struct agent *a, struct listener *l, int err)
 {
 	if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED)
 		return;
+	/* Out of descriptors or kernel memory: the connection stays queued and the listener
+	 * readable, so accepting again at once would spin. */
+	bool fds = err == EMFILE || err == ENFILE;
+	bool pause = fds || err == ENOBUFS || err == ENOMEM;
 	log_warn("accept on %s of pod %s: %s%s", listener_port(l), l->pod->key, strerror(err),
-		 err == EMFILE || err == ENFILE ? " (out of file descriptors: accepting again in "
-						  "100 ms)" : "");
-	if ((err == EMFILE || err == ENFILE) && !loop_timer_armed(&l->backoff)) {
+		 fds     ? " (out of file descriptors: accepting again in 100 ms)"
+		 : pause ? " (out of kernel memory: accepting again in 100 ms)"
+			 : "");
+	if (pause && !loop_timer_armed(&l->backoff)) {
+		a->accept_pauses++;
 		loop_io_del(a->loop, &l->io);
 		loop_timer_arm(a->loop, &l->backoff, 100);
 	}

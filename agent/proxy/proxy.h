@@ -30,9 +30,9 @@ static inline struct h2_limits agent_h2_limits(const struct agent *a)
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
 		  int family, struct err *e);
 void listener_close(struct agent *a, struct listener *l);
-
-/* accept() failed with err: log it; out of fds (EMFILE/ENFILE), stop watching the listener
- * for 100 ms instead of spinning on it (the kernel's backlog holds the connections). */
+/* accept() failed with err: log it; out of fds or memory (EMFILE/ENFILE/ENOBUFS/ENOMEM),
+ * stop watching the listener for 100 ms instead of spinning on it (the kernel's backlog
+ * holds the connections; counted in moat_accept_pauses_total). */
 void listener_accept_failed(struct agent *a, struct listener *l, int err);
 
 /* Accept handlers (called by the listener watcher). */

@@ -6,6 +6,7 @@
 #define MOAT_STATE_AGENT_H
 
 #include <net/if.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -25,6 +26,7 @@ struct hbone_pool;
 struct ctl_server;
 struct conn;
 struct srv_conn;
+struct reload_job;
 
 struct agent_opts {
 	const char *config_dir;
@@ -98,6 +100,7 @@ struct pod {
 	struct listener out4, out6, hbone4, hbone6, plain4, plain6;
 	bool transparent_ok;       /* policy routing for IP_TRANSPARENT is in place */
 	int fwmark_accept_was;     /* the pod's tcp_fwmark_accept before moat; -1 unknown */
+	struct pod_addrs *learned; /* its other interface addresses (state/addrs.c) */
 	struct pod *next;
 };
 
@@ -137,11 +140,19 @@ struct agent {
 	bool ready;
 	bool ktls;                    /* the kernel takes TCP_ULP "tls" (probed at start) */
 	char ktls_why[160];
-	/* config watch */
+	/* config watch and the reload worker (state/reload.c) */
+	bool watching;                /* agent_config_watch ran: the fields below are set up */
 	int inotify_fd;
 	struct loop_io inotify_io;
 	struct loop_timer reload_timer;
+	int reload_efd;               /* the worker signals a finished load here */
+	struct loop_io reload_io;
+	pthread_t reload_thread;
+	bool reload_running;          /* reload_thread runs and owns reload_job */
+	bool reload_pending;          /* asked again while running: load once more after */
+	struct reload_job *reload_job;
 	uint64_t reloads_ok, reloads_failed;
+	uint64_t accept_pauses;       /* listeners paused by EMFILE and friends */
 	char last_reload_error[1024];
 	/* BPF events */
 	struct loop_io events_io;
@@ -165,6 +176,8 @@ const struct moat_addr *pod_addr_like(const struct pod *p, const struct moat_add
 const struct mc_workload *pod_workload(const struct pod *p);
 /* Recompute and write every BPF map from the configuration and the pods (epoch bump). */
 void agent_sync_dataplane(struct agent *a);
+/* Write just one pod's addresses to the workloads map (before its TC programs attach). */
+void agent_put_pod_addrs(struct agent *a, struct pod *p);
 /* Evaluate with the agent's engine; fills target/peer/decision. */
 void agent_authorize(struct agent *a, const struct dest *d, const struct moat_addr *dst_ip,
 		     uint16_t dst_port, const char *principal, const struct moat_addr *src_ip,
@@ -182,8 +195,15 @@ const struct mc_service_entry *agent_service_by_resolved(struct agent *a, const 
 
 /* ---- config (state/reload.c) ---- */
 int agent_config_watch(struct agent *a, struct err *e);
-/* Load the directory; on success swap it in and resync. Returns 0 / -1 (old config kept). */
+/* Stop watching; waits for a running load and drops it. Safe when the watch never started. */
+void agent_config_watch_stop(struct agent *a);
+/* Load the directory on this thread (a running background load is dropped first); on
+ * success swap it in and resync. Returns 0 / -1 (old config kept). Blocks the loop for as
+ * long as the load takes: for requests that need the answer (`moatctl reload`). */
 int agent_config_reload(struct agent *a);
+/* Load the directory on the worker thread; the swap happens on the loop thread when it
+ * ends. While a load runs, further requests coalesce into one more load. */
+void agent_config_reload_async(struct agent *a);
 /* Log findings of at least min severity, each at its own level (error/warn/info). */
 void agent_log_findings(const struct mc_findings *f, enum mc_severity min);
 
@@ -202,6 +222,13 @@ int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err
 void agent_unenroll_all(struct agent *a);
 /* Stop serving every pod without detaching its capture (agent shutdown, restart). */
 void agent_release_pods(struct agent *a);
+
+/* ---- address learning (state/addrs.c) ---- */
+/* Learn the pod's other interface addresses and keep them current (netlink in its netns). */
+int pod_addrs_start(struct agent *a, struct pod *p, struct err *e);
+void pod_addrs_stop(struct agent *a, struct pod *p);
+bool pod_has_learned(const struct pod *p, const struct moat_addr *addr);
+size_t pod_learned_addrs(const struct pod *p, const struct moat_addr **out);
 
 /* ---- enrollment records (state/persist.c) ---- */
 int pod_record_save(struct agent *a, const struct pod *p, const struct enroll_req *r,

@@ -27,6 +27,9 @@ static const char *reason_code(uint32_t r)
 	case MOAT_REASON_NO_ALLOW: return "NO_ALLOW";
 	case MOAT_REASON_UNREGISTERED: return "UNREGISTERED";
 	case MOAT_REASON_STRICT_PLAIN: return "STRICT_PLAINTEXT";
+	case MOAT_REASON_UNKNOWN_ADDR: return "UNKNOWN_ADDRESS";
+	case MOAT_REASON_SPOOFED: return "SPOOFED_SOURCE";
+	case MOAT_REASON_NO_LISTENER: return "NO_PLAINTEXT_LISTENER";
 	default: return "DENY";
 	}
 }
@@ -67,22 +70,47 @@ static void connect_denied(struct agent *a, const struct moat_event *ev)
 	agent_log_deny(a, &r);
 }
 
-static void plaintext_dropped(struct agent *a, const struct moat_event *ev)
+static const char *tc_drop_why(uint32_t kind)
+{
+	switch (kind) {
+	case MOAT_EV_UNKNOWN_DST_DROPPED:
+		return "new TCP connection to a pod address moat did not register: SYN dropped by TC";
+	case MOAT_EV_SPOOFED_DROPPED:
+		return "the pod sent from an address that is not its own: packet dropped by TC";
+	case MOAT_EV_PLAINTEXT_NO_LISTENER:
+		return "plaintext to a PERMISSIVE workload while its 15006 listener is missing (moatd "
+		       "down): SYN dropped by sk_lookup, fail closed";
+	default:
+		return "plaintext TCP to a STRICT mTLS workload: SYN dropped by TC";
+	}
+}
+
+/* The name of a workload id (a pod's, from the host-side TC), else of the address. */
+static const char *name_of(struct agent *a, uint32_t id, const struct moat_addr *addr)
 {
 	struct dest d;
-	bool known = agent_lookup_dest(a, &ev->dst, &d);
-	struct dest s;
-	bool src_known = agent_lookup_dest(a, &ev->src, &s);
+	if (agent_lookup_dest(a, addr, &d))
+		return d.name;
+	return intern_name(&a->workload_ids, id);
+}
+
+/* Packets dropped by TC or sk_lookup: who sent what to whom, and why. */
+static void packet_dropped(struct agent *a, const struct moat_event *ev)
+{
+	bool spoofed = ev->kind == MOAT_EV_SPOOFED_DROPPED;
 	struct deny_record r = {
-		.phase = "inbound",
-		.src_workload = src_known ? s.name : NULL,
+		.phase = spoofed ? "outbound" : "inbound",
+		/* a forged source names whoever it was forged after: the pod is the sender */
+		.src_workload = spoofed ? intern_name(&a->workload_ids, ev->src_workload)
+					: name_of(a, ev->src_workload, &ev->src),
 		.src = &ev->src,
 		.sport = ev->src_port,
 		.dst = &ev->dst,
 		.dport = ev->dst_port,
-		.dst_workload = known ? d.name : NULL,
-		.reason = "plaintext TCP to a STRICT mTLS workload: SYN dropped by TC",
-		.reason_code = "STRICT_PLAINTEXT",
+		.dst_workload = spoofed ? name_of(a, ev->dst_workload, &ev->dst)
+					: intern_name(&a->workload_ids, ev->dst_workload),
+		.reason = tc_drop_why(ev->kind),
+		.reason_code = reason_code(ev->reason),
 	};
 	agent_log_deny(a, &r);
 }
@@ -92,8 +120,8 @@ static void on_event(void *arg, const struct moat_event *ev)
 	struct agent *a = arg;
 	if (ev->kind == MOAT_EV_CONNECT_DENIED)
 		connect_denied(a, ev);
-	else if (ev->kind == MOAT_EV_PLAINTEXT_DROPPED)
-		plaintext_dropped(a, ev);
+	else
+		packet_dropped(a, ev);
 }
 
 static void on_events(struct loop_io *io, uint32_t events)
@@ -123,6 +151,11 @@ static void export_stats(struct loop_timer *t)
 			{"moat_bpf_plaintext_redirected_total", st.plaintext_redirected,
 			 o->plaintext_redirected},
 			{"moat_bpf_events_lost_total", st.events_lost, o->events_lost},
+			{"moat_bpf_unknown_dst_dropped_total", st.unknown_dst_dropped,
+			 o->unknown_dst_dropped},
+			{"moat_bpf_spoofed_dropped_total", st.spoofed_dropped, o->spoofed_dropped},
+			{"moat_bpf_plaintext_no_listener_total", st.plaintext_no_listener,
+			 o->plaintext_no_listener},
 		};
 		struct metric_labels none = {0};
 		for (size_t i = 0; i < ARRAY_SIZE(rows); i++)

@@ -115,6 +115,7 @@ static void pod_close_listeners(struct agent *a, struct pod *p)
 
 static void pod_free(struct agent *a, struct pod *p)
 {
+	pod_addrs_stop(a, p);
 	pod_close_listeners(a, p);
 	if (p->netns_fd >= 0)
 		close(p->netns_fd);
@@ -378,7 +379,13 @@ static int pod_commit(struct agent *a, struct pod *p, struct enroll_req *r, stru
 	}
 	if (pod_plain_listeners_put(a, p, e) < 0)
 		goto fail;
-	if (dataplane_attach_pod(a->dp, p->fs_key, p->cgroup_fd, p->netns_fd, p->ifname, e) < 0) {
+	if (pod_addrs_start(a, p, e) < 0) {
+		pod_plain_listeners_del(a, p);
+		goto fail;
+	}
+	agent_put_pod_addrs(a, p); /* known before the pod's TC programs judge by them */
+	if (dataplane_attach_pod(a->dp, p->fs_key, p->cgroup_fd, p->netns_fd, p->ifname,
+				 p->workload_id, e) < 0) {
 		pod_plain_listeners_del(a, p);
 		err_wrap(e, "enroll %s", p->key);
 		goto fail;

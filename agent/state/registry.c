@@ -122,18 +122,35 @@ static uint32_t workload_id(struct agent *a, const struct mc_workload *w)
 	return intern_id(&a->workload_ids, key);
 }
 
+static void dest_of_pod(struct pod *p, struct dest *d)
+{
+	d->kind = DEST_WORKLOAD;
+	d->wl = pod_workload(p);
+	d->local = p;
+	d->id = p->workload_id;
+	d->ambient = true;
+	d->name = p->key;
+	d->spiffe_id = p->spiffe_id;
+}
+
+/* A learned address (state/addrs.c) is the pod's only when nothing declared claims it,
+ * so it is looked up last, as the BPF maps rank it (want_sort_unique). */
+static bool lookup_learned(struct agent *a, const struct moat_addr *addr, struct dest *d)
+{
+	for (struct pod *p = a->pods; p; p = p->next)
+		if (pod_has_learned(p, addr)) {
+			dest_of_pod(p, d);
+			return true;
+		}
+	return false;
+}
+
 bool agent_lookup_dest(struct agent *a, const struct moat_addr *addr, struct dest *d)
 {
 	memset(d, 0, sizeof(*d));
 	struct pod *p = agent_pod_by_addr(a, addr);
 	if (p) {
-		d->kind = DEST_WORKLOAD;
-		d->wl = pod_workload(p);
-		d->local = p;
-		d->id = p->workload_id;
-		d->ambient = true;
-		d->name = p->key;
-		d->spiffe_id = p->spiffe_id;
+		dest_of_pod(p, d);
 		return true;
 	}
 	const struct mc_workload *w = mc_workload_by_addr(a->cfg, addr);
@@ -156,7 +173,7 @@ bool agent_lookup_dest(struct agent *a, const struct moat_addr *addr, struct des
 		d->name = intern_name(&a->workload_ids, d->id) + strlen("serviceentry:");
 		return true;
 	}
-	return false;
+	return lookup_learned(a, addr, d);
 }
 
 uint32_t agent_policy_id(struct agent *a, const struct mc_authz *p)
@@ -203,9 +220,14 @@ void agent_authorize(struct agent *a, const struct dest *d, const struct moat_ad
 
 /* ---- sync to BPF ---- */
 
+/* Who wins an address claimed twice: a pod's declared address, then the configuration,
+ * then a learned address (which never takes an address from anyone). */
+enum want_rank { RANK_LEARNED, RANK_CONFIG, RANK_POD };
+
 struct want_wl {
 	struct moat_addr addr;
 	struct moat_workload v;
+	enum want_rank rank;
 };
 
 struct sync_ctx {
@@ -221,6 +243,7 @@ static void want_add(struct sync_ctx *s, const struct moat_addr *addr, uint32_t 
 		     uint32_t identity, uint32_t flags, uint32_t mode, const char *name)
 {
 	struct want_wl *w = VEC_PUSH(s->wl, s->n_wl, s->cap_wl);
+	w->rank = flags & MOAT_WL_LOCAL ? RANK_POD : RANK_CONFIG;
 	w->addr = *addr;
 	w->v.id = id;
 	w->v.identity = identity;
@@ -229,14 +252,17 @@ static void want_add(struct sync_ctx *s, const struct moat_addr *addr, uint32_t 
 	snprintf(w->v.name, sizeof(w->v.name), "%s", name);
 }
 
-/* By address; for one address a pod on this node first (it wins over a config entry). */
+/* By address; for one address the best rank first (want_sort_unique keeps it), then the
+ * lower workload id (two pods learning one address: a stable winner). */
 static int cmp_want(const void *x, const void *y)
 {
 	const struct want_wl *a = x, *b = y;
 	int d = memcmp(a->addr.bytes, b->addr.bytes, 16);
 	if (d)
 		return d;
-	return (int)(b->v.flags & MOAT_WL_LOCAL) - (int)(a->v.flags & MOAT_WL_LOCAL);
+	if (a->rank != b->rank)
+		return (int)b->rank - (int)a->rank;
+	return a->v.id < b->v.id ? -1 : a->v.id > b->v.id;
 }
 
 static void want_sort_unique(struct sync_ctx *s)
@@ -296,6 +322,25 @@ static void collect_cidr(struct sync_ctx *s, const struct cidr *c, const struct 
 	}
 }
 
+/* A pod's declared addresses and those learned on its interface: one workload. */
+static void collect_pod(struct sync_ctx *s, struct pod *p)
+{
+	const struct mesh_config *cfg = s->a->cfg;
+	const struct mc_workload *w = pod_workload(p);
+	uint32_t flags = MOAT_WL_AMBIENT | MOAT_WL_LOCAL;
+	if (authz_has_port_mtls(cfg, w))
+		flags |= MOAT_WL_PORT_MTLS;
+	uint32_t mode = mtls_flag(authz_mtls_mode(cfg, w, 0, NULL));
+	for (size_t i = 0; i < p->n_addrs; i++) /* declared: its WorkloadEntry's, or the enroll's */
+		want_add(s, &p->addrs[i], p->workload_id, p->identity_id, flags, mode, p->key);
+	const struct moat_addr *learned;
+	size_t n = pod_learned_addrs(p, &learned);
+	for (size_t i = 0; i < n; i++) {
+		want_add(s, &learned[i], p->workload_id, p->identity_id, flags, mode, p->key);
+		s->wl[s->n_wl - 1].rank = RANK_LEARNED;
+	}
+}
+
 static void collect_workloads(struct sync_ctx *s)
 {
 	struct agent *a = s->a;
@@ -318,15 +363,8 @@ static void collect_workloads(struct sync_ctx *s)
 				collect_service(s, &se->endpoints[j].ip, se);
 	}
 	agent_egress_each(a, collect_service, s);
-	for (struct pod *p = a->pods; p; p = p->next) {
-		const struct mc_workload *w = pod_workload(p);
-		uint32_t flags = MOAT_WL_AMBIENT | MOAT_WL_LOCAL;
-		if (authz_has_port_mtls(cfg, w))
-			flags |= MOAT_WL_PORT_MTLS;
-		for (size_t j = 0; j < p->n_addrs; j++)
-			want_add(s, &p->addrs[j], p->workload_id, p->identity_id, flags,
-				 mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)), p->key);
-	}
+	for (struct pod *p = a->pods; p; p = p->next)
+		collect_pod(s, p);
 }
 
 static void write_workloads(struct sync_ctx *s)
@@ -426,6 +464,32 @@ bool agent_decide_all_addrs(const struct mesh_config *cfg, const char *principal
 	return true;
 }
 
+/* The ports of interest for a source pod over each of its addresses (a rule's `from` may
+ * match only one family's address: its ports must still get their own verdicts). */
+static size_t ports_for_every_addr(const struct mesh_config *cfg, const struct authz_target *t,
+				   const struct pod *src, uint16_t **out)
+{
+	uint16_t *all = NULL;
+	size_t n_all = 0, cap_all = 0;
+	for (size_t i = 0; i < (src->n_addrs ? src->n_addrs : 1); i++) {
+		struct authz_peer peer = {.principal = src->principal,
+					  .ip = src->n_addrs ? src->addrs[i] : src->addr,
+					  .has_ip = true};
+		uint16_t *ports = NULL;
+		size_t n = authz_ports_of_interest_for(cfg, t, &peer, &ports);
+		for (size_t j = 0; j < n; j++) {
+			bool seen = false;
+			for (size_t k = 0; k < n_all && !seen; k++)
+				seen = all[k] == ports[j];
+			if (!seen)
+				*VEC_PUSH(all, n_all, cap_all) = ports[j];
+		}
+		free(ports);
+	}
+	*out = all;
+	return n_all;
+}
+
 /* Every verdict a source pod can need for one destination: the ports its policies name,
  * and port 0 standing for every other port. A port whose verdict depends on the address
  * family gets none; since the connect hook falls back from a missing port to port 0, an
@@ -448,7 +512,7 @@ static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest 
 		n_dst = d->wl->n_addrs;
 	}
 	uint16_t *ports = NULL;
-	size_t n = authz_ports_of_interest(s->a->cfg, &t, &ports);
+	size_t n = ports_for_every_addr(s->a->cfg, &t, src, &ports);
 	struct authz_decision *dec = xcalloc(n + 1, sizeof(*dec));
 	bool port0_ok = true, named_ok = true;
 	for (size_t i = 0; i <= n; i++) {
@@ -516,6 +580,18 @@ static void write_pods(struct agent *a)
 		if (dataplane_pod_put(a->dp, p->netns_cookie, &v, &e) < 0)
 			log_error("BPF pods map: %s", e.msg);
 	}
+}
+
+void agent_put_pod_addrs(struct agent *a, struct pod *p)
+{
+	struct sync_ctx s = {.a = a};
+	collect_pod(&s, p);
+	for (size_t i = 0; i < s.n_wl; i++) {
+		struct err e;
+		if (dataplane_workload_put(a->dp, &s.wl[i].addr, &s.wl[i].v, &e) < 0)
+			log_error("BPF workloads map: %s", e.msg);
+	}
+	free(s.wl);
 }
 
 void agent_sync_dataplane(struct agent *a)

@@ -18,7 +18,7 @@
 #include <linux/types.h>
 #endif
 
-#define MOAT_ABI_VERSION 1
+#define MOAT_ABI_VERSION 2
 
 /* Agent ports inside every enrolled pod's network namespace (same numbers as ztunnel). */
 #define MOAT_PORT_OUTBOUND      15001 /* captured outbound connections (127.0.0.1 / ::1) */
@@ -38,12 +38,16 @@
 #define MOAT_MAP_SETTINGS    "settings"
 #define MOAT_MAP_EVENTS      "events"
 #define MOAT_MAP_STATS       "stats"
+#define MOAT_MAP_POD_IFS     "pod_ifs"
 
 #define MOAT_WORKLOADS_MAX   65536
 #define MOAT_PODS_MAX        1024
 #define MOAT_VERDICTS_MAX    262144
 #define MOAT_CONNTRACK_MAX   65536
 #define MOAT_EVENTS_BYTES    (256 * 1024)
+/* Addresses one pod may have on its interface (declared + learned); beyond this they are
+ * not registered, so TC drops what is sent to or from them. */
+#define MOAT_POD_ADDRS_MAX   16
 
 struct moat_addr {
 	__u8 bytes[16];
@@ -99,6 +103,21 @@ struct moat_pod {
 	char name[MOAT_NAME_LEN];
 };
 
+/* ---- pod_ifs: host-side interface -> the pod behind it ----
+ * Keyed by the ifindex, in moatd's network namespace, of the host end of the pod's veth
+ * (Kubernetes: the host netns; the lab: the node's mp<hex>). The TC programs there judge
+ * what the pod receives and sends by *the pod* (this entry), not by the address a packet
+ * carries: TC cannot call bpf_get_netns_cookie on Linux 6.1. */
+struct moat_pod_if_key {
+	__u32 ifindex;
+};
+
+struct moat_pod_if {
+	__u32 workload; /* stable workload id of the pod behind the interface */
+	__u32 pad;
+	char name[MOAT_NAME_LEN];
+};
+
 /* ---- verdicts (LRU): (source pod, destination workload, port) -> action ----
  * dst_port 0 holds the verdict for every port no policy of the destination names, so the
  * connect hook looks up the exact port first, then port 0. Keyed by source workload rather
@@ -116,6 +135,9 @@ enum moat_reason {
 	MOAT_REASON_UNREGISTERED  = 3, /* REGISTRY_ONLY and the destination is not registered */
 	MOAT_REASON_STRICT_PLAIN  = 4, /* plaintext to a STRICT workload */
 	MOAT_REASON_ALLOWED       = 5,
+	MOAT_REASON_UNKNOWN_ADDR  = 6, /* new TCP connection to a pod address moat did not register */
+	MOAT_REASON_SPOOFED       = 7, /* a pod sent from an address that is not its own */
+	MOAT_REASON_NO_LISTENER   = 8, /* PERMISSIVE plaintext while no 15006 listener (moatd down) */
 };
 
 struct moat_verdict_key {
@@ -178,6 +200,9 @@ struct moat_orig_dst {
 enum moat_event_kind {
 	MOAT_EV_CONNECT_DENIED   = 1, /* connect() failed with EPERM in the capture hook */
 	MOAT_EV_PLAINTEXT_DROPPED = 2, /* TC dropped a plaintext SYN to a STRICT workload */
+	MOAT_EV_UNKNOWN_DST_DROPPED = 3, /* TC (host side) dropped a SYN to an unregistered pod address */
+	MOAT_EV_SPOOFED_DROPPED   = 4, /* TC (host side) dropped a packet with a forged source */
+	MOAT_EV_PLAINTEXT_NO_LISTENER = 5, /* sk_lookup dropped PERMISSIVE plaintext: no 15006 */
 };
 
 struct moat_event {
@@ -206,6 +231,9 @@ struct moat_stats {
 	__u64 plaintext_dropped;     /* TC dropped plaintext SYNs to STRICT workloads */
 	__u64 plaintext_redirected;  /* sk_lookup steered plaintext to the 15006 listener */
 	__u64 events_lost;           /* ring buffer was full */
+	__u64 unknown_dst_dropped;   /* TC dropped new TCP connections to unregistered pod addresses */
+	__u64 spoofed_dropped;       /* TC dropped packets from a pod with a source not its own */
+	__u64 plaintext_no_listener; /* sk_lookup dropped PERMISSIVE plaintext: no 15006 listener */
 };
 
 #ifndef __VMLINUX_H__
@@ -219,7 +247,8 @@ _Static_assert(sizeof(struct moat_settings) == 16, "moat_settings");
 _Static_assert(sizeof(struct moat_conn_key) == 32, "moat_conn_key");
 _Static_assert(sizeof(struct moat_orig_dst) == 40, "moat_orig_dst");
 _Static_assert(sizeof(struct moat_event) == 80, "moat_event");
-_Static_assert(sizeof(struct moat_stats) == 9 * 8, "moat_stats");
+_Static_assert(sizeof(struct moat_stats) == 12 * 8, "moat_stats");
+_Static_assert(sizeof(struct moat_pod_if) == 8 + MOAT_NAME_LEN, "moat_pod_if");
 #endif
 
 #endif /* MOAT_ABI_H */

@@ -1,4 +1,6 @@
-/* The TC `ingress` program through BPF_PROG_TEST_RUN with crafted packets. */
+/* The TC programs through BPF_PROG_TEST_RUN with crafted packets: `ingress` (in the pod
+ * netns, the fallback), `to_pod` and `from_pod` (the host end of the pod's veth; a test run
+ * happens on lo, ifindex 1, so pod_ifs[1] names the pod). */
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <errno.h>
@@ -108,14 +110,19 @@ static struct pkt pkt6(const char *src, const char *dst, uint16_t sport, uint16_
 	return k;
 }
 
-static int ingress_fd(struct world *w)
+static int prog_fd(struct world *w, const char *name)
 {
 	char path[256];
-	snprintf(path, sizeof(path), "%s/progs/ingress", w->pin_dir);
+	snprintf(path, sizeof(path), "%s/progs/%s", w->pin_dir, name);
 	int fd = bpf_obj_get(path);
 	if (fd < 0)
 		test_fail(__FILE__, __LINE__, "bpf_obj_get %s: %s", path, strerror(errno));
 	return fd;
+}
+
+static int ingress_fd(struct world *w)
+{
+	return prog_fd(w, "ingress");
 }
 
 /* Run the program once on the packet; returns its TC verdict (or -1). */
@@ -165,14 +172,18 @@ static void strict_v4_body(struct world *w, int fd)
 	CHECK_INT(run(fd, &synack), TC_OK);
 	struct pkt ack = pkt4(PEER_IP, WL_IP, 40004, 8080, F_ACK, 0);
 	CHECK_INT(run(fd, &ack), TC_OK);
+	/* an address moat did not register: whatever the mode, a new connection is dropped */
 	struct pkt other = pkt4(PEER_IP, "10.88.0.99", 40005, 8080, F_SYN, 0);
-	CHECK_INT(run(fd, &other), TC_OK); /* not a workload */
+	CHECK_INT(run(fd, &other), TC_SHOT);
 
 	struct moat_stats s = stats_now(w);
 	CHECK_INT(s.plaintext_dropped, 2);
+	CHECK_INT(s.unknown_dst_dropped, 1);
 	struct moat_event ev[4];
 	int n = world_events(w, ev, 4);
-	CHECK_INT(n, 2);
+	CHECK_INT(n, 3);
+	if (n >= 3)
+		CHECK_INT(ev[2].kind, MOAT_EV_UNKNOWN_DST_DROPPED);
 	if (n >= 1) {
 		char b[ADDR_STRLEN];
 		CHECK_INT(ev[0].kind, MOAT_EV_PLAINTEXT_DROPPED);
@@ -241,12 +252,14 @@ static void permissive_body(struct world *w, int fd)
 {
 	REQUIRE(put_workload(w, WL_IP, WL_ID, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
 			     MOAT_MTLS_PERMISSIVE) == 0);
-	/* STRICT but not LOCAL: another node's business */
+	/* not LOCAL: another node's pod has no business arriving on this pod's interface */
 	REQUIRE(put_workload(w, "10.88.0.3", 22, MOAT_WL_AMBIENT, MOAT_MTLS_STRICT) == 0);
 	struct pkt syn = pkt4(PEER_IP, WL_IP, 40000, 8080, F_SYN, 0);
 	CHECK_INT(run(fd, &syn), TC_OK);
 	struct pkt remote = pkt4(PEER_IP, "10.88.0.3", 40000, 8080, F_SYN, 0);
-	CHECK_INT(run(fd, &remote), TC_OK);
+	CHECK_INT(run(fd, &remote), TC_SHOT);
+	CHECK_INT(stats_now(w).unknown_dst_dropped, 1);
+	(void)world_events(w, NULL, 0);
 	/* not TCP: UDP to the STRICT-by-port address passes */
 	struct pkt udp = pkt4(PEER_IP, WL_IP, 40000, 8080, F_SYN, 0);
 	udp.b[14 + 9] = 17;
@@ -384,6 +397,182 @@ TEST(ingress_full_ring_counts_lost_events)
 		int fd = ingress_fd(&w);
 		if (fd >= 0) {
 			ring_full_body(&w, fd);
+			close(fd);
+		}
+	}
+	world_down(&w);
+}
+
+/* ---------------- to_pod / from_pod: the host end of the pod's veth ---------------- */
+
+#define OTHER_LOCAL_IP "10.88.0.5" /* another pod on this node */
+#define OTHER_LOCAL_ID 22
+
+/* Name the pod behind ifindex (1: lo, where a test run happens) in the pinned pod_ifs. */
+static int put_pod_if(struct world *w, uint32_t ifindex, uint32_t workload)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/pod_ifs", w->pin_dir);
+	int fd = bpf_obj_get(path);
+	if (fd < 0) {
+		test_fail(__FILE__, __LINE__, "bpf_obj_get %s: %s", path, strerror(errno));
+		return -1;
+	}
+	struct moat_pod_if_key k = {.ifindex = ifindex};
+	struct moat_pod_if v = {.workload = workload};
+	int rc = workload ? bpf_map_update_elem(fd, &k, &v, BPF_ANY)
+			  : bpf_map_delete_elem(fd, &k);
+	if (rc < 0)
+		test_fail(__FILE__, __LINE__, "pod_ifs[%u]: %s", ifindex, strerror(errno));
+	close(fd);
+	return rc;
+}
+
+static int host_world_maps(struct world *w, uint32_t mode)
+{
+	if (put_pod_if(w, 1, WL_ID) < 0 ||
+	    put_workload(w, WL_IP, WL_ID, MOAT_WL_AMBIENT | MOAT_WL_LOCAL, mode) < 0 ||
+	    put_workload(w, WL_IP6, WL_ID, MOAT_WL_AMBIENT | MOAT_WL_LOCAL, mode) < 0 ||
+	    put_workload(w, OTHER_LOCAL_IP, OTHER_LOCAL_ID, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
+			 MOAT_MTLS_PERMISSIVE) < 0 ||
+	    put_workload(w, PEER_IP, PEER_ID, MOAT_WL_AMBIENT, MOAT_MTLS_STRICT) < 0)
+		return -1;
+	return 0;
+}
+
+static void to_pod_body(struct world *w, int fd)
+{
+	REQUIRE(host_world_maps(w, MOAT_MTLS_PERMISSIVE) == 0);
+	struct pkt ok = pkt4(PEER_IP, WL_IP, 40000, 8080, F_SYN, 0);
+	CHECK_INT(run(fd, &ok), TC_OK);
+	struct pkt ok6 = pkt6(PEER_IP6, WL_IP6, 40000, 8080, F_SYN, true);
+	CHECK_INT(run(fd, &ok6), TC_OK);
+	/* addresses the pod may have but moat did not register, HBONE port included */
+	struct pkt unknown = pkt4(PEER_IP, "10.88.0.99", 40001, 8080, F_SYN, 0);
+	CHECK_INT(run(fd, &unknown), TC_SHOT);
+	struct pkt unknown_hbone = pkt4(PEER_IP, "10.88.0.99", 40002, MOAT_PORT_HBONE, F_SYN, 0);
+	CHECK_INT(run(fd, &unknown_hbone), TC_SHOT);
+	struct pkt unknown6 = pkt6(PEER_IP6, "fd00:88::99", 40003, 8080, F_SYN, false);
+	CHECK_INT(run(fd, &unknown6), TC_SHOT);
+	/* an address registered, but to another pod: not this pod's */
+	struct pkt other = pkt4(PEER_IP, OTHER_LOCAL_IP, 40004, 8080, F_SYN, 0);
+	CHECK_INT(run(fd, &other), TC_SHOT);
+	/* established flows and what is not TCP pass */
+	struct pkt ack = pkt4(PEER_IP, "10.88.0.99", 40005, 8080, F_ACK, 0);
+	CHECK_INT(run(fd, &ack), TC_OK);
+	struct pkt udp = unknown;
+	udp.b[14 + 9] = 17;
+	CHECK_INT(run(fd, &udp), TC_OK);
+
+	struct moat_stats s = stats_now(w);
+	CHECK_INT(s.unknown_dst_dropped, 4);
+	CHECK_INT(s.plaintext_dropped, 0);
+	struct moat_event ev[8];
+	int n = world_events(w, ev, 8);
+	CHECK_INT(n, 4);
+	if (n >= 1) {
+		char b[ADDR_STRLEN];
+		CHECK_INT(ev[0].kind, MOAT_EV_UNKNOWN_DST_DROPPED);
+		CHECK_INT(ev[0].reason, MOAT_REASON_UNKNOWN_ADDR);
+		CHECK_STR(addr_str(&ev[0].dst, b, sizeof(b)), "10.88.0.99");
+		CHECK_INT(ev[0].dst_workload, WL_ID); /* the pod behind the interface */
+		CHECK_INT(ev[0].src_workload, PEER_ID);
+		CHECK_INT(ev[0].src_port, 40001);
+	}
+	/* STRICT as before, judged on the registered address */
+	REQUIRE(put_workload(w, WL_IP, WL_ID, MOAT_WL_AMBIENT | MOAT_WL_LOCAL, MOAT_MTLS_STRICT) ==
+		0);
+	CHECK_INT(run(fd, &ok), TC_SHOT);
+	struct pkt hbone = pkt4(PEER_IP, WL_IP, 40006, MOAT_PORT_HBONE, F_SYN, 0);
+	CHECK_INT(run(fd, &hbone), TC_OK);
+	CHECK_INT(stats_now(w).plaintext_dropped, 1);
+	/* an interface moat attached to but cannot name: nothing is the pod's */
+	REQUIRE(put_pod_if(w, 1, 0) == 0);
+	CHECK_INT(run(fd, &hbone), TC_SHOT);
+}
+
+TEST(to_pod_drops_new_connections_to_addresses_not_registered_for_the_pod)
+{
+	struct world w;
+	if (world_up(&w, 0) == 0) {
+		int fd = prog_fd(&w, "to_pod");
+		if (fd >= 0) {
+			to_pod_body(&w, fd);
+			close(fd);
+		}
+	}
+	world_down(&w);
+}
+
+static struct pkt icmp6_from(const char *src)
+{
+	struct pkt k = pkt6(src, "ff02::1", 0, 0, 0, false);
+	k.b[14 + 6] = 58; /* ICMPv6 */
+	return k;
+}
+
+static void from_pod_body(struct world *w, int fd)
+{
+	REQUIRE(host_world_maps(w, MOAT_MTLS_STRICT) == 0);
+	struct pkt own = pkt4(WL_IP, PEER_IP, 40000, 8080, F_SYN, 0);
+	CHECK_INT(run(fd, &own), TC_OK);
+	struct pkt own6 = pkt6(WL_IP6, PEER_IP6, 40000, 8080, F_SYN, false);
+	CHECK_INT(run(fd, &own6), TC_OK);
+	struct pkt own_udp = own;
+	own_udp.b[14 + 9] = 17;
+	CHECK_INT(run(fd, &own_udp), TC_OK);
+	/* IPv6 neighbour discovery / DAD from link-local and unspecified sources */
+	struct pkt nd = icmp6_from("fe80::1");
+	CHECK_INT(run(fd, &nd), TC_OK);
+	struct pkt dad = icmp6_from("::");
+	CHECK_INT(run(fd, &dad), TC_OK);
+	struct pkt arp = own;
+	put16(arp.b + 12, 0x0806);
+	CHECK_INT(run(fd, &arp), TC_OK);
+
+	/* forged: an address nobody has, another local pod's, a peer's; any protocol */
+	struct pkt forged = pkt4("10.88.0.99", PEER_IP, 40001, 8080, F_SYN, 0);
+	CHECK_INT(run(fd, &forged), TC_SHOT);
+	struct pkt other = pkt4(OTHER_LOCAL_IP, PEER_IP, 40002, 8080, F_SYN, 0);
+	CHECK_INT(run(fd, &other), TC_SHOT);
+	struct pkt peer = pkt4(PEER_IP, WL_IP, 40003, 8080, F_ACK, 0);
+	CHECK_INT(run(fd, &peer), TC_SHOT);
+	struct pkt forged_udp = forged;
+	forged_udp.b[14 + 9] = 17;
+	CHECK_INT(run(fd, &forged_udp), TC_SHOT);
+	struct pkt forged6 = pkt6("fd00:88::99", PEER_IP6, 40004, 8080, F_SYN, false);
+	CHECK_INT(run(fd, &forged6), TC_SHOT);
+	/* link-local is only for neighbour discovery: TCP from it is not the pod's address */
+	struct pkt ll_tcp = pkt6("fe80::1", PEER_IP6, 40005, 8080, F_SYN, false);
+	CHECK_INT(run(fd, &ll_tcp), TC_SHOT);
+
+	struct moat_stats s = stats_now(w);
+	CHECK_INT(s.spoofed_dropped, 6);
+	struct moat_event ev[8];
+	int n = world_events(w, ev, 8);
+	CHECK_INT(n, 6);
+	if (n >= 1) {
+		char b[ADDR_STRLEN];
+		CHECK_INT(ev[0].kind, MOAT_EV_SPOOFED_DROPPED);
+		CHECK_INT(ev[0].reason, MOAT_REASON_SPOOFED);
+		CHECK_STR(addr_str(&ev[0].src, b, sizeof(b)), "10.88.0.99");
+		CHECK_INT(ev[0].src_workload, WL_ID); /* the pod that sent it */
+		CHECK_INT(ev[0].dst_workload, PEER_ID);
+		CHECK_INT(ev[0].src_port, 40001);
+		CHECK_INT(ev[0].dst_port, 8080);
+	}
+	/* an interface moat attached to but cannot name: nothing is the pod's */
+	REQUIRE(put_pod_if(w, 1, 0) == 0);
+	CHECK_INT(run(fd, &own), TC_SHOT);
+}
+
+TEST(from_pod_drops_packets_whose_source_is_not_the_pods_own)
+{
+	struct world w;
+	if (world_up(&w, 0) == 0) {
+		int fd = prog_fd(&w, "from_pod");
+		if (fd >= 0) {
+			from_pod_body(&w, fd);
 			close(fd);
 		}
 	}

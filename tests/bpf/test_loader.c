@@ -226,9 +226,9 @@ static void detach_body(struct world *w)
 
 	/* attach again works (re-enrollment) and capture is back */
 	struct err e;
-	REQUIRE(dataplane_attach_pod(w->dp, w->pod_key, w->cgroup_fd, w->netns_fd, "eth0", &e) ==
+	REQUIRE(dataplane_attach_pod(w->dp, w->pod_key, w->cgroup_fd, w->netns_fd, "eth0", POD_WL, &e) ==
 		0);
-	REQUIRE(dataplane_attach_pod(w->dp, w->pod_key, w->cgroup_fd, w->netns_fd, "eth0", &e) ==
+	REQUIRE(dataplane_attach_pod(w->dp, w->pod_key, w->cgroup_fd, w->netns_fd, "eth0", POD_WL, &e) ==
 		0); /* twice: replaces */
 	REQUIRE(child_connect(w, &req, &r) == 0);
 	CHECK_MSG(r.err == EPERM, "after re-attach: expected EPERM, got %s", strerror(r.err));
@@ -245,16 +245,16 @@ TEST(loader_detach_pod_removes_links_and_tc)
 static void attach_errors_body(struct world *w)
 {
 	struct err e = {{0}};
-	CHECK(dataplane_attach_pod(w->dp, "bad/key", w->cgroup_fd, w->netns_fd, "eth0", &e) < 0);
+	CHECK(dataplane_attach_pod(w->dp, "bad/key", w->cgroup_fd, w->netns_fd, "eth0", POD_WL, &e) < 0);
 	CHECK_CONTAINS(e.msg, "bad/key");
-	CHECK(dataplane_attach_pod(w->dp, "p1", w->cgroup_fd, w->netns_fd, "nosuchif0", &e) < 0);
+	CHECK(dataplane_attach_pod(w->dp, "p1", w->cgroup_fd, w->netns_fd, "nosuchif0", POD_WL, &e) < 0);
 	CHECK_CONTAINS(e.msg, "pod p1");
 	CHECK_CONTAINS(e.msg, "nosuchif0");
 	/* the failed attach left nothing behind */
 	CHECK(!exists("%s/links/%s", w->pin_dir, "p1"));
-	CHECK(dataplane_attach_pod(w->dp, "p3", w->cgroup_fd, w->netns_fd, "lo", &e) < 0);
+	CHECK(dataplane_attach_pod(w->dp, "p3", w->cgroup_fd, w->netns_fd, "lo", POD_WL, &e) < 0);
 	CHECK_CONTAINS(e.msg, "not lo");
-	CHECK(dataplane_attach_pod(w->dp, "p2", -1, w->netns_fd, "eth0", &e) < 0);
+	CHECK(dataplane_attach_pod(w->dp, "p2", -1, w->netns_fd, "eth0", POD_WL, &e) < 0);
 	CHECK_CONTAINS(e.msg, "capture4");
 	CHECK_CONTAINS(e.msg, "cgroup");
 }

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "core/netns.h"
 #include "core/util.h"
 #include "test.h"
 #include "world.h"
@@ -102,7 +103,7 @@ static void permissive_body(struct world *w)
 		  strerror(r.err));
 	CHECK(world_accept(w, lsn, 50) < 0);
 
-	/* after the listener is removed, nothing is steered */
+	/* after the listener is removed, nothing is steered, and nothing gets through */
 	struct moat_addr a = addr_of(POD_IP);
 	REQUIRE(dataplane_plain_listener_del(w->dp, &a) == 0);
 	req = from_client(w, POD_IP, 8080, 2000);
@@ -110,6 +111,7 @@ static void permissive_body(struct world *w)
 	CHECK_MSG(r.err == ECONNREFUSED, "after del: expected ECONNREFUSED, got %s",
 		  strerror(r.err));
 	CHECK_INT(stats_now(w).plaintext_redirected, 2);
+	CHECK_INT(stats_now(w).plaintext_no_listener, 1);
 }
 
 TEST(sklookup_permissive_steered_to_15006)
@@ -173,7 +175,8 @@ static void no_listener_body(struct world *w)
 	REQUIRE(link_up(w) == 0);
 	REQUIRE(put_workload(w, POD_IP, POD_WL, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
 			     MOAT_MTLS_PERMISSIVE) == 0);
-	/* a 15006 listener exists but is not registered: the app's own listener gets it */
+	/* No registered 15006 listener (moatd down: its sockets closed and left the map): the
+	 * app listens, but plaintext must not reach it past the pod's policy. */
 	int lsn = world_listen(w, w->netns_fd, "127.0.0.1", MOAT_PORT_INBOUND_PLAIN);
 	REQUIRE(lsn >= 0);
 	int app = world_listen(w, w->netns_fd, POD_IP, 8080);
@@ -181,13 +184,36 @@ static void no_listener_body(struct world *w)
 	struct conn_result r;
 	struct conn_req req = from_client(w, POD_IP, 8080, 2000);
 	REQUIRE(child_connect(w, &req, &r) == 0);
-	CHECK_MSG(r.err == 0, "connect without a registered listener: %s", strerror(r.err));
-	CHECK(world_accept(w, app, 1000) >= 0);
+	/* the lookup fails: the kernel answers the SYN with a reset */
+	CHECK_MSG(r.err == ECONNREFUSED, "without a registered listener: expected ECONNREFUSED, "
+		  "got %s", r.err ? strerror(r.err) : "a connection");
+	CHECK(world_accept(w, app, 200) < 0);
 	CHECK(world_accept(w, lsn, 50) < 0);
-	CHECK_INT(stats_now(w).plaintext_redirected, 0);
+	struct moat_stats s = stats_now(w);
+	CHECK_INT(s.plaintext_redirected, 0);
+	CHECK_INT(s.plaintext_no_listener, 1);
+	struct moat_event ev[4];
+	int n = world_events(w, ev, 4);
+	CHECK_INT(n, 1);
+	if (n >= 1) {
+		char b[ADDR_STRLEN];
+		CHECK_INT(ev[0].kind, MOAT_EV_PLAINTEXT_NO_LISTENER);
+		CHECK_INT(ev[0].reason, MOAT_REASON_NO_LISTENER);
+		CHECK_INT(ev[0].dst_workload, POD_WL);
+		CHECK_STR(addr_str(&ev[0].src, b, sizeof(b)), CLIENT_IP);
+		CHECK_STR(addr_str(&ev[0].dst, b, sizeof(b)), POD_IP);
+		CHECK_INT(ev[0].src_port, r.local_port);
+		CHECK_INT(ev[0].dst_port, 8080);
+	}
+	/* from inside the pod the app is still reachable (never steered, never dropped) */
+	struct conn_req in_pod = {.netns_fd = w->netns_fd, .family = AF_INET, .type = SOCK_STREAM,
+				  .ip = POD_IP, .port = 8080, .timeout_ms = 2000};
+	REQUIRE(child_connect(w, &in_pod, &r) == 0);
+	CHECK_MSG(r.err == 0, "pod to its own address: %s", strerror(r.err));
+	CHECK(world_accept(w, app, 1000) >= 0);
 }
 
-TEST(sklookup_without_listener_not_steered)
+TEST(sklookup_permissive_without_listener_fails_closed)
 {
 	struct world w;
 	if (world_up(&w, W_NETNS | W_PEER | W_CGROUP | W_ATTACH) == 0)
@@ -247,5 +273,112 @@ TEST(sklookup_loopback_not_steered)
 	struct world w;
 	if (world_up(&w, W_NETNS | W_PEER | W_CGROUP | W_ATTACH) == 0)
 		loopback_body(&w);
+	world_down(&w);
+}
+
+/* ---------------- the host end of the pod's veth, on a real link ---------------- */
+
+#define POD_IP_2 "10.78.0.3"  /* on the pod's interface, not registered */
+#define FORGED_IP "10.78.0.9" /* on the pod's lo, sent from: a forged source */
+
+static int node_if_has(struct world *w, const char *dir, const char *prog)
+{
+	return sh("tc -n %s filter show dev va %s | grep -q %s", w->peer_name, dir, prog);
+}
+
+static void host_side_body(struct world *w)
+{
+	REQUIRE(link_up(w) == 0);
+	REQUIRE(put_workload(w, POD_IP, POD_WL, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
+			     MOAT_MTLS_PERMISSIVE) == 0);
+	/* enforcement sits on the node's end, none on the pod's interface */
+	CHECK(node_if_has(w, "egress", "to_pod") == 0);
+	CHECK(node_if_has(w, "ingress", "from_pod") == 0);
+	CHECK(sh("! tc -n %s filter show dev eth0 ingress | grep -q bpf", w->name) == 0);
+
+	int lsn = register_listener(w, POD_IP, "127.0.0.1");
+	REQUIRE(lsn >= 0);
+	int app = world_listen(w, w->netns_fd, "0.0.0.0", 8080);
+	REQUIRE(app >= 0);
+	expect_steered(w, lsn, POD_IP, 8080);
+
+	/* a second address on the pod's interface that moat does not know */
+	REQUIRE(sh_pod(w, "ip addr add %s/32 dev eth0", POD_IP_2) == 0);
+	struct conn_result r;
+	struct conn_req req = from_client(w, POD_IP_2, 8080, 400);
+	REQUIRE(child_connect(w, &req, &r) == 0);
+	CHECK_MSG(r.err == ETIMEDOUT, "to an unregistered pod address: expected a timeout, got %s",
+		  r.err ? strerror(r.err) : "a connection");
+	CHECK(world_accept(w, app, 50) < 0);
+	CHECK(world_accept(w, lsn, 50) < 0);
+	CHECK(stats_now(w).unknown_dst_dropped >= 1);
+
+	/* the pod sends from an address that is not its own */
+	int node = world_listen(w, w->peer_netns_fd, CLIENT_IP, 9999);
+	REQUIRE(node >= 0);
+	struct conn_req own = {.netns_fd = w->netns_fd, .family = AF_INET, .type = SOCK_STREAM,
+			       .ip = CLIENT_IP, .port = 9999, .timeout_ms = 2000};
+	REQUIRE(child_connect(w, &own, &r) == 0);
+	CHECK_MSG(r.err == 0, "from the pod's own address: %s", strerror(r.err));
+	CHECK(world_accept(w, node, 1000) >= 0);
+	REQUIRE(sh_pod(w, "ip addr add %s/32 dev lo", FORGED_IP) == 0);
+	struct conn_req forged = own;
+	forged.bind_ip = FORGED_IP;
+	forged.timeout_ms = 400;
+	REQUIRE(child_connect(w, &forged, &r) == 0);
+	CHECK_MSG(r.err == ETIMEDOUT, "from a forged source: expected a timeout, got %s",
+		  r.err ? strerror(r.err) : "a connection");
+	CHECK(world_accept(w, node, 50) < 0);
+	CHECK(stats_now(w).spoofed_dropped >= 1);
+	struct moat_event ev[16];
+	int n = world_events(w, ev, 16);
+	bool saw_unknown = false, saw_forged = false;
+	char b[ADDR_STRLEN];
+	for (int i = 0; i < n; i++) {
+		if (ev[i].kind == MOAT_EV_UNKNOWN_DST_DROPPED)
+			saw_unknown |= strcmp(addr_str(&ev[i].dst, b, sizeof(b)), POD_IP_2) == 0 &&
+				       ev[i].dst_workload == POD_WL;
+		if (ev[i].kind == MOAT_EV_SPOOFED_DROPPED)
+			saw_forged |= strcmp(addr_str(&ev[i].src, b, sizeof(b)), FORGED_IP) == 0 &&
+				      ev[i].src_workload == POD_WL;
+	}
+	CHECK_MSG(saw_unknown, "no UNKNOWN_DST_DROPPED event for %s", POD_IP_2);
+	CHECK_MSG(saw_forged, "no SPOOFED_DROPPED event for %s", FORGED_IP);
+
+	/* what the pod does to its own TC does not lift it */
+	REQUIRE(sh_pod(w, "tc qdisc del dev eth0 clsact 2>/dev/null; true") == 0);
+	req = from_client(w, POD_IP_2, 8080, 400);
+	REQUIRE(child_connect(w, &req, &r) == 0);
+	CHECK_MSG(r.err == ETIMEDOUT, "after tc changes inside the pod: expected a timeout, got %s",
+		  r.err ? strerror(r.err) : "a connection");
+	CHECK(world_accept(w, app, 50) < 0);
+
+	/* an in-pod filter an earlier moatd left (before the host end was used) is removed when
+	 * the pod is attached again: it would enforce with maps nobody updates any more */
+	/* nsenter --net: `ip netns exec` and `tc -n` remount /sys, hiding bpffs */
+	REQUIRE(sh("tc -n %s qdisc add dev eth0 clsact && nsenter --net=/run/netns/%s tc filter add "
+		   "dev eth0 ingress prio 1 handle 0x6d6f6174 bpf da pinned %s/progs/ingress",
+		   w->name, w->name, w->pin_dir) == 0);
+	CHECK(sh("tc -n %s filter show dev eth0 ingress | grep -q bpf", w->name) == 0);
+	struct err e;
+	int saved;
+	REQUIRE(netns_enter(w->peer_netns_fd, &saved, &e) == 0);
+	int rc = dataplane_attach_pod(w->dp, w->pod_key, w->cgroup_fd, w->netns_fd, "eth0", POD_WL,
+				      &e);
+	netns_leave(saved);
+	CHECK_MSG(rc == 0, "attach again: %s", rc ? e.msg : "");
+	CHECK(sh("! tc -n %s filter show dev eth0 ingress | grep -q bpf", w->name) == 0);
+	CHECK(node_if_has(w, "egress", "to_pod") == 0);
+
+	/* detaching the pod removes the node-side filters and the clsact qdisc moat added */
+	dataplane_detach_pod(w->dp, w->pod_key, w->netns_fd, "eth0");
+	CHECK(sh("! tc -n %s qdisc show dev va | grep -q clsact", w->peer_name) == 0);
+}
+
+TEST(host_side_drops_unregistered_pod_addresses_and_forged_sources)
+{
+	struct world w;
+	if (world_up(&w, W_NETNS | W_HOST | W_CGROUP | W_ATTACH) == 0)
+		host_side_body(&w);
 	world_down(&w);
 }

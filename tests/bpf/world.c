@@ -132,7 +132,15 @@ static int attach_up(struct world *w)
 {
 	struct err e;
 	snprintf(w->pod_key, sizeof(w->pod_key), "test_pod%d", w->n);
-	if (dataplane_attach_pod(w->dp, w->pod_key, w->cgroup_fd, w->netns_fd, "eth0", &e) < 0) {
+	int saved = -1;
+	if ((w->flags & W_HOST) && netns_enter(w->peer_netns_fd, &saved, &e) < 0) {
+		test_fail(__FILE__, __LINE__, "enter the node netns: %s", e.msg);
+		return -1;
+	}
+	int rc = dataplane_attach_pod(w->dp, w->pod_key, w->cgroup_fd, w->netns_fd, "eth0",
+				      POD_WL, &e);
+	netns_leave(saved);
+	if (rc < 0) {
 		test_fail(__FILE__, __LINE__, "attach: %s", e.msg);
 		return -1;
 	}
@@ -154,7 +162,9 @@ int world_up(struct world *w, unsigned flags)
 	snprintf(w->name, sizeof(w->name), "moatbpft-%d-%d", (int)getpid(), w->n);
 	snprintf(w->peer_name, sizeof(w->peer_name), "%s-a", w->name);
 	snprintf(w->pin_dir, sizeof(w->pin_dir), "/sys/fs/bpf/%s", w->name);
-	w->flags = flags & W_PEER; /* the rest is set as it comes up */
+	if (flags & W_HOST)
+		flags |= W_PEER;
+	w->flags = flags & (W_PEER | W_HOST); /* the rest is set as it comes up */
 
 	struct err e;
 	w->dp = dataplane_open(w->pin_dir, &e);

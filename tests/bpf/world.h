@@ -19,6 +19,8 @@ enum world_flags {
 	W_PEER = 1 << 1,   /* put the veth peer ("va") in a second netns instead */
 	W_CGROUP = 1 << 2, /* pod cgroup under the cgroup2 mount */
 	W_ATTACH = 1 << 3, /* attach the pod (needs W_NETNS | W_CGROUP) + pods map entry */
+	W_HOST = 1 << 4,   /* with W_PEER: attach from inside the peer netns, which then plays
+			    * moatd's (the node's): TC enforcement goes on the host end "va" */
 };
 
 /* Ids the tests use in the maps. */

@@ -300,6 +300,14 @@ agensys_strict_config() {
 		"$E2E_ROOT/deploy/examples/agensys/02-orchestrator-policies.yaml" "$E2E_CONFIG/"
 }
 
+# peer_auth_yaml NS NAME MODE [APP]: a PeerAuthentication (namespace-wide, or for app=APP).
+peer_auth_yaml() {
+	local sel=""
+	[ -n "${4:-}" ] && sel="selector: {matchLabels: {app: $4}}, "
+	printf -- '---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: %s, namespace: %s}\nspec: {%smtls: {mode: %s}}\n' \
+		"$2" "$1" "$sel" "$3"
+}
+
 # ---------------------------------------------------------------- moatd in the lab
 agent_dir() { echo "$LAB_RUN/$E2E_LAB/$1"; }
 agent_bpf_dir() { echo "/sys/fs/bpf/moatlab-$E2E_LAB-$1"; }

@@ -87,3 +87,23 @@ enum moat_action th_decide(const struct mesh_config *c, const char *principal, c
 	authz_evaluate(c, &t, &p, d);
 	return d->action;
 }
+
+/* dir/name with text (tests of directory loading). */
+void th_write_file(const char *dir, const char *name, const char *text)
+{
+	char *path = xasprintf("%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	if (f) {
+		fputs(text, f);
+		fclose(f);
+	}
+	free(path);
+}
+
+void th_remove_tree(const char *dir)
+{
+	char *cmd = xasprintf("rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+	free(cmd);
+}

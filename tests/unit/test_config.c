@@ -354,33 +354,17 @@ TEST(config_digest_tells_inputs_apart)
 	mesh_config_unref(n2);
 }
 
-static void write_text(const char *dir, const char *name, const char *text)
-{
-	char *path = xasprintf("%s/%s", dir, name);
-	FILE *f = fopen(path, "w");
-	if (f) {
-		fputs(text, f);
-		fclose(f);
-	}
-	free(path);
-}
-
-static void remove_tree(const char *dir)
-{
-	char *cmd = xasprintf("rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
-	free(cmd);
-}
+void th_write_file(const char *dir, const char *name, const char *text);
+void th_remove_tree(const char *dir);
 
 TEST(config_load_dir_reads_yaml_files_in_name_order)
 {
 	char dir[] = "/tmp/moat-config-test-XXXXXX";
 	REQUIRE(mkdtemp(dir));
-	write_text(dir, "b.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: second}\n");
-	write_text(dir, "a.yml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: first}\n");
-	write_text(dir, "c.txt", "this is not read\n");
-	write_text(dir, ".hidden.yaml", "not: read\n");
+	th_write_file(dir, "b.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: second}\n");
+	th_write_file(dir, "a.yml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: first}\n");
+	th_write_file(dir, "c.txt", "this is not read\n");
+	th_write_file(dir, ".hidden.yaml", "not: read\n");
 	char *sub = xasprintf("%s/sub.yaml", dir);
 	mkdir(sub, 0700);
 	free(sub);
@@ -400,14 +384,14 @@ TEST(config_load_dir_reads_yaml_files_in_name_order)
 		memcpy(digest, c->digest, sizeof(digest));
 		mesh_config_unref(c);
 		/* a change in any file changes the digest */
-		write_text(dir, "b.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
+		th_write_file(dir, "b.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n");
 		c = NULL;
 		CHECK_INT(mesh_config_load_dir(dir, &c, NULL), 0);
 		CHECK(c && strcmp(c->digest, digest) != 0);
 		mesh_config_unref(c);
 	}
 	mc_findings_free(&f);
-	remove_tree(dir);
+	th_remove_tree(dir);
 }
 
 TEST(config_load_dir_missing_directory)

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "core/loop.h"
 #include "core/util.h"
 #include "ctl/ctl.h"
@@ -273,4 +274,63 @@ TEST(relay_passes_a_reset_on)
 	close(cd[1]);
 	loop_timer_cancel(w.l, &w.deadline);
 	loop_free(w.l);
+}
+
+/* Run fn with stderr captured; returns what it wrote (malloc'd). */
+static char *capture_stderr(void (*fn)(void))
+{
+	fflush(stderr);
+	FILE *tmp = tmpfile();
+	if (!tmp)
+		return NULL;
+	int saved = dup(2);
+	dup2(fileno(tmp), 2);
+	fn();
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	size_t len = (size_t)ftell(tmp);
+	char *out = xcalloc(1, len + 1);
+	rewind(tmp);
+	if (fread(out, 1, len, tmp) != len)
+		out[0] = 0;
+	fclose(tmp);
+	return out;
+}
+
+static size_t count_lines(const char *s, const char *needle)
+{
+	size_t n = 0;
+	for (const char *p = s; p && (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+static void log_many_identical(void)
+{
+	for (int i = 0; i < 1000; i++)
+		log_warn("accept on 15001 of pod %s: %s", "ns/flood", "Too many open files");
+}
+
+static void log_many_distinct(void)
+{
+	for (int i = 0; i < 300; i++)
+		log_error("distinct.yaml:%d: error number %d", i + 1, i);
+}
+
+TEST(log_identical_lines_are_rate_limited_and_counted)
+{
+	uint64_t before = log_suppressed_total();
+	char *out = capture_stderr(log_many_identical);
+	REQUIRE(out);
+	size_t written = count_lines(out, "pod ns/flood: Too many open files");
+	CHECK_MSG(written == 10, "%zu identical lines written, want 10", written);
+	CHECK_INT(log_suppressed_total() - before, 990);
+	CHECK_CONTAINS(out, "more identical lines within 10 s are counted, not written");
+	free(out);
+	/* distinct lines (every config error has its own place) all pass */
+	out = capture_stderr(log_many_distinct);
+	REQUIRE(out);
+	CHECK_INT(count_lines(out, "distinct.yaml:"), 300);
+	free(out);
 }

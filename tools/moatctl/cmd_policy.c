@@ -130,14 +130,14 @@ static int lint_load(const char *what, struct mesh_config **c, struct mc_finding
 		return mesh_config_load_dir(what, c, f);
 	struct err e;
 	size_t len = 0;
-	char *text = read_file(strcmp(what, "-") == 0 ? "/dev/stdin" : what, &len, &e);
+	/* one byte over the bound is enough for the loader to refuse it */
+	char *text = read_file_max(strcmp(what, "-") == 0 ? "/dev/stdin" : what,
+				   MC_MAX_FILE_BYTES + 1, &len, &e);
 	if (!text) {
 		mc_finding_add(f, MC_ERROR, what, 0, NULL, NULL, 0, NULL, "cannot read: %s", e.msg);
 		return -1;
 	}
-	const char *names[] = {strcmp(what, "-") == 0 ? "<stdin>" : what};
-	const char *texts[] = {text};
-	int rc = mesh_config_load_texts(names, texts, 1, c, f);
+	int rc = mesh_config_load_buffer(strcmp(what, "-") == 0 ? "<stdin>" : what, text, len, c, f);
 	free(text);
 	return rc;
 }
