@@ -125,9 +125,18 @@ struct mc_port {
 	uint16_t number;
 };
 
+/* A workload has at most this many addresses (dual stack: an IPv4 and an IPv6, with room). */
+#define MC_WL_MAX_ADDRS 4
+/* The annotation that gives a WorkloadEntry its other addresses (docs/config.md). */
+#define MC_ADDRESSES_ANNOTATION "moat.dev/addresses"
+
 struct mc_workload {
 	struct mc_meta meta;
-	struct moat_addr address; /* spec.address, must be an IP */
+	struct moat_addr address; /* spec.address, must be an IP: the primary address */
+	/* Every address: addrs[0] = spec.address, then the others the annotation
+	 * moat.dev/addresses lists (dual stack), in the order written. */
+	struct moat_addr addrs[MC_WL_MAX_ADDRS];
+	size_t n_addrs;
 	struct mc_labels labels;  /* spec.labels (selectors match these, then metadata.labels) */
 	char *service_account;    /* spec.serviceAccount, default "default" */
 	char *network;
@@ -301,9 +310,10 @@ struct mesh_config {
 	struct mc_peer_auth *peer_auths;
 	size_t n_peer_auths, cap_peer_auths;
 	struct mc_findings findings; /* warnings and notes of this snapshot (lint) */
-	/* WorkloadEntry indexes sorted by address (built at load): the per-connection lookup
-	 * is a binary search, not a scan. */
+	/* Every WorkloadEntry address sorted (built at load): the per-connection lookup is a
+	 * binary search, not a scan. Entry = workload index * MC_WL_MAX_ADDRS + address index. */
 	uint32_t *wl_by_addr;
+	size_t n_wl_by_addr;
 	char digest[65];             /* sha256 of the inputs, hex: tells reloads apart */
 };
 
@@ -324,7 +334,12 @@ struct mesh_config *mesh_config_ref(struct mesh_config *c);
 void mesh_config_unref(struct mesh_config *c);
 
 /* ---- lookups ---- */
+/* The WorkloadEntry one of whose addresses is a. */
 const struct mc_workload *mc_workload_by_addr(const struct mesh_config *c, const struct moat_addr *a);
+/* Does w have address a (any of its addresses)? */
+bool mc_workload_has_addr(const struct mc_workload *w, const struct moat_addr *a);
+/* w's address of a's family (IPv4 or IPv6), else its primary address. */
+const struct moat_addr *mc_workload_addr_like(const struct mc_workload *w, const struct moat_addr *a);
 const struct mc_workload *mc_workload_by_name(const struct mesh_config *c, const char *ns, const char *name);
 const struct mc_namespace *mc_namespace_by_name(const struct mesh_config *c, const char *ns);
 /* A ServiceEntry whose spec.addresses or IP endpoints contain a (DNS-resolved addresses are

@@ -412,25 +412,29 @@ static void dup_check(struct loadctx *lc, const char *kind, struct mc_meta **met
 		free(m_);                                                                    \
 	} while (0)
 
+/* No two workloads share an address (any of their addresses): adjacent entries of the
+ * sorted address index (mc_build_indexes) name both. */
 static void check_addresses(struct loadctx *lc)
 {
 	struct mesh_config *c = lc->c;
-	for (size_t i = 0; i < c->n_workloads; i++)
-		for (size_t j = 0; j < i; j++) {
-			const struct mc_workload *a = &c->workloads[j], *b = &c->workloads[i];
-			if (!addr_eq(&a->address, &b->address) || addr_is_zero(&b->address))
-				continue;
-			char ip[ADDR_STRLEN], object[512];
-			snprintf(object, sizeof(object), "%s/%s", b->meta.ns, b->meta.name);
-			mc_finding_add(&lc->all, MC_ERROR, b->meta.file, b->meta.line, "WorkloadEntry",
-				       object, 0, "spec.address",
-				       "address %s is already used by WorkloadEntry %s/%s (%s:%d): "
-				       "each workload needs its own address",
-				       addr_str(&b->address, ip, sizeof(ip)), a->meta.ns, a->meta.name,
-				       a->meta.file, a->meta.line);
-			lc->errors++;
-			break;
-		}
+	for (size_t k = 1; k < c->n_wl_by_addr; k++) {
+		uint32_t ea = c->wl_by_addr[k - 1], eb = c->wl_by_addr[k];
+		const struct mc_workload *a = &c->workloads[ea / MC_WL_MAX_ADDRS];
+		const struct mc_workload *b = &c->workloads[eb / MC_WL_MAX_ADDRS];
+		const struct moat_addr *ip = &b->addrs[eb % MC_WL_MAX_ADDRS];
+		if (a == b || !addr_eq(&a->addrs[ea % MC_WL_MAX_ADDRS], ip))
+			continue;
+		char s[ADDR_STRLEN], object[512];
+		snprintf(object, sizeof(object), "%s/%s", b->meta.ns, b->meta.name);
+		mc_finding_add(&lc->all, MC_ERROR, b->meta.file, b->meta.line, "WorkloadEntry",
+			       object, 0, eb % MC_WL_MAX_ADDRS ? "metadata.annotations." MC_ADDRESSES_ANNOTATION
+							   : "spec.address",
+			       "address %s is already used by WorkloadEntry %s/%s (%s:%d): "
+			       "each workload needs its own address",
+			       addr_str(ip, s, sizeof(s)), a->meta.ns, a->meta.name,
+			       a->meta.file, a->meta.line);
+		lc->errors++;
+	}
 }
 
 static void complete(struct mesh_config *c)
@@ -513,9 +517,9 @@ static int finish(struct loadctx *lc, struct mesh_config **out, struct mc_findin
 	DUP_CHECK(lc, "WorkloadEntry", c->workloads, c->n_workloads);
 	DUP_CHECK(lc, "ServiceEntry", c->services, c->n_services);
 	DUP_CHECK(lc, "Namespace", c->namespaces, c->n_namespaces);
+	mc_build_indexes(c);
 	check_addresses(lc);
 	complete(c);
-	mc_build_indexes(c);
 	if (lc->errors == 0)
 		authz_lint(c, &lc->all);
 	cap_errors(&lc->all);

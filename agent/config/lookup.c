@@ -6,37 +6,58 @@
 #include "config/config.h"
 #include "config/config_internal.h"
 
-/* qsort_r comparator: workload indexes by address. */
+static const struct moat_addr *index_addr(const struct mesh_config *c, uint32_t e)
+{
+	return &c->workloads[e / MC_WL_MAX_ADDRS].addrs[e % MC_WL_MAX_ADDRS];
+}
+
+/* qsort_r comparator: (workload, address) entries by address, then load order (so the first
+ * of two workloads claiming one address comes first: load.c reports the second). */
 static int cmp_wl_addr(const void *x, const void *y, void *arg)
 {
 	const struct mesh_config *c = arg;
-	return memcmp(c->workloads[*(const uint32_t *)x].address.bytes,
-		      c->workloads[*(const uint32_t *)y].address.bytes, 16);
+	uint32_t ex = *(const uint32_t *)x, ey = *(const uint32_t *)y;
+	int d = memcmp(index_addr(c, ex)->bytes, index_addr(c, ey)->bytes, 16);
+	return d ? d : (ex > ey) - (ex < ey);
 }
 
 void mc_build_indexes(struct mesh_config *c)
 {
-	c->wl_by_addr = xcalloc(c->n_workloads ? c->n_workloads : 1, sizeof(*c->wl_by_addr));
+	size_t n = 0;
 	for (size_t i = 0; i < c->n_workloads; i++)
-		c->wl_by_addr[i] = (uint32_t)i;
-	qsort_r(c->wl_by_addr, c->n_workloads, sizeof(*c->wl_by_addr), cmp_wl_addr, c);
+		n += c->workloads[i].n_addrs;
+	c->wl_by_addr = xcalloc(n ? n : 1, sizeof(*c->wl_by_addr));
+	c->n_wl_by_addr = 0;
+	for (size_t i = 0; i < c->n_workloads; i++)
+		for (size_t j = 0; j < c->workloads[i].n_addrs; j++)
+			c->wl_by_addr[c->n_wl_by_addr++] = (uint32_t)(i * MC_WL_MAX_ADDRS + j);
+	qsort_r(c->wl_by_addr, c->n_wl_by_addr, sizeof(*c->wl_by_addr), cmp_wl_addr, c);
 }
 
 const struct mc_workload *mc_workload_by_addr(const struct mesh_config *c, const struct moat_addr *a)
 {
-	size_t lo = 0, hi = c->n_workloads;
+	size_t lo = 0, hi = c->n_wl_by_addr;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		const struct mc_workload *w = &c->workloads[c->wl_by_addr[mid]];
-		int d = memcmp(w->address.bytes, a->bytes, 16);
+		int d = memcmp(index_addr(c, c->wl_by_addr[mid])->bytes, a->bytes, 16);
 		if (d == 0)
-			return w;
+			return &c->workloads[c->wl_by_addr[mid] / MC_WL_MAX_ADDRS];
 		if (d < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
 	return NULL;
+}
+
+bool mc_workload_has_addr(const struct mc_workload *w, const struct moat_addr *a)
+{
+	return addr_list_has(w->addrs, w->n_addrs, a);
+}
+
+const struct moat_addr *mc_workload_addr_like(const struct mc_workload *w, const struct moat_addr *a)
+{
+	return w->n_addrs ? addr_list_like(w->addrs, w->n_addrs, a) : &w->address;
 }
 
 const struct mc_workload *mc_workload_by_name(const struct mesh_config *c, const char *ns,

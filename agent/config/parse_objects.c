@@ -127,6 +127,73 @@ static void parse_service_account(struct pctx *x, yaml_node_t *n, const char *pa
 	*out = xstrdup(sa ? sa : "default");
 }
 
+/* The node of metadata.annotations[key] (for its line), else the document root. */
+static yaml_node_t *annotation_node(struct pctx *x, const char *key)
+{
+	yaml_node_t *n = y_get(x, y_get(x, y_get(x, x->root, "metadata"), "annotations"), key);
+	return n ? n : x->root;
+}
+
+/* One entry of moat.dev/addresses: an IP, not listed before. The primary (spec.address)
+ * must be among them; the others are appended after it. */
+static void extra_address(struct pctx *x, yaml_node_t *n, const char *field, const char *text,
+			  struct mc_workload *w, bool *has_primary)
+{
+	struct moat_addr a;
+	if (!*text) {
+		perr(x, n, field, "an empty entry: write addresses separated by single commas");
+		return;
+	}
+	if (!addr_parse(text, &a) || addr_is_zero(&a) || addr_is_loopback(&a)) {
+		perr(x, n, field, "\"%s\" is not a workload IP address", text);
+		return;
+	}
+	bool primary = addr_eq(&a, &w->address);
+	bool dup = primary ? *has_primary : mc_workload_has_addr(w, &a);
+	if (dup) {
+		perr(x, n, field, "address %s is listed twice", text);
+		return;
+	}
+	if (primary) {
+		*has_primary = true;
+		return;
+	}
+	if (w->n_addrs >= MC_WL_MAX_ADDRS) {
+		perr(x, n, field, "more than %d addresses: a workload has at most %d (one IPv4 "
+		     "and one IPv6 is dual stack)", MC_WL_MAX_ADDRS, MC_WL_MAX_ADDRS);
+		return;
+	}
+	w->addrs[w->n_addrs++] = a;
+}
+
+/* Dual stack. Istio's WorkloadEntry has a single spec.address and its schema takes no other
+ * field, so the workload's full address list rides in an annotation, comma-separated, with
+ * spec.address among them (as a Pod's status.podIPs includes status.podIP). */
+static void parse_addresses_annotation(struct pctx *x, struct mc_workload *w)
+{
+	const char *v = mc_label_get(&w->meta.annotations, MC_ADDRESSES_ANNOTATION);
+	if (!v)
+		return;
+	yaml_node_t *n = annotation_node(x, MC_ADDRESSES_ANNOTATION);
+	const char *field = "metadata.annotations." MC_ADDRESSES_ANNOTATION;
+	char *copy = xstrdup(v), *rest = copy, *tok;
+	bool has_primary = false;
+	while ((tok = strsep(&rest, ","))) {
+		while (*tok == ' ')
+			tok++;
+		size_t len = strlen(tok);
+		while (len && tok[len - 1] == ' ')
+			tok[--len] = 0;
+		extra_address(x, n, field, tok, w, &has_primary);
+	}
+	free(copy);
+	if (!has_primary) {
+		char s[ADDR_STRLEN];
+		perr(x, n, field, "does not list spec.address %s: list every address of the "
+		     "workload, spec.address among them", addr_str(&w->address, s, sizeof(s)));
+	}
+}
+
 void parse_workload_entry(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta)
 {
 	struct mc_workload w = {0};
@@ -144,6 +211,11 @@ void parse_workload_entry(struct pctx *x, yaml_node_t *spec, struct mc_meta *met
 			perr(x, y_get(x, spec, "address"), "spec.address",
 			     "\"%s\" is not an IP address: moat WorkloadEntries are addressed by IP",
 			     SHOW(addr));
+		else {
+			w.addrs[0] = w.address;
+			w.n_addrs = 1;
+			parse_addresses_annotation(x, &w);
+		}
 		yaml_node_t *v;
 		if ((v = y_get(x, spec, "ports")))
 			parse_port_map(x, v, "spec.ports", &w.ports, &w.n_ports, &w.cap_ports);

@@ -162,6 +162,23 @@ bool addr_eq(const struct moat_addr *a, const struct moat_addr *b)
 	return memcmp(a->bytes, b->bytes, 16) == 0;
 }
 
+bool addr_list_has(const struct moat_addr *list, size_t n, const struct moat_addr *a)
+{
+	for (size_t i = 0; i < n; i++)
+		if (addr_eq(&list[i], a))
+			return true;
+	return false;
+}
+
+const struct moat_addr *addr_list_like(const struct moat_addr *list, size_t n,
+				       const struct moat_addr *like)
+{
+	for (size_t i = 0; i < n; i++)
+		if (addr_is_v4(&list[i]) == addr_is_v4(like))
+			return &list[i];
+	return &list[0];
+}
+
 bool addr_is_zero(const struct moat_addr *a)
 {
 	static const struct moat_addr zero;

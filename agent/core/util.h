@@ -52,6 +52,11 @@ void addr_from_v4(struct moat_addr *out, uint32_t be_addr);
 /* Socket address conversions (AF_INET and AF_INET6; v4-mapped v6 is normalised). */
 void addr_from_sockaddr(const struct sockaddr *sa, struct moat_addr *out, uint16_t *port);
 socklen_t addr_to_sockaddr(const struct moat_addr *a, uint16_t port, struct sockaddr_storage *ss);
+/* A workload's addresses (dual stack): is a among list[0..n)? The first of like's family
+ * (IPv4 / IPv6), else list[0] (n >= 1). */
+bool addr_list_has(const struct moat_addr *list, size_t n, const struct moat_addr *a);
+const struct moat_addr *addr_list_like(const struct moat_addr *list, size_t n,
+				       const struct moat_addr *like);
 /* Parse "ip:port" / "[ip6]:port". */
 bool addr_port_parse(const char *text, struct moat_addr *out, uint16_t *port);
 

@@ -46,11 +46,12 @@ static void upstream_connect(struct agent *a, struct conn *c, connector_cb cb)
 	struct pod *p = c->pod;
 	char who[300];
 	snprintf(who, sizeof(who), "pod %s", p->key);
+	/* c->dst is the pod address that was dialed (checked against the pod's addresses). */
 	bool transparent = a->opts.transparent && p->transparent_ok &&
-			   addr_is_v4(&c->src) == addr_is_v4(&p->addr) && !addr_eq(&c->src, &p->addr);
+			   addr_is_v4(&c->src) == addr_is_v4(&c->dst) && !pod_has_addr(p, &c->src);
 	struct connect_req r = {
 		.netns_fd = p->netns_fd,
-		.dst = p->addr,
+		.dst = c->dst,
 		.dst_port = c->dport,
 		.src = transparent ? &c->src : NULL,
 		.transparent = transparent,
@@ -128,7 +129,9 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 		refuse(s, sc, r, 400, why);
 		return;
 	}
-	if (!addr_eq(&dst, &r->local_addr)) {
+	/* The dialed pod is the one owning the address the tunnel reached; the authority may be
+	 * any of its addresses (dual stack: a peer may tunnel over one family to the other). */
+	if (!pod_has_addr(p, &dst)) {
 		char d[ADDR_STRLEN];
 		snprintf(why, sizeof(why), "authority %s is not the dialed pod %s", r->authority,
 			 addr_str(&r->local_addr, d, sizeof(d)));

@@ -27,7 +27,7 @@ static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr 
 		.phase = "outbound",
 		.src_workload = p->key,
 		.src_identity = p->spiffe_id,
-		.src = &p->addr,
+		.src = pod_addr_like(p, dst),
 		.sport = sport,
 		.dst = dst,
 		.dport = dport,
@@ -156,6 +156,8 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 	}
 	struct moat_addr dst = od.addr;
 	uint16_t dport = od.port;
+	/* The pod speaks from its address of the family it dialed (dual stack). */
+	const struct moat_addr *src = pod_addr_like(p, &dst);
 	struct dest d;
 	agent_lookup_dest(a, &dst, &d);
 	if (is_agent_port(dport)) {
@@ -173,7 +175,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		}
 	} else if (d.kind == DEST_SERVICE || d.ambient) {
 		struct authz_decision dec;
-		agent_authorize(a, &d, &dst, dport, p->principal, &p->addr, &dec);
+		agent_authorize(a, &d, &dst, dport, p->principal, src, &dec);
 		if (dec.action != MOAT_ACTION_ALLOW) {
 			deny(a, p, fd, &dst, dport, cport, d.name,
 			     dec.policy ? dec.policy->id_name : NULL, dec.why,
@@ -182,7 +184,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		}
 		enum conn_path path = d.kind == DEST_SERVICE ? PATH_EGRESS : PATH_HBONE;
 		struct conn *c = conn_new(a, CONN_OUTBOUND, path, p);
-		conn_set_src(c, &p->addr, cport, p->key, p->spiffe_id);
+		conn_set_src(c, src, cport, p->key, p->spiffe_id);
 		conn_set_dst(c, &dst, dport, d.name, d.spiffe_id);
 		c->app_fd = fd;
 		conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
@@ -194,7 +196,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 	}
 	/* Outside the mesh (ALLOW_ANY) or a workload without an agent: plaintext, as ztunnel. */
 	struct conn *c = conn_new(a, CONN_OUTBOUND, d.kind == DEST_NONE ? PATH_EGRESS : PATH_PLAINTEXT, p);
-	conn_set_src(c, &p->addr, cport, p->key, p->spiffe_id);
+	conn_set_src(c, src, cport, p->key, p->spiffe_id);
 	conn_set_dst(c, &dst, dport, d.name, NULL);
 	c->app_fd = fd;
 	go_direct(a, c);

@@ -249,7 +249,7 @@ static struct pool_conn *pc_create(struct hbone_pool *p, const struct pool_req *
 	pc->queue_tail = &pc->queue;
 	loop_timer_init(&pc->idle, pc_idle);
 	char s[ADDR_STRLEN], d[ADDR_STRLEN + 8];
-	snprintf(pc->desc, sizeof(pc->desc), "%s -> %s", addr_str(&r->src->addr, s, sizeof(s)),
+	snprintf(pc->desc, sizeof(pc->desc), "%s -> %s", addr_str(pod_addr_like(r->src, &r->dst_ip), s, sizeof(s)),
 		 addr_port_str(&r->dst_ip, MOAT_PORT_HBONE, d, sizeof(d)));
 	pc->next = p->conns;
 	p->conns = pc;

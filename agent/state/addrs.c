@@ -92,7 +92,7 @@ static int scan(struct pod *p, struct moat_addr *out, size_t max, size_t *n, str
 			continue;
 		struct moat_addr x;
 		addr_from_sockaddr(i->ifa_addr, &x, NULL);
-		if (link_local6(&x) || addr_eq(&x, &p->addr))
+		if (link_local6(&x) || pod_has_addr(p, &x)) /* declared (dual stack) */
 			continue;
 		if (*n < max)
 			out[*n] = x;

@@ -88,7 +88,11 @@ struct pod {
 	char *cgroup_path;
 	struct mc_workload synth;  /* used when the config has no WorkloadEntry for it */
 	const struct mc_workload *entry; /* into agent->cfg, refreshed on reload; NULL if none */
-	struct moat_addr addr;
+	struct moat_addr addr;     /* the primary address (= addrs[0]) */
+	/* Every address of the pod (dual stack): its WorkloadEntry's, else the one read from
+	 * its netns at enroll. Each is in the workloads map with the pod's workload id. */
+	struct moat_addr addrs[MC_WL_MAX_ADDRS];
+	size_t n_addrs;
 	int netns_fd, cgroup_fd;
 	uint64_t netns_cookie;
 	char ifname[IF_NAMESIZE];
@@ -163,7 +167,12 @@ struct agent {
 /* ---- registry (state/registry.c) ---- */
 bool agent_lookup_dest(struct agent *a, const struct moat_addr *addr, struct dest *d);
 struct pod *agent_pod_by_name(struct agent *a, const char *ns, const char *name);
+/* The local pod one of whose addresses is addr. */
 struct pod *agent_pod_by_addr(struct agent *a, const struct moat_addr *addr);
+bool pod_has_addr(const struct pod *p, const struct moat_addr *addr);
+/* The pod's address of the family of like (the source address of a connection to like),
+ * else its primary address. */
+const struct moat_addr *pod_addr_like(const struct pod *p, const struct moat_addr *like);
 const struct mc_workload *pod_workload(const struct pod *p);
 /* Recompute and write every BPF map from the configuration and the pods (epoch bump). */
 void agent_sync_dataplane(struct agent *a);
@@ -174,6 +183,13 @@ void agent_authorize(struct agent *a, const struct dest *d, const struct moat_ad
 		     uint16_t dst_port, const char *principal, const struct moat_addr *src_ip,
 		     struct authz_decision *out);
 uint32_t agent_policy_id(struct agent *a, const struct mc_authz *p);
+/* The one decision for (principal, target t, t->port) over every same-family pair of source
+ * and destination addresses (dual stack). Returns false when the pairs disagree (ipBlocks,
+ * source.ip or destination.ip decide differently per address): then no verdict may be cached
+ * for the workload pair and moatd decides each connection. n_src, n_dst >= 1. */
+bool agent_decide_all_addrs(const struct mesh_config *cfg, const char *principal,
+			    const struct moat_addr *src, size_t n_src, struct authz_target *t,
+			    const struct moat_addr *dst, size_t n_dst, struct authz_decision *out);
 /* ServiceEntry addresses learnt from DNS (state/egress.c). */
 const struct mc_service_entry *agent_service_by_resolved(struct agent *a, const struct moat_addr *ip);
 

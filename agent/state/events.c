@@ -47,7 +47,8 @@ static void connect_denied(struct agent *a, const struct moat_event *ev)
 	} else if (p && known && ev->epoch == a->epoch) {
 		/* Same engine, same configuration: the exact reason moatd would give. */
 		struct authz_decision dec;
-		agent_authorize(a, &d, &ev->dst, ev->dst_port, p->principal, &p->addr, &dec);
+		agent_authorize(a, &d, &ev->dst, ev->dst_port, p->principal,
+				pod_addr_like(p, &ev->dst), &dec);
 		snprintf(why, sizeof(why), "%s", dec.why);
 	} else {
 		snprintf(why, sizeof(why), "%s", ev->reason == MOAT_REASON_POLICY_DENY
@@ -58,7 +59,7 @@ static void connect_denied(struct agent *a, const struct moat_event *ev)
 		.phase = "connect",
 		.src_workload = p ? p->key : intern_name(&a->workload_ids, ev->src_workload),
 		.src_identity = p ? p->spiffe_id : NULL,
-		.src = p ? &p->addr : NULL,
+		.src = p ? pod_addr_like(p, &ev->dst) : NULL,
 		.dst = &ev->dst,
 		.dport = ev->dst_port,
 		.dst_workload = known ? d.name : NULL,

@@ -137,7 +137,16 @@ static void pod_free(struct agent *a, struct pod *p)
 	free(p);
 }
 
-/* Listeners in the pod: IPv4 is required, IPv6 where the pod netns has it. */
+static bool pod_has_family(const struct pod *p, int family)
+{
+	for (size_t i = 0; i < p->n_addrs; i++)
+		if (addr_is_v4(&p->addrs[i]) == (family == AF_INET))
+			return true;
+	return false;
+}
+
+/* Listeners in the pod: IPv4 is required; IPv6 is required when the pod has an IPv6
+ * address, else opened where the pod netns has IPv6. */
 static int pod_open_listeners(struct agent *a, struct pod *p, struct err *e)
 {
 	struct {
@@ -153,12 +162,33 @@ static int pod_open_listeners(struct agent *a, struct pod *p, struct err *e)
 		struct err le;
 		if (listener_open(a, p, want[i].l, want[i].kind, want[i].family, &le) == 0)
 			continue;
-		if (want[i].family == AF_INET6 && addr_is_v4(&p->addr)) {
+		if (want[i].family == AF_INET6 && !pod_has_family(p, AF_INET6)) {
 			log_debug("pod %s: no IPv6 listener: %s", p->key, le.msg);
 			continue;
 		}
 		*e = le;
 		return -1;
+	}
+	return 0;
+}
+
+static void pod_plain_listeners_del(struct agent *a, struct pod *p)
+{
+	for (size_t i = 0; i < p->n_addrs; i++)
+		dataplane_plain_listener_del(a->dp, &p->addrs[i]);
+}
+
+/* PERMISSIVE plaintext to each of the pod's addresses is steered (sk_lookup) to the 15006
+ * listener of that address's family. */
+static int pod_plain_listeners_put(struct agent *a, struct pod *p, struct err *e)
+{
+	for (size_t i = 0; i < p->n_addrs; i++) {
+		struct listener *plain = addr_is_v4(&p->addrs[i]) ? &p->plain4 : &p->plain6;
+		if (plain->fd >= 0 &&
+		    dataplane_plain_listener_put(a->dp, &p->addrs[i], plain->fd, e) < 0) {
+			pod_plain_listeners_del(a, p);
+			return -1;
+		}
 	}
 	return 0;
 }
@@ -172,12 +202,34 @@ static void pod_synth(struct agent *a, struct pod *p, const struct enroll_req *r
 	w->meta.name = xstrdup(r->name);
 	w->meta.ns = xstrdup(r->ns);
 	w->address = p->addr;
+	memcpy(w->addrs, p->addrs, sizeof(w->addrs));
+	w->n_addrs = p->n_addrs;
 	w->service_account = xstrdup(we ? we->service_account : r->sa ? r->sa : "default");
 	labels_copy(&w->labels, we ? &we->labels : &r->labels);
 	if (we)
 		labels_copy(&w->meta.labels, &we->meta.labels);
 	w->ambient = true;
 	w->spiffe_id = mc_spiffe_id(a->cfg, r->ns, w->service_account);
+}
+
+/* Every address the WorkloadEntry gives the pod (spec.address and moat.dev/addresses) must
+ * be on the pod's netns: the agent serves and captures exactly those. */
+static int pod_addrs_from_entry(struct pod *p, const struct enroll_req *r,
+				const struct mc_workload *we, struct err *e)
+{
+	for (size_t i = 0; i < we->n_addrs; i++) {
+		if (netns_has_addr(p->netns_fd, &we->addrs[i]))
+			continue;
+		char s[ADDR_STRLEN];
+		return err_set(e, "pod %s/%s: its WorkloadEntry (%s:%d) says address %s, which "
+				  "the pod's network namespace does not have",
+			       r->ns, r->name, we->meta.file, we->meta.line,
+			       addr_str(&we->addrs[i], s, sizeof(s)));
+	}
+	memcpy(p->addrs, we->addrs, sizeof(p->addrs));
+	p->n_addrs = we->n_addrs;
+	p->addr = we->address;
+	return 0;
 }
 
 static int pod_identify(struct agent *a, struct pod *p, const struct enroll_req *r, struct err *e)
@@ -191,22 +243,33 @@ static int pod_identify(struct agent *a, struct pod *p, const struct enroll_req 
 		log_warn("pod %s/%s: --service-account %s ignored: its WorkloadEntry (%s:%d) says %s",
 			 r->ns, r->name, r->sa, we->meta.file, we->meta.line, we->service_account);
 	if (we) {
-		p->addr = we->address;
-		if (!netns_has_addr(p->netns_fd, &we->address)) {
-			char s[ADDR_STRLEN];
-			return err_set(e, "pod %s/%s: its WorkloadEntry (%s:%d) says address %s, which "
-					  "the pod's network namespace does not have",
-				       r->ns, r->name, we->meta.file, we->meta.line,
-				       addr_str(&we->address, s, sizeof(s)));
-		}
+		if (pod_addrs_from_entry(p, r, we, e) < 0)
+			return -1;
 	} else if (read_pod_addr(p->netns_fd, p->ifname, &p->addr, e) < 0) {
 		return err_wrap(e, "pod %s/%s", r->ns, r->name);
+	} else {
+		p->addrs[0] = p->addr;
+		p->n_addrs = 1;
 	}
 	pod_synth(a, p, r, we);
 	p->entry = we;
 	p->spiffe_id = xstrdup(p->synth.spiffe_id);
 	p->principal = xstrdup(p->spiffe_id + strlen("spiffe://"));
 	return 0;
+}
+
+/* "a,b": every address of the pod, for logs. */
+static const char *pod_addrs_str(const struct pod *p, char *buf, size_t len)
+{
+	size_t off = 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < p->n_addrs && off < len; i++) {
+		char s[ADDR_STRLEN];
+		int n = snprintf(buf + off, len - off, "%s%s", i ? "," : "",
+				 addr_str(&p->addrs[i], s, sizeof(s)));
+		off += n > 0 ? (size_t)n : 0;
+	}
+	return buf;
 }
 
 /* istio.io/dataplane-mode as Istio reads it for a pod: the workload's labels (its
@@ -314,17 +377,16 @@ static int pod_commit(struct agent *a, struct pod *p, struct enroll_req *r, stru
 		log_warn("pod %s: client source addresses will not be preserved: %s", p->key, e->msg);
 		tproxy_teardown(p->netns_fd, p->fwmark_accept_was); /* what the setup did so far */
 	}
-	struct listener *plain = addr_is_v4(&p->addr) ? &p->plain4 : &p->plain6;
-	if (plain->fd >= 0 && dataplane_plain_listener_put(a->dp, &p->addr, plain->fd, e) < 0)
+	if (pod_plain_listeners_put(a, p, e) < 0)
 		goto fail;
 	if (pod_addrs_start(a, p, e) < 0) {
-		dataplane_plain_listener_del(a->dp, &p->addr);
+		pod_plain_listeners_del(a, p);
 		goto fail;
 	}
 	agent_put_pod_addrs(a, p); /* known before the pod's TC programs judge by them */
 	if (dataplane_attach_pod(a->dp, p->fs_key, p->cgroup_fd, p->netns_fd, p->ifname,
 				 p->workload_id, e) < 0) {
-		dataplane_plain_listener_del(a->dp, &p->addr);
+		pod_plain_listeners_del(a, p);
 		err_wrap(e, "enroll %s", p->key);
 		goto fail;
 	}
@@ -377,9 +439,9 @@ int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e)
 	if (pod_record_save(a, p, r, &re) < 0)
 		log_warn("pod %s: enrollment not recorded (%s): after an agent restart it must be "
 			 "enrolled again", p->key, re.msg);
-	char s[ADDR_STRLEN];
+	char s[MC_WL_MAX_ADDRS * (ADDR_STRLEN + 1)];
 	log_info("enrolled pod %s: address %s, identity %s, interface %s%s", p->key,
-		 addr_str(&p->addr, s, sizeof(s)), p->spiffe_id, p->ifname,
+		 pod_addrs_str(p, s, sizeof(s)), p->spiffe_id, p->ifname,
 		 p->entry ? "" : " (no WorkloadEntry: facts from the enroll request)");
 	agent_sync_dataplane(a);
 	return 0;
@@ -399,7 +461,7 @@ int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err
 	 * listeners go. */
 	dataplane_detach_pod(a->dp, p->fs_key, p->netns_fd, p->ifname);
 	dataplane_pod_del(a->dp, p->netns_cookie);
-	dataplane_plain_listener_del(a->dp, &p->addr);
+	pod_plain_listeners_del(a, p);
 	tproxy_teardown(p->netns_fd, p->fwmark_accept_was);
 	hbone_pool_drop_pod(a->pool, p);
 	inbound_drop_pod(a, p);

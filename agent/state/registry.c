@@ -90,10 +90,20 @@ struct pod *agent_pod_by_name(struct agent *a, const char *ns, const char *name)
 	return NULL;
 }
 
+bool pod_has_addr(const struct pod *p, const struct moat_addr *addr)
+{
+	return addr_list_has(p->addrs, p->n_addrs, addr);
+}
+
+const struct moat_addr *pod_addr_like(const struct pod *p, const struct moat_addr *like)
+{
+	return p->n_addrs ? addr_list_like(p->addrs, p->n_addrs, like) : &p->addr;
+}
+
 struct pod *agent_pod_by_addr(struct agent *a, const struct moat_addr *addr)
 {
 	for (struct pod *p = a->pods; p; p = p->next)
-		if (addr_eq(&p->addr, addr))
+		if (pod_has_addr(p, addr))
 			return p;
 	return NULL;
 }
@@ -225,6 +235,7 @@ struct sync_ctx {
 	struct want_wl *wl;
 	size_t n_wl, cap_wl;
 	size_t n_verdicts;
+	size_t n_address_dependent; /* workload pairs left (partly) to moatd: address-dependent */
 	bool verdicts_full;
 };
 
@@ -311,7 +322,7 @@ static void collect_cidr(struct sync_ctx *s, const struct cidr *c, const struct 
 	}
 }
 
-/* A pod's declared address and the addresses learned on its interface: one workload. */
+/* A pod's declared addresses and those learned on its interface: one workload. */
 static void collect_pod(struct sync_ctx *s, struct pod *p)
 {
 	const struct mesh_config *cfg = s->a->cfg;
@@ -320,7 +331,8 @@ static void collect_pod(struct sync_ctx *s, struct pod *p)
 	if (authz_has_port_mtls(cfg, w))
 		flags |= MOAT_WL_PORT_MTLS;
 	uint32_t mode = mtls_flag(authz_mtls_mode(cfg, w, 0, NULL));
-	want_add(s, &p->addr, p->workload_id, p->identity_id, flags, mode, p->key);
+	for (size_t i = 0; i < p->n_addrs; i++) /* declared: its WorkloadEntry's, or the enroll's */
+		want_add(s, &p->addrs[i], p->workload_id, p->identity_id, flags, mode, p->key);
 	const struct moat_addr *learned;
 	size_t n = pod_learned_addrs(p, &learned);
 	for (size_t i = 0; i < n; i++) {
@@ -335,9 +347,12 @@ static void collect_workloads(struct sync_ctx *s)
 	const struct mesh_config *cfg = a->cfg;
 	for (size_t i = 0; i < cfg->n_workloads; i++) {
 		const struct mc_workload *w = &cfg->workloads[i];
-		want_add(s, &w->address, workload_id(a, w), intern_id(&a->identity_ids, w->spiffe_id),
-			 w->ambient ? MOAT_WL_AMBIENT : 0, mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)),
-			 intern_name(&a->workload_ids, workload_id(a, w)));
+		for (size_t j = 0; j < w->n_addrs; j++)
+			want_add(s, &w->addrs[j], workload_id(a, w),
+				 intern_id(&a->identity_ids, w->spiffe_id),
+				 w->ambient ? MOAT_WL_AMBIENT : 0,
+				 mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)),
+				 intern_name(&a->workload_ids, workload_id(a, w)));
 	}
 	for (size_t i = 0; i < cfg->n_services; i++) {
 		const struct mc_service_entry *se = &cfg->services[i];
@@ -416,8 +431,70 @@ static void put_verdict(struct sync_ctx *s, struct pod *src, uint32_t dst_id, ui
 		s->n_verdicts++;
 }
 
+/* The decisions for every (source address, destination address) pair of one family must
+ * agree for one cached verdict to stand for them all: a policy with ipBlocks, source.ip or
+ * destination.ip can decide differently for a pod's IPv4 and IPv6 addresses. */
+static bool same_decision(const struct authz_decision *x, const struct authz_decision *y)
+{
+	return x->action == y->action && x->reason == y->reason && x->policy == y->policy;
+}
+
+bool agent_decide_all_addrs(const struct mesh_config *cfg, const char *principal,
+			    const struct moat_addr *src, size_t n_src, struct authz_target *t,
+			    const struct moat_addr *dst, size_t n_dst, struct authz_decision *out)
+{
+	bool any = false;
+	for (size_t i = 0; i < n_src; i++)
+		for (size_t j = 0; j < n_dst; j++) {
+			if (addr_is_v4(&src[i]) != addr_is_v4(&dst[j]))
+				continue;
+			struct authz_peer peer = {.principal = principal, .ip = src[i], .has_ip = true};
+			struct authz_decision dec;
+			t->ip = dst[j];
+			authz_evaluate(cfg, t, &peer, any ? &dec : out);
+			if (any && !same_decision(&dec, out))
+				return false;
+			any = true;
+		}
+	if (!any) { /* no pair of one family: no such connect can happen; decide the primaries */
+		struct authz_peer peer = {.principal = principal, .ip = src[0], .has_ip = true};
+		t->ip = dst[0];
+		authz_evaluate(cfg, t, &peer, out);
+	}
+	return true;
+}
+
+/* The ports of interest for a source pod over each of its addresses (a rule's `from` may
+ * match only one family's address: its ports must still get their own verdicts). */
+static size_t ports_for_every_addr(const struct mesh_config *cfg, const struct authz_target *t,
+				   const struct pod *src, uint16_t **out)
+{
+	uint16_t *all = NULL;
+	size_t n_all = 0, cap_all = 0;
+	for (size_t i = 0; i < (src->n_addrs ? src->n_addrs : 1); i++) {
+		struct authz_peer peer = {.principal = src->principal,
+					  .ip = src->n_addrs ? src->addrs[i] : src->addr,
+					  .has_ip = true};
+		uint16_t *ports = NULL;
+		size_t n = authz_ports_of_interest_for(cfg, t, &peer, &ports);
+		for (size_t j = 0; j < n; j++) {
+			bool seen = false;
+			for (size_t k = 0; k < n_all && !seen; k++)
+				seen = all[k] == ports[j];
+			if (!seen)
+				*VEC_PUSH(all, n_all, cap_all) = ports[j];
+		}
+		free(ports);
+	}
+	*out = all;
+	return n_all;
+}
+
 /* Every verdict a source pod can need for one destination: the ports its policies name,
- * and port 0 standing for every other port. */
+ * and port 0 standing for every other port. A port whose verdict depends on the address
+ * family gets none; since the connect hook falls back from a missing port to port 0, an
+ * address-dependent named port leaves the whole pair uncached (every connect goes to moatd,
+ * which decides with the real addresses). */
 static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest *d,
 			 const struct moat_addr *ip)
 {
@@ -427,15 +504,32 @@ static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest 
 		.service = d->se,
 		.ip = *ip,
 	};
-	struct authz_peer peer = {.principal = src->principal, .ip = src->addr, .has_ip = true};
+	/* A workload's verdict covers all its addresses; a service's is per address as before. */
+	const struct moat_addr *dst_addrs = ip;
+	size_t n_dst = 1;
+	if (d->kind == DEST_WORKLOAD && d->wl->n_addrs) {
+		dst_addrs = d->wl->addrs;
+		n_dst = d->wl->n_addrs;
+	}
 	uint16_t *ports = NULL;
-	size_t n = authz_ports_of_interest_for(s->a->cfg, &t, &peer, &ports);
+	size_t n = ports_for_every_addr(s->a->cfg, &t, src, &ports);
+	struct authz_decision *dec = xcalloc(n + 1, sizeof(*dec));
+	bool port0_ok = true, named_ok = true;
 	for (size_t i = 0; i <= n; i++) {
 		t.port = i < n ? ports[i] : 0;
-		struct authz_decision dec;
-		authz_evaluate(s->a->cfg, &t, &peer, &dec);
-		put_verdict(s, src, d->id, t.port, &dec);
+		bool ok = agent_decide_all_addrs(s->a->cfg, src->principal, src->addrs, src->n_addrs,
+						 &t, dst_addrs, n_dst, &dec[i]);
+		if (i < n)
+			named_ok = named_ok && ok;
+		else
+			port0_ok = ok;
 	}
+	if (!named_ok || !port0_ok)
+		s->n_address_dependent++;
+	for (size_t i = 0; named_ok && i <= n; i++)
+		if (i < n || port0_ok)
+			put_verdict(s, src, d->id, i < n ? ports[i] : 0, &dec[i]);
+	free(dec);
 	free(ports);
 }
 
@@ -522,8 +616,9 @@ void agent_sync_dataplane(struct agent *a)
 	write_port_mtls(a);
 	write_pods(a);
 	write_verdicts(&s);
-	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts, %llu ms",
-		 (unsigned long long)a->epoch, s.n_wl, s.n_verdicts,
+	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts (%zu pairs left to "
+		 "moatd: the verdict depends on the address), %llu ms",
+		 (unsigned long long)a->epoch, s.n_wl, s.n_verdicts, s.n_address_dependent,
 		 (unsigned long long)(now_ms() - t0));
 	free(s.wl);
 }

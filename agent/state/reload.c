@@ -61,11 +61,31 @@ void agent_log_findings(const struct mc_findings *f, enum mc_severity min)
 	}
 }
 
+/* The pod's addresses are fixed at enrollment (listeners, plain_listeners): an entry that now
+ * lists others cannot describe it until it is enrolled again. */
+static bool entry_addrs_match(const struct pod *p, const struct mc_workload *we)
+{
+	if (we->n_addrs != p->n_addrs)
+		return false;
+	for (size_t i = 0; i < we->n_addrs; i++)
+		if (!pod_has_addr(p, &we->addrs[i]))
+			return false;
+	return true;
+}
+
 /* Pods point into the configuration: re-point them at the new one. */
 static void repoint_pods(struct agent *a)
 {
 	for (struct pod *p = a->pods; p; p = p->next) {
 		const struct mc_workload *we = mc_workload_by_name(a->cfg, p->ns, p->name);
+		if (we && !entry_addrs_match(p, we)) {
+			if (p->entry)
+				log_warn("pod %s: its WorkloadEntry (%s:%d) now lists other addresses; "
+					 "the pod keeps its enrolled addresses and facts until it is "
+					 "enrolled again", p->key, we->meta.file, we->meta.line);
+			p->entry = NULL;
+			continue;
+		}
 		if (we && strcmp(we->service_account, p->synth.service_account) != 0) {
 			log_warn("pod %s: its WorkloadEntry now says service account %s but the pod "
 				 "runs as %s; keeping %s until it is enrolled again",

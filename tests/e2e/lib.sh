@@ -283,6 +283,23 @@ workload_yaml() {
 		"$2" "$1" "$3" "${4:-$2}" "$2"
 }
 
+# agensys_strict_config NS CMD...: E2E_CONFIG = seed 000's mesh (NS ambient, a namespace-wide
+# STRICT PeerAuthentication), the WorkloadEntry documents CMD prints ('---' first), and the
+# policies 01-default-deny and 02-orchestrator-policies of deploy/examples/agensys.
+agensys_strict_config() {
+	local ns=$1
+	shift
+	E2E_CONFIG=$E2E_TMP/config
+	mkdir -p "$E2E_CONFIG"
+	{
+		mesh_yaml "$ns"
+		printf -- '---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: %s}\nspec: {mtls: {mode: STRICT}}\n' "$ns"
+	} >"$E2E_CONFIG/00-mesh.yaml"
+	"$@" | sed '1d' >"$E2E_CONFIG/00-workloads.yaml"
+	cp "$E2E_ROOT/deploy/examples/agensys/01-default-deny.yaml" \
+		"$E2E_ROOT/deploy/examples/agensys/02-orchestrator-policies.yaml" "$E2E_CONFIG/"
+}
+
 # peer_auth_yaml NS NAME MODE [APP]: a PeerAuthentication (namespace-wide, or for app=APP).
 peer_auth_yaml() {
 	local sel=""
@@ -353,6 +370,50 @@ stop_agent() {
 	for n in "${E2E_AGENTS[@]}"; do [ "$n" = "$node" ] || keep+=("$n"); done
 	E2E_AGENTS=("${keep[@]}")
 	return $rc
+}
+
+# start_agents_with_ca NODE...: one CA (make_ca), then moatd on every NODE, each checked
+# ready within 30 s; aborts the test (with the log's tail) when one does not come up.
+start_agents_with_ca() {
+	local n
+	make_ca >/dev/null || e2e_abort "moatctl ca init" "$("$MOATCTL" ca init --out "$E2E_TMP/ca2" 2>&1)"
+	for n in "$@"; do start_agent "$n"; done
+	for n in "$@"; do
+		check "moatd on $n is ready" wait_ready "$n" 30 || e2e_abort "agents start" "$(agent_log "$n" | tail -20)"
+	done
+}
+
+# finish_lab_checked NODE...: stop every NODE's moatd (checking it exits 0 on SIGTERM), take
+# the lab down and check that nothing is left.
+finish_lab_checked() {
+	local n lab
+	for n in "$@"; do
+		stop_agent "$n"
+		check_eq "moatd on $n exits 0 on SIGTERM" 0 "$?"
+	done
+	lab=$E2E_LAB
+	"$LAB_TOOL" down "$lab" >/dev/null 2>&1
+	E2E_LAB=""
+	check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+}
+
+# underlay_capture_start PCAP / underlay_capture_stop TEXT: tcpdump of every TCP packet on the
+# lab's underlay bridge; stop writes the decoded packets (tcpdump -nn) to TEXT.
+UNDERLAY_TCPDUMP=""
+underlay_capture_start() {
+	UNDERLAY_PCAP=$1
+	ip netns exec "moatlab-$E2E_LAB-underlay" tcpdump -i br0 -nn -U -s 0 -w "$UNDERLAY_PCAP" tcp \
+		>"$E2E_TMP/tcpdump.log" 2>&1 &
+	UNDERLAY_TCPDUMP=$!
+	E2E_BG_PIDS+=("$UNDERLAY_TCPDUMP")
+	wait_for "tcpdump listening" 5 grep -q "listening on" "$E2E_TMP/tcpdump.log" ||
+		e2e_abort "tcpdump captures the underlay" "$(cat "$E2E_TMP/tcpdump.log")"
+}
+underlay_capture_stop() {
+	sleep 1
+	kill -INT "$UNDERLAY_TCPDUMP" 2>/dev/null
+	wait "$UNDERLAY_TCPDUMP" 2>/dev/null
+	tcpdump -nn -r "$UNDERLAY_PCAP" 2>/dev/null >"$1"
 }
 
 agent_alive() { local pid; pid=$(agent_pid "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }

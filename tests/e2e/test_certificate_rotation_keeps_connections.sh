@@ -23,38 +23,6 @@ EOF
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
 { mesh_yaml $NS; workload_yaml $NS client 10.244.1.10; workload_yaml $NS server 10.244.2.10; } >"$E2E_CONFIG/mesh.yaml"
-apiVersion: moat.dev/v1
-kind: MeshConfig
-metadata:
-  name: mesh
-spec:
-  trustDomain: cluster.local
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: $NS
-  labels:
-    istio.io/dataplane-mode: ambient
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: client
-  namespace: $NS
-spec:
-  address: 10.244.1.10
-  serviceAccount: client
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: server
-  namespace: $NS
-spec:
-  address: 10.244.2.10
-  serviceAccount: server
-EOF
 
 make_ca >/dev/null || e2e_abort "moatctl ca init"
 start_agent node1 --svid-ttl 60
@@ -119,12 +87,5 @@ check_wait "... the client agent saw the server's current certificate (serial $S
 	grep -q "peer spiffe://cluster.local/ns/$NS/sa/server (certificate serial $S2)" "$(agent_dir node1)/moatd.log"
 check "... and neither is the first one" test "$S2" != "$S0" -a "$C2" != "$C0"
 
-for n in node1 node2; do
-	stop_agent "$n"
-	check_eq "moatd on $n exits 0 on SIGTERM" 0 "$?"
-done
-lab=$E2E_LAB
-"$LAB_TOOL" down "$lab" >/dev/null 2>&1
-E2E_LAB=""
-check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+finish_lab_checked node1 node2
 e2e_finish

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The lab's self-test, without moatd: a 2-node lab with 3 pods, an internet and DNS. Proves
-# the topology (pod to pod on one node and across nodes, names through the lab's dnsmasq, no
-# default route anywhere), the exec helpers (netns + cgroup, exit codes, stdin), the probe
-# (1 MiB both ways with sha256, failure classes), and cleanup (normal, after a crash, stale).
+# The lab's self-test, without moatd: a dual-stack 2-node lab with 3 pods, an internet and
+# DNS. Proves the topology (pod to pod on one node and across nodes over IPv4 and IPv6, names
+# through the lab's dnsmasq, no default route anywhere), the exec helpers (netns + cgroup, exit
+# codes, stdin), the probe (1 MiB both ways with sha256, failure classes), and cleanup
+# (normal, after a crash, stale). The other description files here are IPv4-only: the IPv6
+# fields are optional.
 source "$(dirname "$0")/lib.sh"
 e2e_init
 
@@ -12,14 +14,18 @@ BAD=e2ebad$E2E_RUN_ID
 MIB=1048576
 desc=$E2E_TMP/lab.conf
 cat >"$desc" <<EOF
-# lab self-test: two nodes, three pods, an internet with one named host and a DNS server
+# lab self-test: two dual-stack nodes, three pods (b IPv4 only), an internet with one named
+# host and a DNS server
 lab $LAB_NAME
 underlay 192.168.77.0/24
-node node1 192.168.77.11 10.244.1.0/24
-node node2 192.168.77.12 10.244.2.0/24
-pod node1 ns1/a 10.244.1.10
+underlay6 fd00:77::/64
+cluster6 fd00:10:244::/48
+node node1 192.168.77.11 10.244.1.0/24 fd00:77::11 fd00:10:244:1::/64
+node node2 192.168.77.12 10.244.2.0/24 fd00:77::12 fd00:10:244:2::/64
+pod node1 ns1/a 10.244.1.10 fd00:10:244:1::10
 pod node1 ns1/b 10.244.1.11
-pod node2 ns2/c 10.244.2.10
+pod node1 ns1/d 10.244.1.12 fd00:10:244:1::12
+pod node2 ns2/c 10.244.2.10 fd00:10:244:2::10
 internet 203.0.113.0/24 203.0.113.1
 host svc.example.test 203.0.113.10
 host other.example.test 203.0.113.11
@@ -28,9 +34,9 @@ EOF
 lab_up "$desc"
 
 # ---------------------------------------------------------------- topology
-expected_netns="moatlab-$LAB_NAME-internet moatlab-$LAB_NAME-node-node1 moatlab-$LAB_NAME-node-node2 moatlab-$LAB_NAME-pod-ns1_a moatlab-$LAB_NAME-pod-ns1_b moatlab-$LAB_NAME-pod-ns2_c moatlab-$LAB_NAME-underlay"
+expected_netns="moatlab-$LAB_NAME-internet moatlab-$LAB_NAME-node-node1 moatlab-$LAB_NAME-node-node2 moatlab-$LAB_NAME-pod-ns1_a moatlab-$LAB_NAME-pod-ns1_b moatlab-$LAB_NAME-pod-ns1_d moatlab-$LAB_NAME-pod-ns2_c moatlab-$LAB_NAME-underlay"
 lab_ns=$(ls /run/netns | grep "^moatlab-$LAB_NAME-" | sort | tr '\n' ' ' | sed 's/ $//')
-check_eq "lab up creates exactly the underlay, 2 nodes, 3 pods and the internet" "$expected_netns" "$lab_ns"
+check_eq "lab up creates exactly the underlay, 2 nodes, 4 pods and the internet" "$expected_netns" "$lab_ns"
 check "lab status reports everything up" lab status "$LAB_NAME"
 
 no_default_route() {
@@ -66,6 +72,27 @@ check_match "node1 routes node2's pod CIDR via node2's underlay address" \
 	'^10\.244\.2\.0/24 via 192\.168\.77\.12 dev eth0' "$(ip -n moatlab-$LAB_NAME-node-node1 route show)"
 check_match "interface names fit in 15 characters" '^mp[0-9a-f]{10}$' "$hostif"
 
+# IPv6 (dual stack)
+check_eq "pod IPv6 address is a /128 on eth0" "fd00:10:244:1::10/128" \
+	"$(ip -n moatlab-$LAB_NAME-pod-ns1_a -6 -o addr show dev eth0 scope global | awk '{ print $4 }')"
+check_eq "pod IPv6 routes: cluster6 and underlay6 via fe80::1, nothing else (besides the kernel's own address routes)" \
+	"fd00:10:244::/48 via fe80::1 dev eth0|fd00:77::/64 via fe80::1 dev eth0" \
+	"$(ip -n moatlab-$LAB_NAME-pod-ns1_a -6 route show | grep -v ' proto kernel' | sed -E 's/ metric [0-9]+//; s/ pref medium//; s/ *$//' | sort | paste -sd'|')"
+check_eq "an IPv4-only pod has no global IPv6 address" "" \
+	"$(ip -n moatlab-$LAB_NAME-pod-ns1_b -6 -o addr show scope global)"
+check_match "node side: fe80::1 is the node's end of the pod's veth" 'inet6 fe80::1/64' \
+	"$(ip -n moatlab-$LAB_NAME-node-node1 -6 addr show dev "$hostif")"
+check_eq "node side: IPv6 forwarding on" 1 \
+	"$(nsenter --net=/run/netns/moatlab-$LAB_NAME-node-node1 cat /proc/sys/net/ipv6/conf/all/forwarding)"
+check_match "node1 routes the pod's /128 to its veth" "^fd00:10:244:1::10 dev $hostif" \
+	"$(ip -n moatlab-$LAB_NAME-node-node1 -6 route show)"
+check_match "node1 routes node2's IPv6 pod CIDR via node2's underlay6 address" \
+	'^fd00:10:244:2::/64 via fd00:77::12 dev eth0' "$(ip -n moatlab-$LAB_NAME-node-node1 -6 route show)"
+check_json "pod-info --json has the IPv6 address" "$(lab pod-info "$LAB_NAME" ns1/a --json)" \
+	'.address6 == "fd00:10:244:1::10"'
+check_json "node-info --json has the IPv6 underlay address and pod CIDR" "$(lab node-info "$LAB_NAME" node2 --json)" \
+	'.underlay_ip6 == "fd00:77::12"' '.pod_cidr6 == "fd00:10:244:2::/64"'
+
 # ---------------------------------------------------------------- exec helpers
 check_match "lab exec runs in the pod's cgroup" "^0::/moatlab-$LAB_NAME/pods/ns1_a\$" \
 	"$(lab_exec ns1/a cat /proc/self/cgroup | grep '^0::')"
@@ -100,6 +127,19 @@ check_json "a node reaches a pod on another node (node2 -> a)" \
 	'.exit == 0' '.local | startswith("192.168.77.12:")'
 check "the server sees the client's own address (no NAT in the lab)" \
 	grep -q '"peer":"10.244.1.10:[0-9]*","local":"10.244.2.10:8080"' "$(probe_log_path ns2/c 8080)"
+probe_serve ns2/c 8086 --send-bytes $MIB --bind ::
+probe_serve ns1/d 8086 --send-bytes $MIB --bind ::
+check_connect_ok "IPv6 across nodes: a -> [c]:8086 carries 1 MiB each way intact" ns1/a "[fd00:10:244:2::10]:8086" $MIB $MIB
+check_connect_ok "IPv6 across nodes: c -> [d]:8086 carries 1 MiB each way intact" ns2/c "[fd00:10:244:1::12]:8086" $MIB $MIB
+check_connect_ok "IPv6 same node: a -> [d]:8086 carries 1 MiB each way intact" ns1/a "[fd00:10:244:1::12]:8086" $MIB $MIB
+check_connect_ok "IPv4 to the same dual-stack server (bound to ::) works too" ns1/b 10.244.2.10:8086 $MIB $MIB
+check "the IPv6 server sees the client's own IPv6 address" \
+	grep -q '"peer":"\[fd00:10:244:1::10\]:[0-9]*","local":"\[fd00:10:244:2::10\]:8086"' "$(probe_log_path ns2/c 8086)"
+check "... and an IPv4 client as plain IPv4" \
+	grep -q '"peer":"10.244.1.11:[0-9]*","local":"10.244.2.10:8086"' "$(probe_log_path ns2/c 8086)"
+check_json "a node reaches a pod on another node over IPv6 (node2 -> d)" \
+	"$(node_exec node2 "$PROBE" connect "[fd00:10:244:1::12]:8086" --send-bytes 1000 --expect-bytes $MIB --json)" \
+	'.exit == 0' '.local | startswith("[fd00:77::12]:")'
 
 check_eq "pods resolve a host line through the lab's dnsmasq" "203.0.113.10" \
 	"$(lab_exec ns1/a getent ahostsv4 svc.example.test | awk 'NR == 1 { print $1 }')"
@@ -114,6 +154,7 @@ check "... and fails fast (dnsmasq answers, no resolver timeout): $(((t1 - t0) /
 	test $(((t1 - t0) / 1000000)) -lt 1500
 check_connect_ok "a pod reaches an internet host by name, 1 MiB each way" ns2/c svc.example.test:443 $MIB $MIB
 check_connect_error "nothing outside the lab's ranges is routed (no default route)" ns1/a 198.51.100.7:80 ENETUNREACH
+check_connect_error "... over IPv6 neither" ns1/a "[2001:db8::7]:80" ENETUNREACH
 
 # ---------------------------------------------------------------- the probe's verdicts
 out=$(probe_connect ns1/b 10.244.2.10:9999)
@@ -239,6 +280,15 @@ check_match "... with file:line and the reason" "bad\.conf:4: pod x/y: 10\.244\.
 check_eq "... and nothing is created" "" "$(lab_traces "$BAD")"
 printf 'lab %s\nunderlay 192.168.80.0/24\nnode n1 192.168.80.11 10.244.1.0/24\nbogus line\n' "$BAD" >"$bad"
 check_match "an unknown keyword is refused with file:line" "bad\.conf:4: unknown keyword 'bogus'" "$(lab up "$bad" 2>&1)"
+printf 'lab %s\nunderlay 192.168.80.0/24\nunderlay6 fd00:80::/64\ncluster6 fd00:10:245::/48\nnode n1 192.168.80.11 10.244.1.0/24 fd00:80::11 fd00:10:245:1::/64\npod n1 x/y 10.244.1.9 fd00:10:245:2::9\n' "$BAD" >"$bad"
+check_match "a pod IPv6 address outside its node's IPv6 pod CIDR is refused with file:line" \
+	"bad\.conf:6: pod x/y: fd00:10:245:2::9 is not in n1's IPv6 pod CIDR" "$(lab up "$bad" 2>&1)"
+printf 'lab %s\nunderlay 192.168.80.0/24\nnode n1 192.168.80.11 10.244.1.0/24 fd00:80::11 fd00:10:245:1::/64\n' "$BAD" >"$bad"
+check_match "IPv6 node fields without underlay6/cluster6 are refused with file:line" \
+	"bad\.conf:3: node n1 has IPv6 fields" "$(lab up "$bad" 2>&1)"
+printf 'lab %s\nunderlay 192.168.80.0/24\nunderlay6 fd00:80::1/64\n' "$BAD" >"$bad"
+check_match "a bad underlay6 CIDR is refused with file:line" "bad\.conf:3: 'fd00:80::1/64' is not an IPv6 network CIDR" "$(lab up "$bad" 2>&1)"
+check_eq "... and nothing is created" "" "$(lab_traces "$BAD")"
 printf 'lab e2e-bad\n' >"$bad"
 check_match "a lab name with '-' is refused (names are prefixes)" "bad\.conf:1: lab name" "$(lab up "$bad" 2>&1)"
 

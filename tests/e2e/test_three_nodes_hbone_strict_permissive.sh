@@ -43,31 +43,10 @@ declare -A NODE=([orchestrator-agent]=node1 [pr-agent]=node1 [summary-agent]=nod
 SPOKES=(pr-agent summary-agent mcp-code-scanning github-mcp-server)
 
 # ---------------------------------------------------------------- configuration
-E2E_CONFIG=$E2E_TMP/config
-mkdir -p "$E2E_CONFIG"
-mesh_yaml $NS >"$E2E_CONFIG/00-mesh.yaml"
-cat >>"$E2E_CONFIG/00-mesh.yaml" <<EOF
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: strict
-  namespace: $NS
-spec:
-  mtls:
-    mode: STRICT
-EOF
-for w in orchestrator-agent "${SPOKES[@]}"; do
-	workload_yaml "$NS" "$w" "${ADDR[$w]}"
-done | sed '1d' >"$E2E_CONFIG/00-workloads.yaml"
-cp "$E2E_ROOT/deploy/examples/agensys/01-default-deny.yaml" \
-	"$E2E_ROOT/deploy/examples/agensys/02-orchestrator-policies.yaml" "$E2E_CONFIG/"
+workloads() { for w in orchestrator-agent "${SPOKES[@]}"; do workload_yaml "$NS" "$w" "${ADDR[$w]}"; done; }
+agensys_strict_config $NS workloads
 
-make_ca >/dev/null || e2e_abort "moatctl ca init" "$("$MOATCTL" ca init --out "$E2E_TMP/ca2" 2>&1)"
-for n in node1 node2 node3; do start_agent "$n"; done
-for n in node1 node2 node3; do
-	check "moatd on $n is ready" wait_ready "$n" 30 || e2e_abort "agents start" "$(agent_log "$n" | tail -20)"
-done
+start_agents_with_ca node1 node2 node3
 for w in orchestrator-agent "${SPOKES[@]}"; do
 	check "enroll $w on ${NODE[$w]}" enroll "$w"
 done
@@ -77,12 +56,7 @@ done
 
 # ---------------------------------------------------------------- capture the underlay
 PCAP=$E2E_TMP/underlay.pcap
-ip netns exec "moatlab-$E2E_LAB-underlay" tcpdump -i br0 -nn -U -s 0 -w "$PCAP" tcp \
-	>"$E2E_TMP/tcpdump.log" 2>&1 &
-TCPDUMP=$!
-E2E_BG_PIDS+=("$TCPDUMP")
-wait_for "tcpdump listening" 5 grep -q "listening on" "$E2E_TMP/tcpdump.log" ||
-	e2e_abort "tcpdump captures the underlay" "$(cat "$E2E_TMP/tcpdump.log")"
+underlay_capture_start "$PCAP"
 
 # ---------------------------------------------------------------- allowed: hub and spoke
 for w in "${SPOKES[@]}"; do
@@ -115,10 +89,7 @@ for src in "${SPOKES[@]}"; do
 done
 
 # ---------------------------------------------------------------- what crossed the underlay
-sleep 1
-kill -INT "$TCPDUMP" 2>/dev/null
-wait "$TCPDUMP" 2>/dev/null
-tcpdump -nn -r "$PCAP" 2>/dev/null >"$E2E_TMP/underlay.txt"
+underlay_capture_stop "$E2E_TMP/underlay.txt"
 check "the capture saw HBONE traffic between nodes" grep -q '\.15008[ :]' "$E2E_TMP/underlay.txt"
 pod_flows_off_15008() { # packets between pod addresses where neither port is 15008
 	awk '$2 == "IP" && $3 ~ /^10\.244\./ && $5 ~ /^10\.244\./ {
@@ -190,12 +161,6 @@ check "... and the app saw the outsider's own address" \
 	grep -q '"peer":"10.244.2.50:' "$(probe_log_path mcp-code-scanning 3000)"
 
 # ---------------------------------------------------------------- teardown
-for n in node1 node2 node3; do
-	stop_agent "$n"
-	check_eq "moatd on $n exits 0 on SIGTERM" 0 "$?"
-done
-lab=$E2E_LAB
-"$LAB_TOOL" down "$lab" >/dev/null 2>&1
-E2E_LAB=""
-check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+finish_lab_checked node1 node2 node3
+
 e2e_finish

@@ -83,7 +83,8 @@ const tls = {ca: fs.readFileSync(a.ca), ALPNProtocols: ['h2'], minVersion: 'TLSv
              // report and the test compares; Node's host-name check does not apply.
              servername: '', checkServerIdentity: () => undefined};
 if (a.cert) { tls.cert = fs.readFileSync(a.cert); tls.key = fs.readFileSync(a.key); }
-const session = http2.connect(`https://${a.host}:${a.port}`, tls);
+const host = a.host.includes(':') ? `[${a.host}]` : a.host; // IPv6 in brackets
+const session = http2.connect(`https://${host}:${a.port}`, tls);
 session.on('error', failed);
 session.on('close', () => { if (!done && out.status === null) failed(new Error('session closed before a response')); });
 let connectedAt = 0;

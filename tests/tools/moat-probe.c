@@ -144,8 +144,13 @@ static void sockaddr_text(const struct sockaddr_storage *ss, char *buf, size_t l
 		snprintf(buf, len, "%s:%u", ip, port);
 	} else if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
 		port = ntohs(in6->sin6_port);
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) { /* IPv4 on a dual-stack socket */
+			inet_ntop(AF_INET, in6->sin6_addr.s6_addr + 12, ip, sizeof(ip));
+			snprintf(buf, len, "%s:%u", ip, port);
+			return;
+		}
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
 		snprintf(buf, len, "[%s]:%u", ip, port);
 	} else {
 		snprintf(buf, len, "?");
@@ -270,8 +275,11 @@ static int server_listen(struct server *srv)
 		fprintf(stderr, "moat-probe serve: socket: %s\n", errno_name(errno));
 		return -1;
 	}
-	int one = 1;
+	int one = 1, zero = 0;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* "::" serves both families (dual-stack pods), whatever net.ipv6.bindv6only says. */
+	if (ss.ss_family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr))
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
 	if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
 		fprintf(stderr, "moat-probe serve: bind %s port %u: %s (%s)\n", srv->bind_addr,
 			srv->port, errno_name(errno), strerror(errno));
@@ -475,7 +483,8 @@ static void usage_serve(FILE *f)
 		"  stdout: {\"event\":\"conn\",\"peer\":\"ip:port\",\"local\":..,\"received\":N,\n"
 		"  \"received_sha256\":..,\"sent\":N,\"duration_ms\":N,\"error\":null|\"...\"}, after a\n"
 		"  first line {\"event\":\"listening\",\"addr\":\"ip:port\"}.\n"
-		"  --bind ADDR      address to listen on (default 0.0.0.0; an IPv6 address works too)\n"
+		"  --bind ADDR      address to listen on (default 0.0.0.0; an IPv6 address works too;\n"
+		"                   :: serves IPv4 and IPv6, IPv4 peers shown as a.b.c.d:port)\n"
 		"  --send-bytes N   response body size (default 0)\n"
 		"  --max-conns K    exit after K connections were served (default 0: run until killed)\n"
 		"  --timeout S      close a connection idle for S seconds (default %d)\n"
