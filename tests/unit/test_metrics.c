@@ -253,9 +253,8 @@ TEST(metrics_10k_series_with_ztunnel_labels)
 	CHECK_INT(count_lines(out), 10002);
 	zt_labels(&l, vals, 4321);
 	CHECK(metrics_value(m, "istio_tcp_sent_bytes_total", &l) == 3 * 4321);
-	/* 30k updates of 19 labels and one render: well under a second even with ASan */
-	CHECK_MSG(t_update < 3000, "30000 updates took %llu ms", (unsigned long long)t_update);
-	CHECK_MSG(t_render < 3000, "render took %llu ms", (unsigned long long)t_render);
+	/* Times are printed, never asserted (a loaded machine is not a regression); make bench
+	 * is where speed is measured. */
 	printf("    30000 updates x 19 labels: %llu ms, render 10000 series: %llu ms (%zu bytes)\n",
 	       (unsigned long long)t_update, (unsigned long long)t_render, strlen(out));
 	free(out);
