@@ -55,6 +55,34 @@ bool ctl_decode(char *s)
 	return true;
 }
 
+int ctl_request_parse(char *line, char **verb, struct ctl_arg *args, int max_args, int *nargs,
+		      const char **why)
+{
+	char *save = NULL;
+	*nargs = 0;
+	*verb = strtok_r(line, " ", &save);
+	if (!*verb) {
+		*why = "empty request";
+		return -1;
+	}
+	for (char *tok; (tok = strtok_r(NULL, " ", &save));) {
+		char *eq = strchr(tok, '=');
+		if (!eq || *nargs == max_args) {
+			*why = "malformed request";
+			return -1;
+		}
+		*eq = 0;
+		if (!ctl_decode(eq + 1)) {
+			*why = "malformed escape in request";
+			return -1;
+		}
+		args[*nargs].key = tok;
+		args[*nargs].value = eq + 1;
+		(*nargs)++;
+	}
+	return 0;
+}
+
 static int send_request(int fd, const char *line, size_t len, int pass_fd)
 {
 	struct iovec iov = {.iov_base = (void *)line, .iov_len = len};

@@ -14,6 +14,7 @@
 #include "identity/identity.h"
 #include "hbone/h2.h"
 #include "proxy/conn.h"
+#include "proxy/connect_req.h"
 #include "proxy/connector.h"
 #include "proxy/proxy.h"
 #include "proxy/relay.h"
@@ -107,57 +108,17 @@ static void refuse(struct h2stream *s, struct srv_conn *sc, const struct hbone_r
 	h2stream_respond(s, status);
 }
 
-/* forwarded: for="ip:port" from the source agent names the app's own port: use it when it
- * agrees with the address that connected. */
-static uint16_t forwarded_port(const struct hbone_request *r)
-{
-	if (!r->forwarded)
-		return 0;
-	const char *p = strstr(r->forwarded, "for=");
-	if (!p)
-		return 0;
-	p += 4;
-	char buf[ADDR_STRLEN + 16];
-	size_t n = 0;
-	if (*p == '"')
-		p++;
-	while (*p && *p != '"' && *p != ';' && *p != ',' && n + 1 < sizeof(buf))
-		buf[n++] = *p++;
-	buf[n] = 0;
-	struct moat_addr a;
-	uint16_t port;
-	if (addr_port_parse(buf, &a, &port) && addr_eq(&a, &r->peer_addr))
-		return port;
-	return 0;
-}
-
 static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_request *r)
 {
 	struct srv_conn *sc = h2conn_owner(h);
 	struct agent *a = sc->agent;
 	struct pod *p = sc->pod;
 	char why[600];
-	if (strcmp(r->method, "CONNECT") != 0) {
-		snprintf(why, sizeof(why), "method %s is not CONNECT", r->method);
-		refuse(s, sc, r, 400, why);
-		return;
-	}
 	struct moat_addr dst;
 	uint16_t dport;
-	if (!addr_port_parse(r->authority, &dst, &dport)) {
-		snprintf(why, sizeof(why), "authority \"%s\" is not ip:port", r->authority);
-		refuse(s, sc, r, 400, why);
-		return;
-	}
-	if (!addr_eq(&dst, &r->local_addr)) {
-		char d[ADDR_STRLEN];
-		snprintf(why, sizeof(why), "authority %s is not the dialed pod %s", r->authority,
-			 addr_str(&r->local_addr, d, sizeof(d)));
-		refuse(s, sc, r, 400, why);
-		return;
-	}
-	if (is_agent_port(dport)) {
-		refuse(s, sc, r, 400, "agent ports are not valid destinations");
+	int refusal = hbone_connect_check(r, &dst, &dport, why, sizeof(why));
+	if (refusal) {
+		refuse(s, sc, r, refusal, why);
 		return;
 	}
 	struct dest d;
@@ -175,7 +136,7 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 			.src_workload = src_name,
 			.src_identity = r->peer_id,
 			.src = &r->peer_addr,
-			.sport = forwarded_port(r) ? forwarded_port(r) : r->peer_port,
+			.sport = hbone_forwarded_port(r) ? hbone_forwarded_port(r) : r->peer_port,
 			.dst = &dst,
 			.dport = dport,
 			.dst_workload = p->key,
@@ -188,7 +149,7 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 		return;
 	}
 	struct conn *c = conn_new(a, CONN_INBOUND, PATH_HBONE, p);
-	uint16_t sport = forwarded_port(r);
+	uint16_t sport = hbone_forwarded_port(r);
 	conn_set_src(c, &r->peer_addr, sport ? sport : r->peer_port, src_name, r->peer_id);
 	conn_set_dst(c, &dst, dport, p->key, p->spiffe_id);
 	conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
