@@ -46,7 +46,8 @@ bool ctl_decode(char *s)
 			continue;
 		}
 		int hi = hexval(r[1]), lo = hi < 0 ? -1 : hexval(r[2]);
-		if (hi < 0 || lo < 0)
+		/* %00 would cut the value short without a word: no encoder writes it. */
+		if (hi < 0 || lo < 0 || hi * 16 + lo == 0)
 			return false;
 		*w++ = (char)(hi * 16 + lo);
 		r += 2;

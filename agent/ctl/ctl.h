@@ -23,7 +23,7 @@ int ctl_call(const char *socket_path, const char *verb, const struct ctl_arg *ar
 
 /* Encoding helpers shared by both sides. */
 void ctl_encode(struct sbuf *out, const char *value);
-/* Decode in place; returns false on a malformed escape. */
+/* Decode in place; returns false on a malformed escape (or %00, which would cut it short). */
 bool ctl_decode(char *s);
 
 /* Server side: split one request line (without its newline) in place into the verb and up

@@ -46,6 +46,9 @@ TEST(ctl_request_refusals_say_why)
 	CHECK_STR(why, "malformed request");
 	CHECK_INT(parse_line("status a=%4", buf, sizeof(buf), &verb, args, 2, &n, &why), -1);
 	CHECK_STR(why, "malformed escape in request");
+	/* A NUL would silently cut the value ("/proc/1/ns/net%00x" would name /proc/1/ns/net). */
+	CHECK_INT(parse_line("enroll netns=/x%00y", buf, sizeof(buf), &verb, args, 2, &n, &why), -1);
+	CHECK_STR(why, "malformed escape in request");
 }
 
 static struct hbone_request req(const char *method, const char *authority, const char *fwd)
