@@ -121,7 +121,8 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libmoat.a | $(BUILD)/tes
 FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
 FUZZ_LIB_SRC := $(sort $(wildcard agent/core/*.c agent/config/*.c agent/policy/*.c \
-                  agent/identity/*.c agent/dns/*.c) agent/ctl/ctl.c agent/proxy/connect_req.c)
+                  agent/identity/*.c agent/dns/*.c) agent/ctl/ctl.c agent/proxy/connect_req.c \
+                agent/obs/http.c)
 FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
                 -fno-sanitize-recover=undefined
 
