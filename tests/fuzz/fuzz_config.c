@@ -1,7 +1,7 @@
 /* Fuzz target: the configuration loader, YAML -> validated snapshot -> policy decisions
  * (agent/config: mesh_config_load_texts, the buffer form of mesh_config_load_dir; then
  * agent/policy: authz_evaluate and friends over what was loaded, as the agent's verdict sync
- * and `moatctl explain` use it).
+ * and `moatctl explain` use it, and authz_explain itself).
  * Input: one YAML file (several documents allowed).
  * Properties: a load either yields a snapshot and no error findings, or no snapshot and at
  * least one error with its place; every decision over a snapshot is ALLOW or DENY with a
@@ -80,6 +80,26 @@ static void exercise(const struct mesh_config *c)
 	}
 }
 
+/* `moatctl explain` over the snapshot: each of the first workloads asks for the next one. */
+static void explain(const struct mesh_config *c)
+{
+	for (size_t i = 0; i + 1 < c->n_workloads && i < MAX_TARGETS; i++) {
+		const struct mc_workload *src = &c->workloads[i], *dst = &c->workloads[i + 1];
+		char to[ADDR_STRLEN + 8], src_ip[ADDR_STRLEN];
+		uint16_t port = dst->n_ports ? dst->ports[0].number : 80;
+		addr_port_str(&dst->address, port ? port : 80, to, sizeof(to));
+		addr_str(&src->address, src_ip, sizeof(src_ip));
+		for (int json = 0; json < 2; json++) {
+			struct sbuf out;
+			sbuf_init(&out);
+			int rc = authz_explain(c, src->spiffe_id, json ? "" : src_ip, to, json, &out);
+			FUZZ_ASSERT(rc >= 0 && rc <= 2 && out.len, "explain %s -> %s: %d", src_ip, to,
+				    rc);
+			sbuf_free(&out);
+		}
+	}
+}
+
 static void check_findings(const struct mc_findings *f, bool loaded)
 {
 	char line[2048];
@@ -105,6 +125,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_findings(&f, rc == 0);
 	if (c) {
 		exercise(c);
+		explain(c);
 		mesh_config_unref(c);
 	}
 	mc_findings_free(&f);
