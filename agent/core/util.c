@@ -237,10 +237,13 @@ bool addr_port_parse(const char *text, struct moat_addr *out, uint16_t *port)
 	}
 	if (!addr_parse(host, out))
 		return false;
-	char *end;
-	errno = 0;
-	long p = strtol(colon + 1, &end, 10);
-	if (errno || *end || end == colon + 1 || p < 1 || p > 65535)
+	/* Digits only: strtol alone would also take " +80" (an authority is host:*DIGIT). */
+	const char *digits = colon + 1;
+	size_t nd = strspn(digits, "0123456789");
+	if (nd == 0 || nd > 5 || digits[nd])
+		return false;
+	long p = strtol(digits, NULL, 10);
+	if (p < 1 || p > 65535)
 		return false;
 	*port = (uint16_t)p;
 	return true;

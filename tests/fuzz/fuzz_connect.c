@@ -43,6 +43,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_ASSERT(strcmp(method, "CONNECT") == 0, "method %s accepted", method);
 		FUZZ_ASSERT(addr_eq(&dst, &r.local_addr), "authority %s is not the pod", authority);
 		FUZZ_ASSERT(!is_agent_port(dport), "agent port %u accepted", dport);
+		const char *ps = strrchr(authority, ':') + 1;
+		FUZZ_ASSERT(*ps && strspn(ps, "0123456789") == strlen(ps),
+			    "authority %s: port is not digits only", authority);
 		struct moat_addr again;
 		uint16_t port2;
 		FUZZ_ASSERT(addr_port_parse(authority, &again, &port2) && addr_eq(&again, &dst) &&

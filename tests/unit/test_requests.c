@@ -76,6 +76,10 @@ TEST(connect_accepted_only_for_the_dialed_pod)
 	r = req("CONNECT", "web.shop:8080", NULL);
 	CHECK_INT(hbone_connect_check(&r, &dst, &port, why, sizeof(why)), 400);
 	CHECK_STR(why, "authority \"web.shop:8080\" is not ip:port");
+	r = req("CONNECT", "10.1.0.2: +8080", NULL); /* a port is digits only */
+	CHECK_INT(hbone_connect_check(&r, &dst, &port, why, sizeof(why)), 400);
+	r = req("CONNECT", "10.1.0.2:8080 ", NULL);
+	CHECK_INT(hbone_connect_check(&r, &dst, &port, why, sizeof(why)), 400);
 	r = req("CONNECT", "10.1.0.9:8080", NULL);
 	CHECK_INT(hbone_connect_check(&r, &dst, &port, why, sizeof(why)), 400);
 	CHECK_STR(why, "authority 10.1.0.9:8080 is not the dialed pod 10.1.0.2");
