@@ -1,4 +1,4 @@
-# moat — build everything. Targets: all (default), deps, test, demo, bench, clean.
+# moat — build everything. Targets: all (default), deps, test, demo, bench, fuzz, clean.
 # `make`, `make test` and `make demo` install missing Debian packages first (scripts/deps.sh).
 
 BUILD    ?= build
@@ -35,7 +35,7 @@ LDLIBS    := -lbpf -lelf -lz -lssl -lcrypto -lnghttp2 -lyaml -lpthread
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
               -Ivmlinux/$(ARCH) -Iinclude -mcpu=v3
 
-.PHONY: all build deps test demo bench clean unit-tests
+.PHONY: all build deps test demo bench clean unit-tests fuzz fuzz-build
 # Keep the BPF objects: the kernel-under-QEMU layer loads them too.
 .SECONDARY:
 
@@ -63,6 +63,14 @@ bench:
 	@bash scripts/deps.sh bench
 	@$(MAKE) --no-print-directory build
 	@QUICK=$(QUICK) bash bench/run
+
+# libFuzzer targets (tests/fuzz/): `make fuzz` runs each for FUZZ_SECONDS and reports what
+# it finds; `make test` runs each over its corpus once (the fuzz layer, tests/fuzz/run).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@bash scripts/deps.sh
+	@$(MAKE) --no-print-directory fuzz-build
+	@bash tests/fuzz/run --fuzz $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD)
@@ -113,6 +121,31 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libmoat.a | $(BUILD)/tes
 $(BENCH_TOOL): bench/moat-bench.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< -lpthread
+
+# ---- fuzz targets: clang + libFuzzer + ASan + UBSan; the agent sources they need are
+# compiled again with clang and the fuzzer's coverage instrumentation. clang's
+# -Wformat-nonliteral also flags v*printf wrappers, which gcc (the gate for warnings) allows. ----
+FUZZ_TARGETS := $(sort $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(BUILD)/fuzz/fuzz_%)
+FUZZ_LIB_SRC := $(sort $(wildcard agent/core/*.c agent/config/*.c agent/policy/*.c \
+                  agent/identity/*.c agent/dns/*.c) agent/ctl/ctl.c agent/proxy/connect_req.c \
+                agent/obs/http.c)
+FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                -fno-sanitize-recover=undefined
+
+fuzz-build: $(FUZZ_BINS)
+
+$(BUILD)/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CPPFLAGS) -std=gnu11 $(WARN) -Wno-format-nonliteral -pthread $(FUZZ_FLAGS) \
+		-fsanitize=fuzzer-no-link \
+		-MMD -MP -c $< -o $@
+
+$(BUILD)/fuzz/libmoat-fuzz.a: $(FUZZ_LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/tests/fuzz/fuzz_%.o $(BUILD)/fuzz/libmoat-fuzz.a
+	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bpf $(BUILD)/skel $(BUILD)/obj $(BUILD)/san $(BUILD)/tests:
 	@mkdir -p $@

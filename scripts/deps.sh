@@ -5,6 +5,8 @@ set -euo pipefail
 
 BUILD_PKGS=(make gcc clang llvm pkg-config bpftool libbpf-dev libelf-dev zlib1g-dev
             libssl-dev libyaml-dev libnghttp2-dev)
+# make fuzz and the fuzz test layer: clang with the libFuzzer runtime (libclang_rt.fuzzer).
+BUILD_PKGS+=(libclang-rt-14-dev)
 RUN_PKGS=(iproute2 procps psmisc util-linux openssl curl socat netcat-openbsd iperf3
           tcpdump dnsmasq-base nodejs nghttp2-client ca-certificates jq bc python3)
 # The kernel layer (tests/vm/run) boots Debian's own kernel under QEMU: qemu, the kernel

@@ -47,13 +47,42 @@ bool ctl_decode(char *s)
 			continue;
 		}
 		int hi = hexval(r[1]), lo = hi < 0 ? -1 : hexval(r[2]);
-		if (hi < 0 || lo < 0)
+		/* %00 would cut the value short without a word: no encoder writes it. */
+		if (hi < 0 || lo < 0 || hi * 16 + lo == 0)
 			return false;
 		*w++ = (char)(hi * 16 + lo);
 		r += 2;
 	}
 	*w = 0;
 	return true;
+}
+
+int ctl_request_parse(char *line, char **verb, struct ctl_arg *args, int max_args, int *nargs,
+		      const char **why)
+{
+	char *save = NULL;
+	*nargs = 0;
+	*verb = strtok_r(line, " ", &save);
+	if (!*verb) {
+		*why = "empty request";
+		return -1;
+	}
+	for (char *tok; (tok = strtok_r(NULL, " ", &save));) {
+		char *eq = strchr(tok, '=');
+		if (!eq || *nargs == max_args) {
+			*why = "malformed request";
+			return -1;
+		}
+		*eq = 0;
+		if (!ctl_decode(eq + 1)) {
+			*why = "malformed escape in request";
+			return -1;
+		}
+		args[*nargs].key = tok;
+		args[*nargs].value = eq + 1;
+		(*nargs)++;
+	}
+	return 0;
 }
 
 static int send_request(int fd, const char *line, size_t len, int pass_fd)

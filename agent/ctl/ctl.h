@@ -27,7 +27,14 @@ int ctl_call(const char *socket_path, const char *verb, const struct ctl_arg *ar
 
 /* Encoding helpers shared by both sides. */
 void ctl_encode(struct sbuf *out, const char *value);
-/* Decode in place; returns false on a malformed escape. */
+/* Decode in place; returns false on a malformed escape (or %00, which would cut it short). */
 bool ctl_decode(char *s);
+
+/* Server side: split one request line (without its newline) in place into the verb and up
+ * to max_args key=value pairs, values decoded. Returns 0, or -1 with *why set ("empty
+ * request", "malformed request", "malformed escape in request"). Kept apart from the socket
+ * so the parser can be fuzzed on a buffer (tests/fuzz/fuzz_ctl.c). */
+int ctl_request_parse(char *line, char **verb, struct ctl_arg *args, int max_args, int *nargs,
+		      const char **why);
 
 #endif

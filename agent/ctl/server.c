@@ -420,26 +420,10 @@ static const struct handler handlers[] = {
 
 static int parse_request(char *line, struct request *r, struct sbuf *out)
 {
-	char *save = NULL;
-	r->verb = strtok_r(line, " ", &save);
-	if (!r->verb) {
-		sbuf_puts(out, "empty request\n");
+	const char *why = NULL;
+	if (ctl_request_parse(line, &r->verb, r->args, CTL_MAX_ARGS, &r->nargs, &why) < 0) {
+		sbuf_printf(out, "%s\n", why);
 		return -1;
-	}
-	for (char *tok; (tok = strtok_r(NULL, " ", &save));) {
-		char *eq = strchr(tok, '=');
-		if (!eq || r->nargs == CTL_MAX_ARGS) {
-			sbuf_puts(out, "malformed request\n");
-			return -1;
-		}
-		*eq = 0;
-		if (!ctl_decode(eq + 1)) {
-			sbuf_puts(out, "malformed escape in request\n");
-			return -1;
-		}
-		r->args[r->nargs].key = tok;
-		r->args[r->nargs].value = eq + 1;
-		r->nargs++;
 	}
 	return 0;
 }

@@ -270,6 +270,11 @@ static int chain_hop(const uint8_t *pkt, size_t len, const struct sections *sec,
 				addr_from_v4(&a, be);
 			} else if (qtype == DNS_TYPE_AAAA && rr.rdlen == 16) {
 				memcpy(a.bytes, pkt + rr.rdata, 16);
+				/* moat keeps IPv4 addresses in the mapped form: an AAAA record
+				 * holding ::ffff:a.b.c.d would pass an IPv4 address off as an
+				 * IPv6 answer. Not an IPv6 address: skip it. */
+				if (addr_is_v4(&a))
+					continue;
 			} else {
 				*why = "address record with a wrong length";
 				return -1;

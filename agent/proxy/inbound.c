@@ -14,6 +14,7 @@
 #include "identity/identity.h"
 #include "hbone/h2.h"
 #include "proxy/conn.h"
+#include "proxy/connect_req.h"
 #include "proxy/connector.h"
 #include "proxy/proxy.h"
 #include "proxy/relay.h"
@@ -117,29 +118,14 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 	struct agent *a = sc->agent;
 	struct pod *p = sc->pod;
 	char why[600];
-	if (strcmp(r->method, "CONNECT") != 0) {
-		snprintf(why, sizeof(why), "method %s is not CONNECT", r->method);
-		refuse(s, sc, r, 400, why);
-		return;
-	}
 	struct moat_addr dst;
 	uint16_t dport;
-	if (!addr_port_parse(r->authority, &dst, &dport)) {
-		snprintf(why, sizeof(why), "authority \"%s\" is not ip:port", r->authority);
-		refuse(s, sc, r, 400, why);
-		return;
-	}
 	/* The dialed pod is the one owning the address the tunnel reached; the authority may be
 	 * any of its addresses (dual stack: a peer may tunnel over one family to the other). */
-	if (!pod_has_addr(p, &dst)) {
-		char d[ADDR_STRLEN];
-		snprintf(why, sizeof(why), "authority %s is not the dialed pod %s", r->authority,
-			 addr_str(&r->local_addr, d, sizeof(d)));
-		refuse(s, sc, r, 400, why);
-		return;
-	}
-	if (is_agent_port(dport)) {
-		refuse(s, sc, r, 400, "agent ports are not valid destinations");
+	int refusal = hbone_connect_check(r, p->n_addrs ? p->addrs : &p->addr,
+					  p->n_addrs ? p->n_addrs : 1, &dst, &dport, why, sizeof(why));
+	if (refusal) {
+		refuse(s, sc, r, refusal, why);
 		return;
 	}
 	struct dest d;

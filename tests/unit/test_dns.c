@@ -1074,6 +1074,34 @@ static void valid_response(struct pkt *p)
 	prr_a(p, NULL, 60, "192.0.2.1");
 }
 
+/* Found by tests/fuzz/fuzz_dns.c (corpus: crash-aaaa-ipv4-mapped). */
+TEST(dns_aaaa_with_ipv4_mapped_address_is_not_an_ipv6_answer)
+{
+	size_t ql;
+	const uint8_t *qn = qname_www(&ql);
+	struct pkt p;
+	struct dns_msg_result res;
+	phdr(&p, 0x1234, 0, 0, 2, 0);
+	pquestion(&p, "www.example.com", DNS_TYPE_AAAA);
+	prr_aaaa(&p, NULL, 60, "::ffff:192.0.2.1");
+	prr_aaaa(&p, NULL, 60, "2001:db8::1");
+	CHECK_INT(dns_msg_parse(p.b, p.n, 0x1234, qn, ql, DNS_TYPE_AAAA, false, &res),
+		  DNS_PARSE_OK);
+	CHECK_INT(res.n, 1);
+	struct moat_addr want;
+	addr_parse("2001:db8::1", &want);
+	CHECK(res.n == 1 && addr_eq(&res.addrs[0], &want));
+	dns_msg_result_free(&res);
+
+	phdr(&p, 0x1234, 0, 0, 1, 0);
+	pquestion(&p, "www.example.com", DNS_TYPE_AAAA);
+	prr_aaaa(&p, NULL, 60, "::ffff:192.0.2.1");
+	CHECK_INT(dns_msg_parse(p.b, p.n, 0x1234, qn, ql, DNS_TYPE_AAAA, false, &res),
+		  DNS_PARSE_OK);
+	CHECK_INT(res.n, 0); /* no IPv6 address: an empty answer */
+	dns_msg_result_free(&res);
+}
+
 TEST(dns_parser_rejects_hostile_packets)
 {
 	struct pkt p;
