@@ -18,6 +18,7 @@
 #include "identity/identity.h"
 #include "obs/http.h"
 #include "obs/metrics.h"
+#include "proxy/conn.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
@@ -529,6 +530,7 @@ static int agent_start(struct agent *a, struct err *e)
 	if (!a->dns)
 		log_warn("ServiceEntry DNS resolution disabled: %s", de.msg);
 	a->pool = hbone_pool_new(a);
+	loop_timer_init(&a->trim_timer, conns_trim_heap);
 	if (agent_config_watch(a, e) < 0 || agent_events_start(a, e) < 0)
 		return -1;
 	agent_egress_refresh(a);
@@ -553,6 +555,7 @@ static void agent_stop(struct agent *a)
 		agent_release_pods(a);
 	if (a->pool)
 		hbone_pool_free(a->pool);
+	loop_timer_cancel(a->loop, &a->trim_timer);
 	inbound_free_all(a);
 	agent_egress_free(a);
 	if (a->dns)

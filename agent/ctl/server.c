@@ -57,6 +57,7 @@ struct ctl_server {
 	struct agent *agent;
 	int fd;
 	struct loop_io io;
+	struct loop_timer backoff; /* accepting paused: out of descriptors or kernel memory */
 	char *path;
 	struct ctl_client *head, **tail;
 	int n_clients;
@@ -660,14 +661,40 @@ static void client_new(struct ctl_server *s, int fd)
 	client_on_io(&c->io, EPOLLIN); /* moatctl's request is usually there already */
 }
 
+static void on_accept(struct loop_io *io, uint32_t events);
+
+static void accept_resume(struct loop_timer *t)
+{
+	struct ctl_server *s = container_of(t, struct ctl_server, backoff);
+	if (loop_io_add(s->agent->loop, &s->io, s->fd, EPOLLIN, on_accept) < 0)
+		log_error("control socket %s: cannot watch it again: %s", s->path, strerror(errno));
+}
+
+/* Out of descriptors or kernel memory: the client stays queued and the socket readable, so
+ * accepting again at once would spin the loop (as the pod listeners, proxy/listen.c). */
+static void accept_failed(struct ctl_server *s, int err)
+{
+	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+		return;
+	log_warn("control socket %s: accept: %s (accepting again in 100 ms)", s->path,
+		 strerror(err));
+	if (loop_timer_armed(&s->backoff))
+		return;
+	s->agent->accept_pauses++;
+	loop_io_del(s->agent->loop, &s->io);
+	loop_timer_arm(s->agent->loop, &s->backoff, 100);
+}
+
 static void on_accept(struct loop_io *io, uint32_t events)
 {
 	(void)events;
 	struct ctl_server *s = container_of(io, struct ctl_server, io);
 	for (int i = 0; i < CTL_ACCEPT_BATCH; i++) {
 		int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0)
+		if (fd < 0) {
+			accept_failed(s, errno);
 			return;
+		}
 		client_new(s, fd);
 	}
 }
@@ -700,6 +727,7 @@ struct ctl_server *ctl_server_new(struct agent *a, const char *path, struct err 
 	s->path = xstrdup(path);
 	s->tail = &s->head;
 	loop_io_init(&s->io);
+	loop_timer_init(&s->backoff, accept_resume);
 	if (loop_io_add(a->loop, &s->io, fd, EPOLLIN, on_accept) < 0) {
 		err_set(e, "control socket: epoll: %s", strerror(errno));
 		close(fd);
@@ -716,6 +744,7 @@ void ctl_server_free(struct ctl_server *s)
 		return;
 	while (s->head)
 		client_free(s->head);
+	loop_timer_cancel(s->agent->loop, &s->backoff);
 	loop_io_del(s->agent->loop, &s->io);
 	close(s->fd);
 	unlink(s->path);

@@ -1,5 +1,6 @@
 #include "proxy/conn.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,6 +8,7 @@
 #include "obs/metrics.h"
 #include "proxy/proxy.h"
 #include "proxy/connector.h"
+#include "proxy/pool.h"
 #include "proxy/relay.h"
 #include "hbone/h2.h"
 #include <sys/socket.h>
@@ -197,6 +199,25 @@ void conn_discard(struct conn *c)
 		c->next->prev = c->prev;
 	free(c->note);
 	free(c);
+	/* Once per quiet second at most: malloc_trim walks the heap. */
+	if (!a->conns && !loop_timer_armed(&a->trim_timer))
+		loop_timer_arm(a->loop, &a->trim_timer, 1000);
+}
+
+void conns_trim_heap(struct loop_timer *t)
+{
+	struct agent *a = container_of(t, struct agent, trim_timer);
+	if (a->conns)
+		return; /* busy again: the next last connection re-arms */
+	malloc_trim(0);
+	/* Idle HBONE connections (pooled, or accepted from peers) outlive the streams by up to
+	 * --pool-idle / --inbound-idle: trim again after they went. Bounded: it stops once they
+	 * are gone or a connection arrives. */
+	int pooled = 0, streams = 0;
+	if (a->pool)
+		hbone_pool_counts(a->pool, &pooled, &streams);
+	if (pooled || a->srv_conns)
+		loop_timer_arm(a->loop, &a->trim_timer, 5000);
 }
 
 void agent_log_deny(struct agent *a, const struct deny_record *r)

@@ -134,6 +134,7 @@ struct agent {
 	struct intern strings;        /* names and identities connection records point to */
 	struct pod *pods;
 	struct conn *conns;           /* live proxied connections */
+	struct loop_timer trim_timer; /* no connection left: give freed heap back (conn.c) */
 	struct srv_conn *srv_conns;   /* inbound HBONE (TLS) connections */
 	uint64_t n_conns;
 	uint64_t epoch;
