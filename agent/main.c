@@ -20,6 +20,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
+#include "state/verdicts.h"
 
 static const char usage[] =
 	"usage: moatd --config DIR [options]\n"
@@ -458,6 +459,7 @@ static void agent_stop(struct agent *a)
 		close(a->inotify_fd);
 	if (a->signal_fd > 0)
 		close(a->signal_fd);
+	verdicts_free(a->verdicts);
 	intern_free(&a->workload_ids);
 	intern_free(&a->identity_ids);
 	intern_free(&a->policy_ids);

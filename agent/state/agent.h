@@ -25,6 +25,7 @@ struct hbone_pool;
 struct ctl_server;
 struct conn;
 struct srv_conn;
+struct verdict_cache;
 
 struct agent_opts {
 	const char *config_dir;
@@ -120,7 +121,8 @@ struct agent {
 	struct conn *conns;           /* live proxied connections */
 	struct srv_conn *srv_conns;   /* inbound HBONE (TLS) connections */
 	uint64_t n_conns;
-	uint64_t epoch;
+	uint64_t epoch;               /* bumped only when the verdict cache is rebuilt whole */
+	struct verdict_cache *verdicts; /* what the BPF verdict map holds (state/verdicts.c) */
 	bool ready;
 	bool ktls;                    /* the kernel takes TCP_ULP "tls" (probed at start) */
 	char ktls_why[160];
@@ -145,7 +147,7 @@ bool agent_lookup_dest(struct agent *a, const struct moat_addr *addr, struct des
 struct pod *agent_pod_by_name(struct agent *a, const char *ns, const char *name);
 struct pod *agent_pod_by_addr(struct agent *a, const struct moat_addr *addr);
 const struct mc_workload *pod_workload(const struct pod *p);
-/* Recompute and write every BPF map from the configuration and the pods (epoch bump). */
+/* Recompute every BPF map from the configuration and the pods and write the difference. */
 void agent_sync_dataplane(struct agent *a);
 /* Evaluate with the agent's engine; fills target/peer/decision. */
 void agent_authorize(struct agent *a, const struct dest *d, const struct moat_addr *dst_ip,
