@@ -42,7 +42,8 @@ all:
 	@bash scripts/deps.sh
 	@$(MAKE) --no-print-directory build
 
-build: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/tests/unit_tests $(BUILD)/tests/bpf_tests $(HELPERS)
+build: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/tests/unit_tests $(BUILD)/tests/bpf_tests $(HELPERS) \
+       $(BUILD)/bench/moat-scale
 
 deps:
 	@bash scripts/deps.sh
@@ -105,6 +106,11 @@ $(BUILD)/tests/bpf_tests: $(BPFT_SRC:%.c=$(BUILD)/obj/%.o) $(TESTFW_SRC:%.c=$(BU
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/tools/%.o $(BUILD)/libmoat.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Control path at cluster scale (bench/scale/run; not part of make test).
+$(BUILD)/bench/moat-scale: $(BUILD)/obj/bench/scale/moat-scale.o $(BUILD)/libmoat.a
+	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bpf $(BUILD)/skel $(BUILD)/obj $(BUILD)/san $(BUILD)/tests:

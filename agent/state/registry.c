@@ -387,6 +387,19 @@ static int dst_rank(const struct want_wl *w)
 	return (w->v.flags & MOAT_WL_SERVICE) ? 1 : 2;
 }
 
+/* Destinations are looked up only when the verdict sync gets to them (verdicts_sync). */
+static bool resolve_dst(void *arg, struct verdict_dst *vd)
+{
+	const struct want_wl *w = vd->ref;
+	struct dest d;
+	if (!agent_lookup_dest(arg, &w->addr, &d))
+		return false;
+	vd->kind = d.kind == DEST_SERVICE ? AUTHZ_TARGET_SERVICE : AUTHZ_TARGET_WORKLOAD;
+	vd->wl = d.wl;
+	vd->se = d.se;
+	return d.id == vd->id;
+}
+
 static void write_verdicts(struct sync_ctx *s)
 {
 	struct agent *a = s->a;
@@ -404,19 +417,13 @@ static void write_verdicts(struct sync_ctx *s)
 			const struct want_wl *w = &s->wl[i];
 			if (dst_rank(w) != rank || !(w->v.flags & (MOAT_WL_AMBIENT | MOAT_WL_SERVICE)))
 				continue; /* no agent in front: nothing to enforce, moatd relays */
-			struct dest d;
-			if (!agent_lookup_dest(a, &w->addr, &d))
-				continue;
-			dst[n_dst++] = (struct verdict_dst){
-				.id = d.id, .kind = d.kind == DEST_SERVICE ? AUTHZ_TARGET_SERVICE
-									 : AUTHZ_TARGET_WORKLOAD,
-				.wl = d.wl, .se = d.se, .ip = w->addr};
+			dst[n_dst++] = (struct verdict_dst){.id = w->v.id, .ip = w->addr, .ref = w};
 		}
 	}
 	struct verdict_sink sink = {sink_update, sink_del, sink_clear, a->dp};
 	struct err e;
-	if (verdicts_sync(a->verdicts, a->cfg, src, n_src, dst, n_dst, a->epoch, policy_id_cb, a,
-			  &sink, &e) < 0)
+	if (verdicts_sync(a->verdicts, a->cfg, src, n_src, dst, n_dst, resolve_dst, a, a->epoch,
+			  policy_id_cb, a, &sink, &e) < 0)
 		log_error("BPF verdicts map: %s (rewritten whole at the next sync)", e.msg);
 	const struct verdict_stats *st = verdicts_stats(a->verdicts);
 	s->n_verdicts = st->entries;

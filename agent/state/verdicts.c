@@ -11,18 +11,6 @@ struct vd {
 	uint32_t policy;
 };
 
-/* ---- the table of map entries: key -> value, open addressing ---- */
-struct entry {
-	struct moat_verdict_key k;
-	struct moat_verdict v;
-	bool used;
-};
-
-struct table {
-	struct entry *slots;
-	size_t n, cap; /* cap: power of two */
-};
-
 static uint64_t mix(uint64_t h)
 {
 	h ^= h >> 33;
@@ -31,60 +19,64 @@ static uint64_t mix(uint64_t h)
 	return h;
 }
 
-static uint64_t key_hash(const struct moat_verdict_key *k)
+/* ---- the (source, destination) pairs in the map: what was written for each ----
+ * A pair's entries are its class's ports + port 0 with the verdicts its (source, class)
+ * memo holds, so the pair only records which source and class of its generation it used. */
+struct pair {
+	uint32_t src_id, dst_id; /* 0/0: free slot (ids are never 0) */
+	uint32_t si, ci;         /* source and class index in the pair's generation */
+};
+
+struct pairs {
+	struct pair *slots;
+	size_t n, cap; /* cap: power of two */
+	size_t entries; /* map entries the pairs stand for */
+};
+
+static size_t pair_slot(const struct pairs *t, uint32_t src, uint32_t dst)
 {
-	return mix(((uint64_t)k->src_workload << 32 | k->dst_workload) ^
-		   mix((uint64_t)k->dst_port + 0x9e3779b97f4a7c15ull));
+	size_t j = mix((uint64_t)src << 32 | dst) & (t->cap - 1);
+	while (t->slots[j].src_id && (t->slots[j].src_id != src || t->slots[j].dst_id != dst))
+		j = (j + 1) & (t->cap - 1);
+	return j;
 }
 
-static void table_init(struct table *t, size_t want)
-{
-	size_t cap = 64;
-	while (cap < want * 2)
-		cap *= 2;
-	t->slots = xcalloc(cap, sizeof(*t->slots));
-	t->cap = cap;
-	t->n = 0;
-}
-
-static struct entry *table_find(const struct table *t, const struct moat_verdict_key *k)
+static const struct pair *pairs_find(const struct pairs *t, uint32_t src, uint32_t dst)
 {
 	if (!t->cap)
 		return NULL;
-	for (size_t j = key_hash(k) & (t->cap - 1);; j = (j + 1) & (t->cap - 1)) {
-		struct entry *s = &t->slots[j];
-		if (!s->used)
-			return NULL;
-		if (memcmp(&s->k, k, sizeof(*k)) == 0)
-			return s;
-	}
+	const struct pair *p = &t->slots[pair_slot(t, src, dst)];
+	return p->src_id ? p : NULL;
 }
 
-static void table_put(struct table *t, const struct moat_verdict_key *k,
-		      const struct moat_verdict *v);
+static void pairs_put(struct pairs *t, const struct pair *p);
 
-static void table_grow(struct table *t)
+static void pairs_grow(struct pairs *t)
 {
-	struct table old = *t;
-	table_init(t, old.cap);
+	struct pairs old = *t;
+	t->cap = old.cap ? old.cap * 2 : 1024;
+	t->slots = xcalloc(t->cap, sizeof(*t->slots));
+	t->n = 0;
 	for (size_t i = 0; i < old.cap; i++)
-		if (old.slots[i].used)
-			table_put(t, &old.slots[i].k, &old.slots[i].v);
+		if (old.slots[i].src_id)
+			pairs_put(t, &old.slots[i]);
 	free(old.slots);
 }
 
-/* Insert or replace; the table stays at most half full. */
-static void table_put(struct table *t, const struct moat_verdict_key *k,
-		      const struct moat_verdict *v)
+static void pairs_put(struct pairs *t, const struct pair *p)
 {
 	if ((t->n + 1) * 2 > t->cap)
-		table_grow(t);
-	size_t j = key_hash(k) & (t->cap - 1);
-	while (t->slots[j].used && memcmp(&t->slots[j].k, k, sizeof(*k)) != 0)
-		j = (j + 1) & (t->cap - 1);
-	if (!t->slots[j].used)
+		pairs_grow(t);
+	size_t j = pair_slot(t, p->src_id, p->dst_id);
+	if (!t->slots[j].src_id)
 		t->n++;
-	t->slots[j] = (struct entry){.k = *k, .v = *v, .used = true};
+	t->slots[j] = *p;
+}
+
+static void pairs_free(struct pairs *t)
+{
+	free(t->slots);
+	memset(t, 0, sizeof(*t));
 }
 
 /* ---- destination classes: what a destination's verdicts depend on ---- */
@@ -117,7 +109,8 @@ struct gen {
 
 struct verdict_cache {
 	size_t budget;
-	struct table map; /* what the kernel map holds (as we wrote it) */
+	struct pairs map; /* what the kernel map holds, by pair (entries of vc->prev) */
+	uint64_t epoch;   /* the epoch every entry in the map carries */
 	struct gen prev;
 	bool lost;        /* a sink write failed: clear and rewrite at the next sync */
 	struct verdict_stats st;
@@ -152,7 +145,7 @@ void verdicts_free(struct verdict_cache *vc)
 {
 	if (!vc)
 		return;
-	free(vc->map.slots);
+	pairs_free(&vc->map);
 	gen_free(&vc->prev);
 	free(vc);
 }
@@ -321,11 +314,14 @@ struct sync {
 	struct pindex pi;
 	struct gen g;
 	int32_t *src_prev; /* per source: index of the same source in the previous sync, -1 */
-	struct table want;
-	size_t n_want;
+	struct pairs want; /* this sync's pairs */
+	size_t n_want;     /* map entries they stand for */
+	struct diff *diff;
 	uint64_t epoch;
 	uint32_t (*policy_id)(void *arg, const struct mc_authz *p);
 	void *pid_arg;
+	verdict_resolve_fn resolve;
+	void *resolve_arg;
 	size_t evaluated, reused, skipped;
 };
 
@@ -414,18 +410,118 @@ static const struct vd *verdicts_of(struct sync *s, size_t si, size_t ci,
 	return out;
 }
 
+/* ---- the difference, in the order it is written ---- */
+struct batch {
+	struct moat_verdict_key *k;
+	struct moat_verdict *v;
+	size_t n, cap;
+};
+
+/* Order keeps every intermediate state a verdict of the old or the new configuration: the
+ * hook reads an exact-port entry before port 0, so exact entries go in before a port-0
+ * entry changes, and go out only after it changed. */
+struct diff {
+	struct batch put_exact, put_zero, del_zero, del_exact;
+};
+
+static void batch_add(struct batch *b, const struct moat_verdict_key *k,
+		      const struct moat_verdict *v)
+{
+	if (b->n == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 256;
+		b->k = xrealloc(b->k, b->cap * sizeof(*b->k));
+		b->v = xrealloc(b->v, b->cap * sizeof(*b->v));
+	}
+	b->k[b->n] = *k;
+	if (v)
+		b->v[b->n] = *v;
+	b->n++;
+}
+
+static void diff_free(struct diff *d)
+{
+	struct batch *all[] = {&d->put_exact, &d->put_zero, &d->del_zero, &d->del_exact};
+	for (size_t i = 0; i < 4; i++) {
+		free(all[i]->k);
+		free(all[i]->v);
+	}
+}
+
+static void diff_put(struct diff *d, uint32_t src, uint32_t dst, const struct vd *v,
+		     uint64_t epoch)
+{
+	struct moat_verdict_key k = {.src_workload = src, .dst_workload = dst, .dst_port = v->port};
+	struct moat_verdict val = {.action = v->action, .reason = v->reason, .policy = v->policy,
+				   .epoch = epoch};
+	batch_add(v->port ? &d->put_exact : &d->put_zero, &k, &val);
+}
+
+static void diff_del(struct diff *d, uint32_t src, uint32_t dst, uint16_t port)
+{
+	struct moat_verdict_key k = {.src_workload = src, .dst_workload = dst, .dst_port = port};
+	batch_add(port ? &d->del_exact : &d->del_zero, &k, NULL);
+}
+
+static const struct vd *vd_find(const struct vd *v, size_t n, uint16_t port)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i].port == port)
+			return &v[i];
+	return NULL;
+}
+
+/* The entries of a pair as the previous sync wrote them (n = 0 when it had none). */
+static const struct vd *old_entries(const struct verdict_cache *vc, const struct pair *p,
+				   size_t *n)
+{
+	*n = 0;
+	if (!p)
+		return NULL;
+	const struct vclass *c = &vc->prev.cls[p->ci];
+	*n = c->n_ports + 1;
+	return &vc->prev.pool[c->memo[p->si] - 1];
+}
+
+/* One pair of this sync: unchanged when its source, its class and the epoch are the same
+ * as when it was written; otherwise its entries are compared one by one. */
 static void want_pair(struct sync *s, size_t si, size_t ci, const struct verdict_dst *d)
 {
 	const struct vd *v = verdicts_of(s, si, ci, d);
 	size_t n = s->g.cls[ci].n_ports + 1;
-	for (size_t i = 0; i < n; i++) {
-		struct moat_verdict_key k = {.src_workload = s->g.src[si].id,
-					     .dst_workload = d->id, .dst_port = v[i].port};
-		struct moat_verdict val = {.action = v[i].action, .reason = v[i].reason,
-					   .policy = v[i].policy, .epoch = s->epoch};
-		table_put(&s->want, &k, &val);
-	}
+	uint32_t src = s->g.src[si].id;
+	struct pair p = {.src_id = src, .dst_id = d->id, .si = (uint32_t)si, .ci = (uint32_t)ci};
+	pairs_put(&s->want, &p);
 	s->n_want += n;
+	const struct pair *old = pairs_find(&s->vc->map, src, d->id);
+	if (old && s->vc->epoch == s->epoch && s->src_prev[si] == (int32_t)old->si &&
+	    s->g.cls[ci].prev == (int32_t)old->ci)
+		return;
+	size_t n_old;
+	const struct vd *ov = old_entries(s->vc, old, &n_old);
+	for (size_t i = 0; i < n; i++) {
+		const struct vd *o = vd_find(ov, n_old, v[i].port);
+		if (!o || s->vc->epoch != s->epoch || o->action != v[i].action ||
+		    o->reason != v[i].reason || o->policy != v[i].policy)
+			diff_put(s->diff, src, d->id, &v[i], s->epoch);
+	}
+	for (size_t i = 0; i < n_old; i++)
+		if (!vd_find(v, n, ov[i].port))
+			diff_del(s->diff, src, d->id, ov[i].port);
+}
+
+/* Pairs written before and not wanted now: every entry goes. */
+static void drop_gone_pairs(struct sync *s)
+{
+	const struct pairs *m = &s->vc->map;
+	for (size_t i = 0; i < m->cap; i++) {
+		const struct pair *p = &m->slots[i];
+		if (!p->src_id || pairs_find(&s->want, p->src_id, p->dst_id))
+			continue;
+		size_t n;
+		const struct vd *ov = old_entries(s->vc, p, &n);
+		for (size_t j = 0; j < n; j++)
+			diff_del(s->diff, p->src_id, p->dst_id, ov[j].port);
+	}
 }
 
 /* The same source in the previous sync: same workload, principal and address. */
@@ -471,15 +567,18 @@ static void compute(struct sync *s, const struct verdict_dst *dst, size_t n_dst)
 		seen_cap *= 2;
 	uint32_t *seen = xcalloc(seen_cap, sizeof(*seen));
 	for (size_t i = 0; i < n_dst; i++) {
-		const struct verdict_dst *d = &dst[i];
-		if (!d->id || (d->kind == AUTHZ_TARGET_WORKLOAD ? !d->wl : !d->se))
-			continue;
-		if (dst_seen(seen, seen_cap, d->id))
+		struct verdict_dst dd = dst[i];
+		const struct verdict_dst *d = &dd;
+		if (!d->id || dst_seen(seen, seen_cap, d->id))
 			continue;
 		if (s->n_want >= s->vc->budget) {
-			s->skipped += s->g.n_src; /* no room left: no need to classify */
+			s->skipped += s->g.n_src; /* no room left: no need to look it up */
 			continue;
 		}
+		if (s->resolve && !s->resolve(s->resolve_arg, &dd))
+			continue;
+		if (d->kind == AUTHZ_TARGET_WORKLOAD ? !d->wl : !d->se)
+			continue;
 		size_t ci = class_of(s, d);
 		size_t per_pair = s->g.cls[ci].n_ports + 1;
 		for (size_t si = 0; si < s->g.n_src; si++) {
@@ -495,64 +594,19 @@ static void compute(struct sync *s, const struct verdict_dst *dst, size_t n_dst)
 	free(seen);
 }
 
-/* ---- writing the difference ---- */
-struct batch {
-	struct moat_verdict_key *k;
-	struct moat_verdict *v;
-	size_t n, cap;
-};
-
-static void batch_add(struct batch *b, const struct entry *e)
-{
-	if (b->n == b->cap) {
-		b->cap = b->cap ? b->cap * 2 : 256;
-		b->k = xrealloc(b->k, b->cap * sizeof(*b->k));
-		b->v = xrealloc(b->v, b->cap * sizeof(*b->v));
-	}
-	b->k[b->n] = e->k;
-	b->v[b->n] = e->v;
-	b->n++;
-}
-
-static void batch_free(struct batch *b)
-{
-	free(b->k);
-	free(b->v);
-}
-
-/* Order keeps every intermediate state a verdict of the old or the new configuration: the
- * hook reads an exact-port entry before port 0, so exact entries go in before a port-0
- * entry changes, and go out only after it changed. */
-static int write_diff(struct verdict_cache *vc, const struct table *want,
+static int write_diff(struct verdict_cache *vc, const struct diff *d,
 		      const struct verdict_sink *sink, struct err *e)
 {
-	struct batch put_exact = {0}, put_zero = {0}, del_zero = {0}, del_exact = {0};
-	for (size_t i = 0; i < want->cap; i++) {
-		const struct entry *w = &want->slots[i];
-		if (!w->used)
-			continue;
-		const struct entry *have = table_find(&vc->map, &w->k);
-		if (have && memcmp(&have->v, &w->v, sizeof(w->v)) == 0)
-			continue;
-		batch_add(w->k.dst_port ? &put_exact : &put_zero, w);
-	}
-	for (size_t i = 0; i < vc->map.cap; i++) {
-		const struct entry *h = &vc->map.slots[i];
-		if (h->used && !table_find(want, &h->k))
-			batch_add(h->k.dst_port ? &del_exact : &del_zero, h);
-	}
 	int rc = 0;
-	if ((put_exact.n && sink->update(sink->arg, put_exact.k, put_exact.v, put_exact.n, e) < 0) ||
-	    (put_zero.n && sink->update(sink->arg, put_zero.k, put_zero.v, put_zero.n, e) < 0) ||
-	    (del_zero.n && sink->del(sink->arg, del_zero.k, del_zero.n, e) < 0) ||
-	    (del_exact.n && sink->del(sink->arg, del_exact.k, del_exact.n, e) < 0))
+	if ((d->put_exact.n && sink->update(sink->arg, d->put_exact.k, d->put_exact.v,
+					    d->put_exact.n, e) < 0) ||
+	    (d->put_zero.n && sink->update(sink->arg, d->put_zero.k, d->put_zero.v, d->put_zero.n,
+					   e) < 0) ||
+	    (d->del_zero.n && sink->del(sink->arg, d->del_zero.k, d->del_zero.n, e) < 0) ||
+	    (d->del_exact.n && sink->del(sink->arg, d->del_exact.k, d->del_exact.n, e) < 0))
 		rc = -1;
-	vc->st.last_written = put_exact.n + put_zero.n;
-	vc->st.last_deleted = del_zero.n + del_exact.n;
-	batch_free(&put_exact);
-	batch_free(&put_zero);
-	batch_free(&del_zero);
-	batch_free(&del_exact);
+	vc->st.last_written = d->put_exact.n + d->put_zero.n;
+	vc->st.last_deleted = d->del_zero.n + d->del_exact.n;
 	return rc;
 }
 
@@ -565,27 +619,31 @@ static uint32_t no_policy_id(void *arg, const struct mc_authz *p)
 
 int verdicts_sync(struct verdict_cache *vc, const struct mesh_config *cfg,
 		  const struct verdict_src *src, size_t n_src, const struct verdict_dst *dst,
-		  size_t n_dst, uint64_t epoch,
+		  size_t n_dst, verdict_resolve_fn resolve, void *resolve_arg, uint64_t epoch,
 		  uint32_t (*policy_id)(void *arg, const struct mc_authz *p), void *pid_arg,
 		  const struct verdict_sink *sink, struct err *e)
 {
 	uint64_t t0 = now_ns();
-	struct sync s = {.vc = vc, .cfg = cfg, .epoch = epoch,
+	struct diff diff = {0};
+	struct sync s = {.vc = vc, .cfg = cfg, .epoch = epoch, .resolve = resolve,
+			 .resolve_arg = resolve_arg, .diff = &diff,
 			 .policy_id = policy_id ? policy_id : no_policy_id, .pid_arg = pid_arg};
-	pindex_build(&s.pi, cfg);
-	sources_init(&s, src, n_src);
-	table_init(&s.want, 0);
-	compute(&s, dst, n_dst);
 	if (vc->lost) { /* the map may hold anything: start from empty */
 		if (sink->clear)
 			sink->clear(sink->arg);
-		free(vc->map.slots);
-		memset(&vc->map, 0, sizeof(vc->map));
+		pairs_free(&vc->map);
 		vc->lost = false;
 	}
-	int rc = write_diff(vc, &s.want, sink, e);
-	free(vc->map.slots);
+	pindex_build(&s.pi, cfg);
+	sources_init(&s, src, n_src);
+	compute(&s, dst, n_dst);
+	drop_gone_pairs(&s);
+	int rc = write_diff(vc, &diff, sink, e);
+	diff_free(&diff);
+	pairs_free(&vc->map);
 	vc->map = s.want;
+	vc->map.entries = s.n_want;
+	vc->epoch = epoch;
 	vc->lost = rc < 0;
 	gen_free(&vc->prev);
 	vc->prev = s.g;
@@ -598,7 +656,7 @@ int verdicts_sync(struct verdict_cache *vc, const struct mesh_config *cfg,
 	vc->st.evaluated += s.evaluated;
 	vc->st.reused += s.reused;
 	vc->st.last_evaluated = s.evaluated;
-	vc->st.entries = vc->map.n;
+	vc->st.entries = vc->map.entries;
 	vc->st.pairs_skipped = s.skipped;
 	vc->st.last_us = (now_ns() - t0) / 1000;
 	return rc;

@@ -41,7 +41,12 @@ struct verdict_dst {
 	const struct mc_workload *wl;           /* AUTHZ_TARGET_WORKLOAD */
 	const struct mc_service_entry *se;      /* AUTHZ_TARGET_SERVICE */
 	struct moat_addr ip;                    /* first address of the destination */
+	const void *ref;                        /* the caller's, for resolve */
 };
+
+/* Optional: fill kind/wl/se of a destination only when the sync needs it (destinations past
+ * the bound are never looked up). Return false to leave the destination out. */
+typedef bool (*verdict_resolve_fn)(void *arg, struct verdict_dst *d);
 
 /* Where the difference goes: the BPF map (bpf/maps.c batches) or a test double. Each
  * returns 0 or -1 with e set. clear empties the map (after a failed write). */
@@ -69,13 +74,13 @@ struct verdict_cache *verdicts_new(size_t budget);
 void verdicts_free(struct verdict_cache *vc);
 
 /* Recompute for this configuration, these sources and destinations (destinations in
- * priority order; duplicates of an id are ignored), write the difference through sink with
+ * priority order; duplicates of an id are ignored; resolve may be NULL), write the difference through sink with
  * `epoch` in every value (a changed epoch rewrites everything). policy_id maps a deciding
  * policy to its stable id. Returns 0, or -1 with e set when the sink failed (the next sync
  * then clears the map and writes everything). */
 int verdicts_sync(struct verdict_cache *vc, const struct mesh_config *cfg,
 		  const struct verdict_src *src, size_t n_src, const struct verdict_dst *dst,
-		  size_t n_dst, uint64_t epoch,
+		  size_t n_dst, verdict_resolve_fn resolve, void *resolve_arg, uint64_t epoch,
 		  uint32_t (*policy_id)(void *arg, const struct mc_authz *p), void *pid_arg,
 		  const struct verdict_sink *sink, struct err *e);
 

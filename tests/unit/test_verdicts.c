@@ -161,7 +161,8 @@ static int sync_world(struct verdict_cache *vc, const struct mesh_config *c, str
 {
 	struct verdict_sink sink = {fake_update, fake_del, fake_clear, m};
 	struct err e;
-	return verdicts_sync(vc, c, w->src, 3, w->dst, w->n_dst, 7, pid_of, NULL, &sink, &e);
+	return verdicts_sync(vc, c, w->src, 3, w->dst, w->n_dst, NULL, NULL, 7, pid_of, NULL, &sink,
+			     &e);
 }
 
 /* Every entry of the map equals the engine's decision, and every (source, destination,
