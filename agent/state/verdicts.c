@@ -100,7 +100,7 @@ struct gen {
 	size_t n_cls, cap_cls;
 	size_t *by_hash; /* open addressing: 1 + class index */
 	size_t n_by_hash;
-	struct verdict_src *src; /* copies (principal strings are borrowed from this sync) */
+	struct verdict_src *src; /* copies; each principal points into principals */
 	char **principals;       /* owned copies, compared across syncs */
 	size_t n_src;
 	struct vd *pool;
