@@ -2,7 +2,7 @@
 """Generate a mesh configuration at cluster scale for bench/scale/run.
 
 N WorkloadEntries spread over M nodes (label moat.dev/node: node-K; node-0 is the measured
-node), P AuthorizationPolicies in a realistic mix (namespace-wide, selector-based, principals
+node; a node's pods come from every namespace), P AuthorizationPolicies in a realistic mix (namespace-wide, selector-based, principals
 lists, ipBlocks, DENY rules, named ports, when conditions, mesh-wide root-namespace rules,
 egress targetRefs), S ServiceEntries (static addresses). One policy per file
 (policy-NNNN.yaml) so one policy change is one file change. Deterministic for a seed.
@@ -29,7 +29,8 @@ def workload(i, ns_n, nodes):
         "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
         "metadata: {name: wl-%05d, namespace: %s}\n"
         "spec: {address: '%s', serviceAccount: sa-%s, labels: {app: %s, version: v%d, "
-        "moat.dev/node: node-%d}}\n" % (i, ns, ip_of(i), app, app, i % 3, i % nodes))
+        "moat.dev/node: node-%d}}\n" % (i, ns, ip_of(i), app, app, i % 3,
+                                         (i // ns_n) % nodes))
 
 
 def principal(ns, app):
