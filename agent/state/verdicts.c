@@ -289,13 +289,21 @@ static size_t applicable(const struct pindex *pi, const struct authz_target *t, 
 	const char *ns = t->kind == AUTHZ_TARGET_WORKLOAD ? t->workload->meta.ns
 							  : t->service->meta.ns;
 	pindex_ns(pi, c->mesh.root_namespace, &cand, &n, &cap);
+	size_t n_root = n;
 	if (strcmp(ns, c->mesh.root_namespace) != 0)
 		pindex_ns(pi, ns, &cand, &n, &cap);
-	if (t->kind == AUTHZ_TARGET_SERVICE)
+	if (t->kind == AUTHZ_TARGET_SERVICE) {
 		for (size_t i = 0; i < pi->n_refs; i++)
 			*VEC_PUSH(cand, n, cap) = pi->refs[i];
-	if (n > 1)
 		qsort(cand, n, sizeof(*cand), cmp_u32);
+	} else if (n_root && n > n_root) { /* two ascending runs: merge them */
+		uint32_t *m = xcalloc(n, sizeof(*m));
+		size_t i = 0, j = n_root, k = 0;
+		while (i < n_root || j < n)
+			m[k++] = j == n || (i < n_root && cand[i] < cand[j]) ? cand[i++] : cand[j++];
+		free(cand);
+		cand = m;
+	}
 	size_t out_n = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (i && cand[i] == cand[i - 1])

@@ -106,6 +106,11 @@ static char *mesh_text(const char *extra_policies)
 		      "metadata: {name: ipblock, namespace: ns2}\n"
 		      "spec: {action: DENY, rules: [{from: [{source: {ipBlocks: [10.0.0.2/32]}}], "
 		      "when: [{key: destination.port, values: ['7070']}]}]}\n");
+	/* mesh-wide (root namespace): merged with each namespace's own policies, in order */
+	sbuf_puts(&b, "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+		      "metadata: {name: mesh-deny-telnet, namespace: istio-system}\n"
+		      "spec: {action: DENY, rules: [{from: [{source: {notNamespaces: [ns2]}}], "
+		      "to: [{operation: {ports: ['23']}}]}]}\n");
 	sbuf_puts(&b, extra_policies);
 	return b.s;
 }
