@@ -3,7 +3,8 @@
  * measured node are the WorkloadEntries labelled moat.dev/node=<node>, enrolled as moatd's
  * enroll does it for the map side (ids, pods map entry, verdicts).
  *
- *   moat-scale --config DIR [--node node-0] [--changes 50] [--bpf-dir /sys/fs/bpf/moat-scale-PID]
+ *   moat-scale --config DIR [--node node-0] [--changes 50] [--first 0]
+ *              [--bpf-dir /sys/fs/bpf/moat-scale-PID]
  *
  * Figures (one JSON object on stdout):
  *   load_ms        parse + validate the directory (mesh_config_load_dir)
@@ -198,6 +199,7 @@ static void count_cb(void *arg, const struct moat_verdict_key *k, const struct m
 struct opts {
 	const char *config, *node, *bpf_dir;
 	int changes;
+	int first; /* index of the first change: runs that pass different ones touch different files */
 };
 
 static int run(const struct opts *o, struct agent *a)
@@ -246,7 +248,8 @@ static int run(const struct opts *o, struct agent *a)
 	size_t vwritten = 0;
 	for (int i = 0; i < o->changes; i++) {
 		/* policies of the common kind (selector ALLOW with 8080): k % 20 >= 10 */
-		int k = (i * 20 + 10 + i % 10) % (int)(a->cfg->n_policies ? a->cfg->n_policies : 1);
+		int j = i + o->first;
+		int k = (j * 20 + 10 + j % 10) % (int)(a->cfg->n_policies ? a->cfg->n_policies : 1);
 		if (touch_policy(o->config, k, &e) < 0) {
 			fprintf(stderr, "moat-scale: %s\n", e.msg);
 			return 1;
@@ -314,6 +317,7 @@ int main(int argc, char **argv)
 	o.bpf_dir = bpf_dir;
 	static const struct option lo[] = {{"config", 1, 0, 'c'}, {"node", 1, 0, 'n'},
 					   {"changes", 1, 0, 'k'}, {"bpf-dir", 1, 0, 'b'},
+					   {"first", 1, 0, 'f'},
 					   {0, 0, 0, 0}};
 	int ch;
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -322,13 +326,14 @@ int main(int argc, char **argv)
 		case 'n': o.node = optarg; break;
 		case 'k': o.changes = atoi(optarg); break;
 		case 'b': o.bpf_dir = optarg; break;
+		case 'f': o.first = atoi(optarg); break;
 		default:
 			fprintf(stderr, "usage: moat-scale --config DIR [--node N] [--changes K] "
-					"[--bpf-dir DIR]\n");
+					"[--first I] [--bpf-dir DIR]\n");
 			return 2;
 		}
 	}
-	if (!o.config || o.changes < 0 || o.changes > 1000) {
+	if (!o.config || o.changes < 0 || o.changes > 1000 || o.first < 0 || o.first > 100000) {
 		fprintf(stderr, "moat-scale: --config DIR is required; --changes 0..1000\n");
 		return 2;
 	}
