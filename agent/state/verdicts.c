@@ -331,6 +331,7 @@ struct sync {
 	verdict_resolve_fn resolve;
 	void *resolve_arg;
 	size_t evaluated, reused, skipped;
+	bool full; /* a pair did not fit: every later destination is skipped */
 };
 
 static void target_of(const struct verdict_dst *d, struct authz_target *t)
@@ -579,8 +580,8 @@ static void compute(struct sync *s, const struct verdict_dst *dst, size_t n_dst)
 		const struct verdict_dst *d = &dd;
 		if (!d->id || dst_seen(seen, seen_cap, d->id))
 			continue;
-		if (s->n_want >= s->vc->budget) {
-			s->skipped += s->g.n_src; /* no room left: no need to look it up */
+		if (s->full) {
+			s->skipped += s->g.n_src; /* the bound was reached: no need to look it up */
 			continue;
 		}
 		if (s->resolve && !s->resolve(s->resolve_arg, &dd))
@@ -594,6 +595,7 @@ static void compute(struct sync *s, const struct verdict_dst *dst, size_t n_dst)
 				continue; /* a pod talking to itself is never captured */
 			if (s->n_want + per_pair > s->vc->budget) {
 				s->skipped++;
+				s->full = true; /* later destinations are left to moatd whole */
 				continue;
 			}
 			want_pair(s, si, ci, d);
