@@ -43,7 +43,8 @@ all:
 	@bash scripts/deps.sh
 	@$(MAKE) --no-print-directory build
 
-build: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/tests/unit_tests $(BUILD)/tests/bpf_tests $(HELPERS) $(BENCH_TOOL)
+build: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/tests/unit_tests $(BUILD)/tests/bpf_tests $(HELPERS) \
+       $(BENCH_TOOL) $(BUILD)/bench/moat-scale
 
 deps:
 	@bash scripts/deps.sh
@@ -146,6 +147,11 @@ $(BUILD)/fuzz/libmoat-fuzz.a: $(FUZZ_LIB_SRC:%.c=$(BUILD)/fuzz/obj/%.o)
 
 $(BUILD)/fuzz/fuzz_%: $(BUILD)/fuzz/obj/tests/fuzz/fuzz_%.o $(BUILD)/fuzz/libmoat-fuzz.a
 	$(CLANG) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+# Control path at cluster scale (bench/scale/run; not part of make test).
+$(BUILD)/bench/moat-scale: $(BUILD)/obj/bench/scale/moat-scale.o $(BUILD)/libmoat.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/bpf $(BUILD)/skel $(BUILD)/obj $(BUILD)/san $(BUILD)/tests:
 	@mkdir -p $@

@@ -22,6 +22,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
+#include "state/verdicts.h"
 
 static const char usage[] =
 	"usage: moatd --config DIR [options]\n"
@@ -575,6 +576,7 @@ static void agent_stop(struct agent *a)
 		mesh_config_unref(a->cfg);
 	if (a->signal_fd > 0)
 		close(a->signal_fd);
+	verdicts_free(a->verdicts);
 	intern_free(&a->workload_ids);
 	intern_free(&a->identity_ids);
 	intern_free(&a->policy_ids);

@@ -78,6 +78,12 @@ int dataplane_verdict_put(struct dataplane *dp, const struct moat_verdict_key *k
 			  const struct moat_verdict *v, struct err *e);
 int dataplane_verdict_get(struct dataplane *dp, const struct moat_verdict_key *k,
 			  struct moat_verdict *v);
+/* Write / delete n verdicts with batch syscalls (one per call where the kernel has them);
+ * deleting a missing key is not an error. */
+int dataplane_verdicts_update(struct dataplane *dp, const struct moat_verdict_key *k,
+			      const struct moat_verdict *v, size_t n, struct err *e);
+int dataplane_verdicts_delete(struct dataplane *dp, const struct moat_verdict_key *k, size_t n,
+			      struct err *e);
 /* Call cb for every entry of the verdicts map (moatctl verdicts). */
 int dataplane_verdicts_each(struct dataplane *dp,
 			    void (*cb)(void *arg, const struct moat_verdict_key *k,

@@ -166,6 +166,62 @@ int dataplane_verdicts_each(struct dataplane *dp,
 	return 0;
 }
 
+/* Batch ops (Linux 5.6+ for LRU hash maps); a kernel without them gets one call per entry.
+ * A batch stops at its first failing element: count says how far it got. */
+static bool batch_unsupported(int err)
+{
+	return err == EINVAL || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */;
+}
+
+int dataplane_verdicts_update(struct dataplane *dp, const struct moat_verdict_key *k,
+			      const struct moat_verdict *v, size_t n, struct err *e)
+{
+	int fd = bpf_map__fd(dp->skel->maps.verdicts);
+	size_t done = 0;
+	while (done < n) {
+		__u32 count = (__u32)(n - done);
+		int rc = bpf_map_update_batch(fd, k + done, v + done, &count, NULL);
+		if (rc == 0) {
+			done = n;
+			break;
+		}
+		if (!batch_unsupported(-rc) || count) {
+			size_t at = done + count < n ? done + count : n - 1;
+			return err_set(e, "update map verdicts (entry %zu of %zu: %u -> %u port %u): %s",
+				       at, n, k[at].src_workload, k[at].dst_workload, k[at].dst_port,
+				       strerror(-rc));
+		}
+		for (; done < n; done++) /* no batch ops: one element at a time */
+			if (dataplane_verdict_put(dp, &k[done], &v[done], e) < 0)
+				return -1;
+	}
+	return 0;
+}
+
+int dataplane_verdicts_delete(struct dataplane *dp, const struct moat_verdict_key *k, size_t n,
+			      struct err *e)
+{
+	int fd = bpf_map__fd(dp->skel->maps.verdicts);
+	size_t done = 0;
+	while (done < n) {
+		__u32 count = (__u32)(n - done);
+		int rc = bpf_map_delete_batch(fd, k + done, &count, NULL);
+		if (rc == 0)
+			break;
+		done += count;
+		if (-rc == ENOENT) { /* already gone (evicted): skip it and go on */
+			done++;
+			continue;
+		}
+		if (!batch_unsupported(-rc) || count)
+			return err_set(e, "delete from map verdicts (batch of %zu at %zu): %s", n,
+				       done, strerror(-rc));
+		for (; done < n; done++)
+			map_del(dp->skel->maps.verdicts, &k[done], sizeof(k[done]));
+	}
+	return 0;
+}
+
 int dataplane_verdicts_clear(struct dataplane *dp)
 {
 	return map_clear(dp->skel->maps.verdicts);

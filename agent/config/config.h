@@ -224,10 +224,20 @@ enum mc_when_key {
 	MC_WHEN_DESTINATION_PORT,
 };
 
+/* A `when` value list in the form its key needs, parsed once at load (file:line errors
+ * there): CIDRs for source.ip / destination.ip, port numbers for destination.port. The
+ * engine matches these and never re-parses the text. */
+struct mc_when_typed {
+	struct mc_cidrs cidrs;  /* MC_WHEN_SOURCE_IP, MC_WHEN_DESTINATION_IP */
+	uint16_t *ports;        /* MC_WHEN_DESTINATION_PORT */
+	size_t n_ports, cap_ports;
+};
+
 struct mc_condition {
 	enum mc_when_key key;
 	bool has_values, has_not_values;
-	struct mc_strs values, not_values; /* principals normalised without "spiffe://" */
+	struct mc_strs values, not_values; /* as written (principals without "spiffe://") */
+	struct mc_when_typed typed, not_typed; /* values / notValues, typed (see above) */
 	int line;
 	struct mc_strs spiffe_written; /* source.principal values written with "spiffe://" (added) */
 };

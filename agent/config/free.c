@@ -100,6 +100,12 @@ static void operation_free(struct mc_operation *o)
 	mc_strs_free(&o->named_not_ports);
 }
 
+static void when_typed_free(struct mc_when_typed *t)
+{
+	free(t->cidrs.items);
+	free(t->ports);
+}
+
 static void rule_free(struct mc_rule *r)
 {
 	for (size_t i = 0; i < r->n_from; i++)
@@ -112,6 +118,8 @@ static void rule_free(struct mc_rule *r)
 		mc_strs_free(&r->when[i].values);
 		mc_strs_free(&r->when[i].not_values);
 		mc_strs_free(&r->when[i].spiffe_written);
+		when_typed_free(&r->when[i].typed);
+		when_typed_free(&r->when[i].not_typed);
 	}
 	free(r->when);
 	for (size_t i = 0; i < r->n_l7; i++) {

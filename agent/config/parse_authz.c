@@ -322,6 +322,7 @@ static int classify_when_key(struct pctx *x, yaml_node_t *kn, const char *path, 
 struct when_arg {
 	int key;
 	struct mc_strs *out, *spiffe;
+	struct mc_when_typed *typed; /* NULL: check only (L7 keys) */
 };
 
 static void when_item(struct pctx *x, yaml_node_t *item, const char *path, const char *v,
@@ -333,11 +334,13 @@ static void when_item(struct pctx *x, yaml_node_t *item, const char *path, const
 	switch (a->key) {
 	case MC_WHEN_SOURCE_IP:
 	case MC_WHEN_DESTINATION_IP:
-		cidr_item(x, item, path, v, NULL);
+		cidr_item(x, item, path, v, a->typed ? &a->typed->cidrs : NULL);
 		break;
 	case MC_WHEN_DESTINATION_PORT:
 		if (!y_port(x, item, path, &port))
 			return;
+		if (a->typed)
+			*VEC_PUSH(a->typed->ports, a->typed->n_ports, a->typed->cap_ports) = port;
 		break;
 	case MC_WHEN_SOURCE_PRINCIPAL:
 		principal_item(x, item, path, v, &pa);
@@ -369,7 +372,7 @@ static void parse_condition(struct pctx *x, yaml_node_t *n, const char *path, st
 	if (k < 0)
 		return;
 	if (k == 5) {
-		struct when_arg a = {k, NULL, NULL};
+		struct when_arg a = {k, NULL, NULL, NULL};
 		if (values)
 			y_each_str(x, values, path_key(sub, path, "values"), when_item, &a);
 		if (not_values)
@@ -383,12 +386,13 @@ static void parse_condition(struct pctx *x, yaml_node_t *n, const char *path, st
 	struct mc_condition *c = VEC_PUSH(r->when, r->n_when, r->cap_when);
 	c->key = (enum mc_when_key)k;
 	c->line = yline(n);
-	struct when_arg a = {k, &c->values, &c->spiffe_written};
+	struct when_arg a = {k, &c->values, &c->spiffe_written, &c->typed};
 	if (values) {
 		c->has_values = true;
 		y_each_str(x, values, path_key(sub, path, "values"), when_item, &a);
 	}
 	a.out = &c->not_values;
+	a.typed = &c->not_typed;
 	if (not_values) {
 		c->has_not_values = true;
 		y_each_str(x, not_values, path_key(sub, path, "notValues"), when_item, &a);

@@ -20,6 +20,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
+#include "state/verdicts.h"
 
 #define CTL_MAX_REQUEST 65536
 #define CTL_MAX_ARGS 64
@@ -150,6 +151,22 @@ static int h_unenroll(struct agent *a, struct request *r, struct sbuf *out)
 	return 0;
 }
 
+/* ,"verdict_cache":{...}: how the verdict map is kept (writes are counted so a test can
+ * prove a change rewrites only the verdicts it affects). */
+static void status_verdicts_json(struct agent *a, struct sbuf *out)
+{
+	if (!a->verdicts)
+		return;
+	const struct verdict_stats *vs = verdicts_stats(a->verdicts);
+	sbuf_printf(out, ",\"verdict_cache\":{\"entries\":%zu,\"syncs\":%llu,\"written\":%llu,"
+			 "\"deleted\":%llu,\"last_written\":%zu,\"last_deleted\":%zu,"
+			 "\"evaluated\":%llu,\"reused\":%llu,\"pairs_skipped\":%zu,\"last_us\":%llu}",
+		    vs->entries, (unsigned long long)vs->syncs, (unsigned long long)vs->written,
+		    (unsigned long long)vs->deleted, vs->last_written, vs->last_deleted,
+		    (unsigned long long)vs->evaluated, (unsigned long long)vs->reused,
+		    vs->pairs_skipped, (unsigned long long)vs->last_us);
+}
+
 static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 {
 	int pool_conns, pool_streams, n_pods = 0, n_conns = 0;
@@ -187,6 +204,7 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 			    (unsigned long long)st.unknown_dst_dropped,
 			    (unsigned long long)st.spoofed_dropped);
 		sbuf_json_str(out, dataplane_pin_dir(a->dp));
+		status_verdicts_json(a, out);
 		sbuf_printf(out, ",\"relay_engine\":\"userspace-openssl\",\"ktls_available\":%s}\n",
 			    a->ktls ? "true" : "false");
 		return 0;
@@ -217,6 +235,13 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 			 "with forged sources dropped\n",
 		    (unsigned long long)st.unknown_dst_dropped,
 		    (unsigned long long)st.spoofed_dropped);
+	if (a->verdicts) {
+		const struct verdict_stats *vs = verdicts_stats(a->verdicts);
+		sbuf_printf(out, "verdict cache   %zu entries; last sync wrote %zu, deleted %zu, "
+				 "evaluated %zu in %llu us; %zu pairs left to moatd (bound)\n",
+			    vs->entries, vs->last_written, vs->last_deleted, vs->last_evaluated,
+			    (unsigned long long)vs->last_us, vs->pairs_skipped);
+	}
 	return 0;
 }
 

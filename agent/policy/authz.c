@@ -143,23 +143,6 @@ static bool any_cidr(const struct mc_cidrs *l, const struct moat_addr *a)
 	return false;
 }
 
-static bool any_cidr_text(const struct mc_strs *l, const struct moat_addr *a)
-{
-	struct cidr c;
-	for (size_t i = 0; i < l->n; i++)
-		if (cidr_parse(l->items[i], &c) && cidr_contains(&c, a))
-			return true;
-	return false;
-}
-
-static bool any_port_text(const struct mc_strs *l, uint16_t port)
-{
-	for (size_t i = 0; i < l->n; i++)
-		if (strtoul(l->items[i], NULL, 10) == port)
-			return true;
-	return false;
-}
-
 static bool any_port(const uint16_t *ports, size_t n, uint16_t port)
 {
 	for (size_t i = 0; i < n; i++)
@@ -213,15 +196,15 @@ static bool match_operation(const struct mctx *m, const struct mc_operation *o)
 }
 
 static bool condition_hit(const struct mctx *m, const struct mc_condition *c,
-			  const struct mc_strs *values)
+			  const struct mc_strs *values, const struct mc_when_typed *typed)
 {
 	switch (c->key) {
-	case MC_WHEN_SOURCE_IP: return any_cidr_text(values, &m->p->ip);
-	case MC_WHEN_DESTINATION_IP: return any_cidr_text(values, &m->t->ip);
+	case MC_WHEN_SOURCE_IP: return any_cidr(&typed->cidrs, &m->p->ip);
+	case MC_WHEN_DESTINATION_IP: return any_cidr(&typed->cidrs, &m->t->ip);
 	case MC_WHEN_SOURCE_NAMESPACE:
 		return any_pattern(values, m->parts->ok ? m->parts->ns : NULL);
 	case MC_WHEN_SOURCE_PRINCIPAL: return any_pattern(values, m->principal);
-	case MC_WHEN_DESTINATION_PORT: return any_port_text(values, m->t->port);
+	case MC_WHEN_DESTINATION_PORT: return any_port(typed->ports, typed->n_ports, m->t->port);
 	}
 	return false;
 }
@@ -230,8 +213,8 @@ static bool match_condition(const struct mctx *m, const struct mc_condition *c)
 {
 	if (c->key == MC_WHEN_SOURCE_IP && !m->p->has_ip)
 		return m->deny;
-	return POS(c->has_values, condition_hit(m, c, &c->values)) &&
-	       NEG(c->has_not_values, condition_hit(m, c, &c->not_values));
+	return POS(c->has_values, condition_hit(m, c, &c->values, &c->typed)) &&
+	       NEG(c->has_not_values, condition_hit(m, c, &c->not_values, &c->not_typed));
 }
 
 static bool match_rule(const struct mctx *m, const struct mc_rule *r)
@@ -307,15 +290,37 @@ void describe_target(const struct authz_target *t, char *buf, size_t len)
 		bounded(buf, len, "an unknown destination");
 }
 
+/* The policies an evaluation looks at: every policy of c (idx NULL, applicability checked
+ * here), or a caller's list of indices already known to apply, in configuration order. */
+struct scope {
+	const uint32_t *idx;
+	size_t n;
+};
+
+static size_t scope_len(const struct mesh_config *c, const struct scope *s)
+{
+	return s->idx ? s->n : c->n_policies;
+}
+
+/* The i-th policy of the scope when it applies to t, else NULL. */
+static const struct mc_authz *scope_get(const struct mesh_config *c, const struct scope *s,
+					size_t i, const struct authz_target *t)
+{
+	if (s->idx)
+		return &c->policies[s->idx[i]];
+	const struct mc_authz *p = &c->policies[i];
+	return authz_policy_applies(c, p, t) ? p : NULL;
+}
+
 /* Append ", name" entries of the applicable enforced ALLOW policies, bounded by the buffer. */
-static void list_allow_policies(const struct mesh_config *c, const struct authz_target *t,
-				char *buf, size_t len)
+static void list_allow_policies(const struct mesh_config *c, const struct scope *sc,
+				const struct authz_target *t, char *buf, size_t len)
 {
 	size_t used = strlen(buf);
 	bool first = true;
-	for (size_t i = 0; i < c->n_policies; i++) {
-		const struct mc_authz *p = &c->policies[i];
-		if (p->action != MC_ACTION_ALLOW || p->dry_run || !authz_policy_applies(c, p, t))
+	for (size_t i = 0; i < scope_len(c, sc); i++) {
+		const struct mc_authz *p = scope_get(c, sc, i, t);
+		if (!p || p->action != MC_ACTION_ALLOW || p->dry_run)
 			continue;
 		int n = bounded(buf + used, len - used, "%s%s", first ? "" : ", ", p->id_name);
 		if (n < 0 || (size_t)n >= len - used) {
@@ -366,8 +371,9 @@ static bool strict_plaintext(const struct mesh_config *c, const struct authz_tar
 	return true;
 }
 
-void authz_evaluate(const struct mesh_config *c, const struct authz_target *t,
-		    const struct authz_peer *p, struct authz_decision *d)
+static void evaluate(const struct mesh_config *c, const struct scope *sc,
+		     const struct authz_target *t, const struct authz_peer *p,
+		     struct authz_decision *d)
 {
 	struct principal_parts parts;
 	const char *principal = strip_spiffe(p->principal);
@@ -378,9 +384,9 @@ void authz_evaluate(const struct mesh_config *c, const struct authz_target *t,
 	bool allow_applies = false;
 
 	d->n_dry_run = 0;
-	for (size_t i = 0; i < c->n_policies; i++) {
-		const struct mc_authz *pol = &c->policies[i];
-		if (pol->unsupported || !authz_policy_applies(c, pol, t))
+	for (size_t i = 0; i < scope_len(c, sc); i++) {
+		const struct mc_authz *pol = scope_get(c, sc, i, t);
+		if (!pol || pol->unsupported)
 			continue;
 		if (pol->dry_run) {
 			record_dry_run(d, &m, pol);
@@ -430,12 +436,27 @@ void authz_evaluate(const struct mesh_config *c, const struct authz_target *t,
 				 "no ALLOW policy matched for %s (allow policies for %s: ", peer,
 				 target);
 		if (n > 0 && (size_t)n < sizeof(d->why) - 2) {
-			list_allow_policies(c, t, d->why, sizeof(d->why) - 1);
+			list_allow_policies(c, sc, t, d->why, sizeof(d->why) - 1);
 			size_t l = strlen(d->why);
 			d->why[l] = ')';
 			d->why[l + 1] = 0;
 		}
 	}
+}
+
+void authz_evaluate(const struct mesh_config *c, const struct authz_target *t,
+		    const struct authz_peer *p, struct authz_decision *d)
+{
+	struct scope all = {0};
+	evaluate(c, &all, t, p, d);
+}
+
+void authz_evaluate_among(const struct mesh_config *c, const uint32_t *idx, size_t n,
+			  const struct authz_target *t, const struct authz_peer *p,
+			  struct authz_decision *d)
+{
+	struct scope sc = {.idx = idx ? idx : (const uint32_t *)"", .n = n};
+	evaluate(c, &sc, t, p, d);
 }
 
 /* ---- what a cached verdict may depend on ---- */
@@ -463,11 +484,10 @@ static void rule_ports(const struct mc_rule *r, uint16_t **ports, size_t *n, siz
 		const struct mc_condition *cd = &r->when[j];
 		if (cd->key != MC_WHEN_DESTINATION_PORT)
 			continue;
-		for (size_t k = 0; k < cd->values.n; k++)
-			push_port(ports, n, cap, (uint16_t)strtoul(cd->values.items[k], NULL, 10));
-		for (size_t k = 0; k < cd->not_values.n; k++)
-			push_port(ports, n, cap,
-				  (uint16_t)strtoul(cd->not_values.items[k], NULL, 10));
+		for (size_t k = 0; k < cd->typed.n_ports; k++)
+			push_port(ports, n, cap, cd->typed.ports[k]);
+		for (size_t k = 0; k < cd->not_typed.n_ports; k++)
+			push_port(ports, n, cap, cd->not_typed.ports[k]);
 	}
 }
 
@@ -483,14 +503,14 @@ static bool rule_may_match_source(struct mctx *m, const struct mc_rule *r)
 }
 
 /* m == NULL: every source. */
-static size_t ports_of_interest(const struct mesh_config *c, const struct authz_target *t,
-				struct mctx *m, uint16_t **ports)
+static size_t ports_of_interest(const struct mesh_config *c, const struct scope *sc,
+				const struct authz_target *t, struct mctx *m, uint16_t **ports)
 {
 	size_t n = 0, cap = 0;
 	*ports = NULL;
-	for (size_t i = 0; i < c->n_policies; i++) {
-		const struct mc_authz *p = &c->policies[i];
-		if (p->unsupported || !authz_policy_applies(c, p, t))
+	for (size_t i = 0; i < scope_len(c, sc); i++) {
+		const struct mc_authz *p = scope_get(c, sc, i, t);
+		if (!p || p->unsupported)
 			continue;
 		if (m)
 			m->deny = p->action == MC_ACTION_DENY;
@@ -518,7 +538,8 @@ static size_t ports_of_interest(const struct mesh_config *c, const struct authz_
 size_t authz_ports_of_interest(const struct mesh_config *c, const struct authz_target *t,
 			       uint16_t **ports)
 {
-	return ports_of_interest(c, t, NULL, ports);
+	struct scope all = {0};
+	return ports_of_interest(c, &all, t, NULL, ports);
 }
 
 size_t authz_ports_of_interest_for(const struct mesh_config *c, const struct authz_target *t,
@@ -528,7 +549,15 @@ size_t authz_ports_of_interest_for(const struct mesh_config *c, const struct aut
 	const char *principal = strip_spiffe(p->principal);
 	principal_split(principal, &parts);
 	struct mctx m = {.t = t, .p = p, .principal = principal, .parts = &parts};
-	return ports_of_interest(c, t, &m, ports);
+	struct scope all = {0};
+	return ports_of_interest(c, &all, t, &m, ports);
+}
+
+size_t authz_ports_among(const struct mesh_config *c, const uint32_t *idx, size_t n,
+			 const struct authz_target *t, uint16_t **ports)
+{
+	struct scope sc = {.idx = idx ? idx : (const uint32_t *)"", .n = n};
+	return ports_of_interest(c, &sc, t, NULL, ports);
 }
 
 static bool rule_uses_source_ip(const struct mc_rule *r)

@@ -56,6 +56,23 @@ struct authz_decision {
 void authz_evaluate(const struct mesh_config *c, const struct authz_target *t,
 		    const struct authz_peer *p, struct authz_decision *d);
 
+/* The same over a caller's pre-filtered policies: idx[0..n) are indices into c->policies,
+ * ascending, each known to apply to t (authz_policy_applies). A caller that evaluates one
+ * target for many sources and ports (the verdict sync) filters once instead of per call. */
+void authz_evaluate_among(const struct mesh_config *c, const uint32_t *idx, size_t n,
+			  const struct authz_target *t, const struct authz_peer *p,
+			  struct authz_decision *d);
+size_t authz_ports_among(const struct mesh_config *c, const uint32_t *idx, size_t n,
+			 const struct authz_target *t, uint16_t **ports);
+
+/* A 64-bit digest of everything in p that can change a decision (name, namespace, action,
+ * selector, targetRefs, rules with their typed values, dry-run, unsupported): equal
+ * fingerprints across two configurations mean the policy decides the same way. */
+uint64_t authz_policy_fingerprint(const struct mc_authz *p);
+/* True when a rule of p has a destination.ip condition (the decision then depends on the
+ * address dialed, not only on the destination workload). */
+bool authz_policy_uses_destination_ip(const struct mc_authz *p);
+
 /* Does policy p apply to target t? (selector / namespace / root namespace / targetRefs) */
 bool authz_policy_applies(const struct mesh_config *c, const struct mc_authz *p,
 			  const struct authz_target *t);

@@ -27,6 +27,7 @@ struct ctl_server;
 struct conn;
 struct srv_conn;
 struct reload_job;
+struct verdict_cache;
 
 struct agent_opts {
 	const char *config_dir;
@@ -137,7 +138,8 @@ struct agent {
 	struct loop_timer trim_timer; /* no connection left: give freed heap back (conn.c) */
 	struct srv_conn *srv_conns;   /* inbound HBONE (TLS) connections */
 	uint64_t n_conns;
-	uint64_t epoch;
+	uint64_t epoch;               /* bumped only when the verdict cache is rebuilt whole */
+	struct verdict_cache *verdicts; /* what the BPF verdict map holds (state/verdicts.c) */
 	bool ready;
 	bool ktls;                    /* the kernel takes TCP_ULP "tls" (probed at start) */
 	char ktls_why[160];
@@ -175,7 +177,7 @@ bool pod_has_addr(const struct pod *p, const struct moat_addr *addr);
  * else its primary address. */
 const struct moat_addr *pod_addr_like(const struct pod *p, const struct moat_addr *like);
 const struct mc_workload *pod_workload(const struct pod *p);
-/* Recompute and write every BPF map from the configuration and the pods (epoch bump). */
+/* Recompute every BPF map from the configuration and the pods and write the difference. */
 void agent_sync_dataplane(struct agent *a);
 /* Write just one pod's addresses to the workloads map (before its TC programs attach). */
 void agent_put_pod_addrs(struct agent *a, struct pod *p);

@@ -1,11 +1,13 @@
 /* What the agent knows about addresses and how it tells the kernel: stable ids, destination
- * lookup, authorization with the shared engine, and the full sync of the BPF maps. */
+ * lookup, authorization with the shared engine, and the sync of the BPF maps (the verdict
+ * cache itself is kept by difference in state/verdicts.c). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "bpf/dataplane.h"
 #include "core/log.h"
 #include "state/agent.h"
+#include "state/verdicts.h"
 
 /* ---- interning ---- */
 
@@ -235,8 +237,6 @@ struct sync_ctx {
 	struct want_wl *wl;
 	size_t n_wl, cap_wl;
 	size_t n_verdicts;
-	size_t n_address_dependent; /* workload pairs left (partly) to moatd: address-dependent */
-	bool verdicts_full;
 };
 
 static void want_add(struct sync_ctx *s, const struct moat_addr *addr, uint32_t id,
@@ -409,166 +409,92 @@ static void write_port_mtls(struct agent *a)
 	}
 }
 
-static void put_verdict(struct sync_ctx *s, struct pod *src, uint32_t dst_id, uint16_t port,
-			const struct authz_decision *d)
+/* The verdict part of a sync: local pods as sources, every destination with an agent in
+ * front or a ServiceEntry, local pods first so the budget keeps them (state/verdicts.c). */
+static uint32_t policy_id_cb(void *arg, const struct mc_authz *p)
 {
-	if (s->n_verdicts >= MOAT_VERDICTS_MAX) {
-		s->verdicts_full = true;
-		return;
-	}
-	struct moat_verdict_key k = {.src_workload = src->workload_id, .dst_workload = dst_id,
-				     .dst_port = port};
-	struct moat_verdict v = {
-		.action = d->action,
-		.reason = d->reason,
-		.policy = agent_policy_id(s->a, d->policy),
-		.epoch = s->a->epoch,
-	};
-	struct err e;
-	if (dataplane_verdict_put(s->a->dp, &k, &v, &e) < 0)
-		log_error("BPF verdicts map: %s", e.msg);
-	else
-		s->n_verdicts++;
-}
-
-/* The decisions for every (source address, destination address) pair of one family must
- * agree for one cached verdict to stand for them all: a policy with ipBlocks, source.ip or
- * destination.ip can decide differently for a pod's IPv4 and IPv6 addresses. */
-static bool same_decision(const struct authz_decision *x, const struct authz_decision *y)
-{
-	return x->action == y->action && x->reason == y->reason && x->policy == y->policy;
+	return agent_policy_id(arg, p);
 }
 
 bool agent_decide_all_addrs(const struct mesh_config *cfg, const char *principal,
 			    const struct moat_addr *src, size_t n_src, struct authz_target *t,
 			    const struct moat_addr *dst, size_t n_dst, struct authz_decision *out)
 {
-	bool any = false;
-	for (size_t i = 0; i < n_src; i++)
-		for (size_t j = 0; j < n_dst; j++) {
-			if (addr_is_v4(&src[i]) != addr_is_v4(&dst[j]))
-				continue;
-			struct authz_peer peer = {.principal = principal, .ip = src[i], .has_ip = true};
-			struct authz_decision dec;
-			t->ip = dst[j];
-			authz_evaluate(cfg, t, &peer, any ? &dec : out);
-			if (any && !same_decision(&dec, out))
-				return false;
-			any = true;
-		}
-	if (!any) { /* no pair of one family: no such connect can happen; decide the primaries */
-		struct authz_peer peer = {.principal = principal, .ip = src[0], .has_ip = true};
-		t->ip = dst[0];
-		authz_evaluate(cfg, t, &peer, out);
-	}
-	return true;
+	return verdicts_decide_all_addrs(cfg, NULL, 0, principal, src, n_src, t, dst, n_dst, out);
 }
 
-/* The ports of interest for a source pod over each of its addresses (a rule's `from` may
- * match only one family's address: its ports must still get their own verdicts). */
-static size_t ports_for_every_addr(const struct mesh_config *cfg, const struct authz_target *t,
-				   const struct pod *src, uint16_t **out)
+static int sink_update(void *arg, const struct moat_verdict_key *k, const struct moat_verdict *v,
+		       size_t n, struct err *e)
 {
-	uint16_t *all = NULL;
-	size_t n_all = 0, cap_all = 0;
-	for (size_t i = 0; i < (src->n_addrs ? src->n_addrs : 1); i++) {
-		struct authz_peer peer = {.principal = src->principal,
-					  .ip = src->n_addrs ? src->addrs[i] : src->addr,
-					  .has_ip = true};
-		uint16_t *ports = NULL;
-		size_t n = authz_ports_of_interest_for(cfg, t, &peer, &ports);
-		for (size_t j = 0; j < n; j++) {
-			bool seen = false;
-			for (size_t k = 0; k < n_all && !seen; k++)
-				seen = all[k] == ports[j];
-			if (!seen)
-				*VEC_PUSH(all, n_all, cap_all) = ports[j];
-		}
-		free(ports);
-	}
-	*out = all;
-	return n_all;
+	return dataplane_verdicts_update(arg, k, v, n, e);
 }
 
-/* Every verdict a source pod can need for one destination: the ports its policies name,
- * and port 0 standing for every other port. A port whose verdict depends on the address
- * family gets none; since the connect hook falls back from a missing port to port 0, an
- * address-dependent named port leaves the whole pair uncached (every connect goes to moatd,
- * which decides with the real addresses). */
-static void verdicts_for(struct sync_ctx *s, struct pod *src, const struct dest *d,
-			 const struct moat_addr *ip)
+static int sink_del(void *arg, const struct moat_verdict_key *k, size_t n, struct err *e)
 {
-	struct authz_target t = {
-		.kind = d->kind == DEST_SERVICE ? AUTHZ_TARGET_SERVICE : AUTHZ_TARGET_WORKLOAD,
-		.workload = d->wl,
-		.service = d->se,
-		.ip = *ip,
-	};
-	/* A workload's verdict covers all its addresses; a service's is per address as before. */
-	const struct moat_addr *dst_addrs = ip;
-	size_t n_dst = 1;
-	if (d->kind == DEST_WORKLOAD && d->wl->n_addrs) {
-		dst_addrs = d->wl->addrs;
-		n_dst = d->wl->n_addrs;
-	}
-	uint16_t *ports = NULL;
-	size_t n = ports_for_every_addr(s->a->cfg, &t, src, &ports);
-	struct authz_decision *dec = xcalloc(n + 1, sizeof(*dec));
-	bool port0_ok = true, named_ok = true;
-	for (size_t i = 0; i <= n; i++) {
-		t.port = i < n ? ports[i] : 0;
-		bool ok = agent_decide_all_addrs(s->a->cfg, src->principal, src->addrs, src->n_addrs,
-						 &t, dst_addrs, n_dst, &dec[i]);
-		if (i < n)
-			named_ok = named_ok && ok;
-		else
-			port0_ok = ok;
-	}
-	if (!named_ok || !port0_ok)
-		s->n_address_dependent++;
-	for (size_t i = 0; named_ok && i <= n; i++)
-		if (i < n || port0_ok)
-			put_verdict(s, src, d->id, i < n ? ports[i] : 0, &dec[i]);
-	free(dec);
-	free(ports);
+	return dataplane_verdicts_delete(arg, k, n, e);
 }
 
-static bool seen_once(uint32_t **ids, size_t *n, size_t *cap, uint32_t id)
+static int sink_clear(void *arg)
 {
-	for (size_t i = 0; i < *n; i++)
-		if ((*ids)[i] == id)
-			return false;
-	*VEC_PUSH(*ids, *n, *cap) = id;
-	return true;
+	return dataplane_verdicts_clear(arg);
+}
+
+static int dst_rank(const struct want_wl *w)
+{
+	if (w->v.flags & MOAT_WL_LOCAL)
+		return 0;
+	return (w->v.flags & MOAT_WL_SERVICE) ? 1 : 2;
+}
+
+/* Destinations are looked up only when the verdict sync gets to them (verdicts_sync). */
+static bool resolve_dst(void *arg, struct verdict_dst *vd)
+{
+	const struct want_wl *w = vd->ref;
+	struct dest d;
+	if (!agent_lookup_dest(arg, &w->addr, &d))
+		return false;
+	vd->kind = d.kind == DEST_SERVICE ? AUTHZ_TARGET_SERVICE : AUTHZ_TARGET_WORKLOAD;
+	vd->wl = d.wl;
+	vd->se = d.se;
+	return d.id == vd->id;
 }
 
 static void write_verdicts(struct sync_ctx *s)
 {
 	struct agent *a = s->a;
-	dataplane_verdicts_clear(a->dp);
-	uint32_t *done = NULL;
-	size_t n_done = 0, cap_done = 0;
-	for (struct pod *src = a->pods; src; src = src->next) {
-		n_done = 0; /* a destination with many addresses needs its verdicts once */
+	size_t n_src = 0, n_dst = 0;
+	for (struct pod *p = a->pods; p; p = p->next)
+		n_src++;
+	struct verdict_src *src = xcalloc(n_src + 1, sizeof(*src));
+	struct verdict_dst *dst = xcalloc(s->n_wl + 1, sizeof(*dst));
+	n_src = 0;
+	for (struct pod *p = a->pods; p; p = p->next) {
+		struct verdict_src *vs = &src[n_src++];
+		*vs = (struct verdict_src){.id = p->workload_id, .principal = p->principal,
+					   .addr = p->addr};
+		for (size_t i = 0; i < p->n_addrs && i < MC_WL_MAX_ADDRS; i++)
+			vs->addrs[vs->n_addrs++] = p->addrs[i];
+	}
+	for (int rank = 0; rank < 3; rank++) {
 		for (size_t i = 0; i < s->n_wl; i++) {
 			const struct want_wl *w = &s->wl[i];
-			if (w->v.id == src->workload_id)
-				continue;
-			bool mesh = (w->v.flags & (MOAT_WL_AMBIENT | MOAT_WL_SERVICE)) != 0;
-			if (!mesh)
+			if (dst_rank(w) != rank || !(w->v.flags & (MOAT_WL_AMBIENT | MOAT_WL_SERVICE)))
 				continue; /* no agent in front: nothing to enforce, moatd relays */
-			if (!seen_once(&done, &n_done, &cap_done, w->v.id))
-				continue;
-			struct dest d;
-			if (!agent_lookup_dest(a, &w->addr, &d))
-				continue;
-			verdicts_for(s, src, &d, &w->addr);
+			dst[n_dst++] = (struct verdict_dst){.id = w->v.id, .ip = w->addr, .ref = w};
 		}
 	}
-	free(done);
-	if (s->verdicts_full)
-		log_warn("verdict cache full (%d entries): other connections are decided by moatd",
-			 MOAT_VERDICTS_MAX);
+	struct verdict_sink sink = {sink_update, sink_del, sink_clear, a->dp};
+	struct err e;
+	if (verdicts_sync(a->verdicts, a->cfg, src, n_src, dst, n_dst, resolve_dst, a, a->epoch,
+			  policy_id_cb, a, &sink, &e) < 0)
+		log_error("BPF verdicts map: %s (rewritten whole at the next sync)", e.msg);
+	const struct verdict_stats *st = verdicts_stats(a->verdicts);
+	s->n_verdicts = st->entries;
+	if (st->pairs_skipped)
+		log_warn("verdict cache at its bound (%zu entries): %zu (pod, destination) pairs are "
+			 "decided by moatd on connect", st->entries, st->pairs_skipped);
+	free(src);
+	free(dst);
 }
 
 static void write_pods(struct agent *a)
@@ -597,9 +523,14 @@ void agent_put_pod_addrs(struct agent *a, struct pod *p)
 void agent_sync_dataplane(struct agent *a)
 {
 	uint64_t t0 = now_ms();
-	a->epoch++;
-	/* First invalidate every cached verdict (new epoch): until the new ones are written,
-	 * connects go to moatd, which already decides with the new configuration. */
+	/* A new epoch invalidates every cached verdict at once: only when the cache is built
+	 * from nothing (first sync, or after a failed write). Other syncs change only the
+	 * entries whose verdict changed (state/verdicts.c, docs/architecture.md). */
+	if (!a->verdicts || verdicts_need_rebuild(a->verdicts)) {
+		if (!a->verdicts)
+			a->verdicts = verdicts_new(0);
+		a->epoch++;
+	}
 	struct moat_settings st = {
 		.epoch = a->epoch,
 		.outbound_policy = a->cfg->mesh.outbound == MC_OUTBOUND_REGISTRY_ONLY
@@ -616,9 +547,12 @@ void agent_sync_dataplane(struct agent *a)
 	write_port_mtls(a);
 	write_pods(a);
 	write_verdicts(&s);
-	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts (%zu pairs left to "
-		 "moatd: the verdict depends on the address), %llu ms",
-		 (unsigned long long)a->epoch, s.n_wl, s.n_verdicts, s.n_address_dependent,
+	const struct verdict_stats *vs = verdicts_stats(a->verdicts);
+	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts (%zu written, %zu "
+		 "deleted, %zu evaluated; %zu pairs left to moatd: past the bound or the verdict "
+		 "depends on the address), %llu ms",
+		 (unsigned long long)a->epoch, s.n_wl, s.n_verdicts, vs->last_written,
+		 vs->last_deleted, vs->last_evaluated, vs->pairs_skipped,
 		 (unsigned long long)(now_ms() - t0));
 	free(s.wl);
 }
