@@ -631,6 +631,11 @@ int join_verdict(struct __sk_buff *skb)
 	__u64 cookie = bpf_get_socket_cookie(skb);
 	struct moat_join_key k = {.peer_cookie = cookie};
 	__u32 len = skb->len;
+	/* The FIN arrives as an empty skb: nothing to move, and redirecting it would make the
+	 * kernel write to the peer after moatd has passed the FIN on (EPIPE there). TCP itself
+	 * records the FIN on this socket; moatd sees it as EPOLLRDHUP. */
+	if (len == 0)
+		return SK_DROP;
 	long rc = bpf_sk_redirect_hash(skb, &joined, &k, 0);
 	if (rc != SK_PASS) {
 		STAT_INC(join_unpaired);

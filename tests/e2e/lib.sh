@@ -322,7 +322,9 @@ start_agent() {
 	[ -n "$resolv" ] && args+=(--resolv-conf "$resolv")
 	[ -n "$E2E_CA" ] && args+=(--ca "$E2E_CA")
 	# lab node-exec becomes moatd (exec all the way), so $! is moatd's pid.
-	"$LAB_TOOL" node-exec "$E2E_LAB" "$node" -- "$MOATD" "${args[@]}" "$@" \
+	# E2E_MOATD_ARGS: extra moatd arguments for every agent of a run (e.g. --engine sockmap).
+	# shellcheck disable=SC2086
+	"$LAB_TOOL" node-exec "$E2E_LAB" "$node" -- "$MOATD" "${args[@]}" "$@" ${E2E_MOATD_ARGS:-} \
 		</dev/null >>"$dir/moatd.stdout" 2>>"$dir/moatd.log" &
 	echo $! >"$dir/moatd.pid"
 	E2E_AGENTS+=("$node")
