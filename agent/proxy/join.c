@@ -128,9 +128,10 @@ static bool flushed(struct join *j, int i)
 {
 	uint64_t moved = dataplane_join_bytes(j->agent->dp, j->cookie[i]);
 	uint64_t written = written_total(j->fd[!i]);
-	log_debug("same-node join: %s EOF: %llu bytes redirected, %llu written (base %llu)",
-		  side_name(i), (unsigned long long)moved, (unsigned long long)written,
-		  (unsigned long long)j->written0[!i]);
+	if (j->flush_tries == 0)
+		log_debug("same-node join: %s EOF: %llu bytes redirected, %llu written to the peer",
+			  side_name(i), (unsigned long long)moved,
+			  (unsigned long long)(written - j->written0[!i]));
 	return written >= j->written0[!i] && written - j->written0[!i] >= moved;
 }
 
