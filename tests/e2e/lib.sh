@@ -403,6 +403,16 @@ unenroll() {
 	moatctl_on "$node" unenroll --namespace "$(pod_info "$pod" namespace)" --name "$(pod_info "$pod" name)"
 }
 
+# ---------------------------------------------------------------- engines
+# The path a connection between pods on SRC-NODE and DST-NODE is logged with: a same-node
+# pair is joined in the kernel ("same_node", security "same_node") when the run's moatd has
+# --engine sockmap (E2E_MOATD_ARGS), else it takes HBONE ("hbone", "mutual_tls").
+engine_sockmap() { [[ " ${E2E_MOATD_ARGS:-} " == *" --engine sockmap "* ]]; }
+expected_path() { if [ "$1" = "$2" ] && engine_sockmap; then echo same_node; else echo hbone; fi; }
+expected_security() {
+	if [ "$(expected_path "$1" "$2")" = same_node ]; then echo same_node; else echo mutual_tls; fi
+}
+
 # ---------------------------------------------------------------- access-log queries (jq)
 # access_log_select NODE JQ-CONDITION [jq args...]: the JSON lines of the node's access log
 # for which the condition holds (lines that are not JSON are skipped).
