@@ -58,9 +58,10 @@ static const char usage[] =
 	"                      pooled HBONE connections per pod and destination, 100 streams\n"
 	"                      each (64); beyond the caps new connections are refused (RST)\n"
 	"  --engine ENGINE     what carries an allowed connection between two pods of this\n"
-	"                      node: userspace (default: HBONE over the node, as across nodes)\n"
-	"                      or sockmap (the two sockets joined in the kernel, no byte in\n"
-	"                      user space; user space when the join fails, logged and counted)\n"
+	"                      node: sockmap (default: the two sockets joined in the kernel, no\n"
+	"                      byte in user space; relayed in user space when the join fails,\n"
+	"                      logged and counted) or userspace (force HBONE over the node, as\n"
+	"                      across nodes: for diagnosis)\n"
 	"  --no-transparent    do not preserve client source addresses towards apps\n"
 	"  --tls12             also accept TLS 1.2 on HBONE (TLS 1.3 only by default)\n"
 	"  --metrics-port N    Prometheus metrics on :N/metrics (15020)\n"
@@ -147,6 +148,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		.resolv_conf = "/etc/resolv.conf",
 		.svid_ttl = 86400,
 		.transparent = true,
+		.engine = ENGINE_SOCKMAP,
 		.pool_idle_ms = 300000,
 		.hbone_response_ms = 10000,
 		.hbone_suspect_ms = 2000,

@@ -28,8 +28,9 @@ struct srv_conn;
 
 /* --engine: what carries allowed connections between two pods of this node. */
 enum agent_engine {
-	ENGINE_USERSPACE = 0, /* HBONE over the node's loopback, as across nodes (default) */
-	ENGINE_SOCKMAP,       /* joined in the kernel (proxy/join.c); user space if that fails */
+	ENGINE_USERSPACE = 0, /* HBONE over the node's loopback, as across nodes */
+	ENGINE_SOCKMAP,       /* joined in the kernel (proxy/join.c; moatd's default); user
+			       * space if that fails */
 };
 
 struct agent_opts {

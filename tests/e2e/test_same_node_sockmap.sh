@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Same node, joined in the kernel (moatd --engine sockmap): two pods of one node talk through
+# Same node, joined in the kernel (moatd's default engine, sockmap): two pods of one node talk through
 # the two sockets moatd joins in the `joined` sockhash, not over HBONE on loopback.
 #  - 10 MiB each way arrive intact (sha256), half-close respected;
 #  - the connection is logged as on the cross-node path (an outbound and an inbound record,
@@ -10,9 +10,10 @@
 #    stats join_redirected) moved;
 #  - a denied pair still fails at connect() with EPERM;
 #  - a policy change that denies a joined pair closes the open connection (LATE_REJECTION);
-#  - closing the client closes the server's side too.
-# The seed-000 matrix with every pod on one node runs with the engine on as well:
-#   E2E_MOATD_ARGS="--engine sockmap" bash tests/e2e/run single_node
+#  - closing the client closes the server's side too;
+#  - `--engine userspace` forces HBONE for the same pair (diagnosis).
+# The seed-000 matrix with every pod on one node (single_node) runs joined too; with
+# E2E_MOATD_ARGS="--engine userspace" every e2e file runs the HBONE path instead.
 source "$(dirname "$0")/lib.sh"
 e2e_init
 
@@ -176,5 +177,20 @@ check_wait "... and the server's side of it is closed too" 5 test "$(srv_conns)"
 no_conns() { [ "$(moatctl_on node1 connections -o json | jq 'length')" = 0 ]; }
 check_wait "... and moatd has no live connection left" 5 no_conns
 
+check "moatd is still alive" agent_alive node1
+
+# ---------------------------------------------------------------- D. --engine userspace
+stop_agent node1
+start_agent node1 --engine userspace
+wait_ready node1 30 || e2e_abort "moatd --engine userspace on node1 becomes ready"
+check_match "moatctl status names the same-node engine: userspace" 'same node: userspace' \
+	"$(moatctl_on node1 status)"
+check_wait "with --engine userspace client -> server:$PORT still carries 1 MiB each way" 15 \
+	connect_is_ok "$CLI" "$target"
+check_connect_ok "... intact" "$CLI" "$target" 1048576 $MIB10
+check_wait "... over HBONE: logged with path hbone, engine userspace, mutual_tls" 10 access_log_has node1 \
+	'.type == "connection" and .direction == "inbound" and .path == "hbone"
+		and .engine == "userspace" and .security == "mutual_tls" and .src_identity == $sid' \
+	--arg sid "$(spiffe client)"
 check "moatd is still alive" agent_alive node1
 e2e_finish
