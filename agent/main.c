@@ -61,6 +61,11 @@ static const char usage[] =
 	"  --pool-max-connections N\n"
 	"                      pooled HBONE connections per pod and destination, 100 streams\n"
 	"                      each (64); beyond the caps new connections are refused (RST)\n"
+	"  --engine ENGINE     what carries an allowed connection between two pods of this\n"
+	"                      node: sockmap (default: the two sockets joined in the kernel, no\n"
+	"                      byte in user space; relayed in user space when the join fails,\n"
+	"                      logged and counted) or userspace (force HBONE over the node, as\n"
+	"                      across nodes: for diagnosis)\n"
 	"  --no-transparent    do not preserve client source addresses towards apps\n"
 	"  --tls12             also accept TLS 1.2 on HBONE (TLS 1.3 only by default)\n"
 	"  --metrics-port N    Prometheus metrics on :N/metrics (15020)\n"
@@ -119,7 +124,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 {
 	enum { O_STATE = 256, O_BPF, O_CA, O_BUNDLE, O_TTL, O_RESOLV, O_ACCESS, O_LEVEL, O_NODE,
 	       O_IDLE, O_NOTP, O_TLS12, O_MPORT, O_APORT, O_RPORT, O_CLEANUP, O_MADDR, O_RESP,
-	       O_SUSPECT, O_SIDLE, O_IIDLE, O_PDEST, O_PPOD, O_PCONNS };
+	       O_SUSPECT, O_SIDLE, O_IIDLE, O_PDEST, O_PPOD, O_PCONNS, O_ENGINE };
 	static const struct option opts[] = {
 		{"config", required_argument, 0, 'c'},   {"state-dir", required_argument, 0, O_STATE},
 		{"bpf-dir", required_argument, 0, O_BPF}, {"ca", required_argument, 0, O_CA},
@@ -131,7 +136,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		{"tls12", no_argument, 0, O_TLS12},     {"metrics-port", required_argument, 0, O_MPORT},
 		{"admin-port", required_argument, 0, O_APORT},
 		{"ready-port", required_argument, 0, O_RPORT}, {"help", no_argument, 0, 'h'},
-		{"cleanup", no_argument, 0, O_CLEANUP},
+		{"cleanup", no_argument, 0, O_CLEANUP}, {"engine", required_argument, 0, O_ENGINE},
 		{"metrics-addr", required_argument, 0, O_MADDR},
 		{"hbone-response-timeout", required_argument, 0, O_RESP},
 		{"hbone-suspect", required_argument, 0, O_SUSPECT},
@@ -148,6 +153,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		.resolv_conf = "/etc/resolv.conf",
 		.svid_ttl = 86400,
 		.transparent = true,
+		.engine = ENGINE_SOCKMAP,
 		.pool_idle_ms = 300000,
 		.hbone_response_ms = 10000,
 		.hbone_suspect_ms = 2000,
@@ -195,6 +201,17 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 			break;
 		}
 		case O_CLEANUP: o->cleanup = true; break;
+		case O_ENGINE:
+			if (strcmp(optarg, "userspace") == 0) {
+				o->engine = ENGINE_USERSPACE;
+			} else if (strcmp(optarg, "sockmap") == 0) {
+				o->engine = ENGINE_SOCKMAP;
+			} else {
+				fprintf(stderr, "moatd: --engine \"%s\": expected userspace or sockmap\n",
+					optarg);
+				return -1;
+			}
+			break;
 		case O_MADDR:
 			if (!http_bind_addr_valid(optarg)) {
 				fprintf(stderr, "moatd: --metrics-addr \"%s\": expected an IPv4 or IPv6 "

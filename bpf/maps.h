@@ -81,6 +81,22 @@ struct {
 	__type(value, __u64); /* socket fd when written, socket cookie when read */
 } plain_listeners SEC(".maps");
 
+/* Same-node joins: each socket stored under its peer's cookie (see abi.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 2 * MOAT_JOINED_MAX);
+	__type(key, struct moat_join_key);
+	__type(value, __u64); /* socket fd when written, socket cookie when read */
+} joined SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * MOAT_JOINED_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct moat_join_bytes_key);
+	__type(value, struct moat_join_bytes);
+} join_bytes SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MOAT_PODS_MAX);

@@ -618,3 +618,33 @@ int plain_lookup(struct bpf_sk_lookup *ctx)
 		  workload_id_of(&t.src), wl->id);
 	return SK_DROP;
 }
+
+/* ---- join_verdict (sk_skb stream verdict on the `joined` sockhash) ----
+ * Every socket in `joined` is one end of an allowed same-node connection, stored under its
+ * peer's cookie, so its own cookie finds the peer. What it receives is sent out of the peer
+ * (flags 0 = egress) without ever reaching user space. No stream parser: verdict-only mode
+ * (5.10+), one skb at a time. A socket whose peer is not (yet) in the map passes the data to
+ * its own receive queue, where moatd sees it and resets the pair (see agent/proxy/join.c). */
+SEC("sk_skb/stream_verdict")
+int join_verdict(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct moat_join_key k = {.peer_cookie = cookie};
+	__u32 len = skb->len;
+	/* The FIN arrives as an empty skb: nothing to move, and redirecting it would make the
+	 * kernel write to the peer after moatd has passed the FIN on (EPIPE there). TCP itself
+	 * records the FIN on this socket; moatd sees it as EPOLLRDHUP. */
+	if (len == 0)
+		return SK_DROP;
+	long rc = bpf_sk_redirect_hash(skb, &joined, &k, 0);
+	if (rc != SK_PASS) {
+		STAT_INC(join_unpaired);
+		return SK_PASS;
+	}
+	struct moat_join_bytes_key bk = {.cookie = cookie};
+	struct moat_join_bytes *b = bpf_map_lookup_elem(&join_bytes, &bk);
+	if (b)
+		__sync_fetch_and_add(&b->bytes, len);
+	STAT_INC(join_redirected);
+	return SK_PASS;
+}

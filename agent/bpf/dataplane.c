@@ -114,7 +114,7 @@ struct dataplane *dataplane_open(const char *pin_dir, struct err *e)
 		err_set(e, "count possible CPUs: %s", strerror(-dp->ncpus));
 		goto fail;
 	}
-	if (load_skeleton(dp, e) < 0 || pin_objects(dp, e) < 0)
+	if (load_skeleton(dp, e) < 0 || pin_objects(dp, e) < 0 || dataplane_join_attach(dp, e) < 0)
 		goto fail;
 	struct moat_settings s = {.epoch = 1, .outbound_policy = MOAT_OUTBOUND_ALLOW_ANY};
 	if (dataplane_settings_set(dp, &s, e) < 0)

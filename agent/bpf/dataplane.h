@@ -107,6 +107,16 @@ typedef void (*dataplane_event_cb)(void *arg, const struct moat_event *ev);
 int dataplane_events_fd(struct dataplane *dp);
 int dataplane_events_consume(struct dataplane *dp, dataplane_event_cb cb, void *arg);
 
+/* Same-node joins (agent/bpf/join.c): put two established TCP sockets in the `joined`
+ * sockhash so the kernel moves what each receives out of the other (sk_skb verdict);
+ * cookie[] gets their SO_COOKIEs. On failure nothing stays joined and the sockets are as
+ * before. */
+int dataplane_join(struct dataplane *dp, const int fd[2], uint64_t cookie[2], struct err *e);
+/* Payload bytes the kernel has redirected from the socket with this cookie so far. */
+uint64_t dataplane_join_bytes(struct dataplane *dp, uint64_t cookie);
+/* Take both out of the map; bytes[i]: payload the kernel redirected from socket i. */
+void dataplane_unjoin(struct dataplane *dp, const uint64_t cookie[2], uint64_t bytes[2]);
+
 const char *dataplane_pin_dir(const struct dataplane *dp);
 
 /* Where cgroup v2 is mounted (first cgroup2 line of /proc/mounts); false when nowhere. */

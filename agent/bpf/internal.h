@@ -77,6 +77,10 @@ struct dataplane {
 	int ncpus;
 };
 
+/* join.c: attach join_verdict to the joined sockhash (at open); SO_COOKIE of a socket. */
+int dataplane_join_attach(struct dataplane *dp, struct err *e);
+int dp_socket_cookie(int fd, uint64_t *cookie);
+
 #define BPF_FS_MAGIC_VALUE 0xcafe4a11
 #define DP_DEFAULT_BPFFS "/sys/fs/bpf"
 

@@ -173,8 +173,12 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 	hbone_pool_counts(a->pool, &pool_conns, &pool_streams);
 	for (struct pod *p = a->pods; p; p = p->next)
 		n_pods++;
-	for (struct conn *c = a->conns; c; c = c->next)
+	int n_sockmap = 0;
+	for (struct conn *c = a->conns; c; c = c->next) {
 		n_conns++;
+		n_sockmap += strcmp(c->engine, "sockmap") == 0;
+	}
+	const char *same_node = a->opts.engine == ENGINE_SOCKMAP ? "sockmap" : "userspace";
 	struct moat_stats st = {0};
 	dataplane_stats(a->dp, &st);
 	if (want_json(r)) {
@@ -205,7 +209,12 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 			    (unsigned long long)st.spoofed_dropped);
 		sbuf_json_str(out, dataplane_pin_dir(a->dp));
 		status_verdicts_json(a, out);
-		sbuf_printf(out, ",\"relay_engine\":\"userspace-openssl\",\"ktls_available\":%s}\n",
+		sbuf_printf(out, ",\"relay_engine\":\"userspace-openssl\",\"same_node_engine\":\"%s\","
+				 "\"engines\":{\"sockmap\":%d,\"userspace\":%d},"
+				 "\"bpf_join\":{\"redirected\":%llu,\"unpaired\":%llu},"
+				 "\"ktls_available\":%s}\n",
+			    same_node, n_sockmap, n_conns - n_sockmap,
+			    (unsigned long long)st.join_redirected, (unsigned long long)st.join_unpaired,
 			    a->ktls ? "true" : "false");
 		return 0;
 	}
@@ -221,6 +230,8 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 	sbuf_printf(out, "connections     %d live; HBONE pool %d connections, %d streams\n", n_conns,
 		    pool_conns, pool_streams);
 	sbuf_printf(out, "relay engine    userspace-openssl; kernel TLS: %s\n", a->ktls_why);
+	sbuf_printf(out, "engines         same node: %s (--engine); live: %d sockmap, %d userspace\n",
+		    same_node, n_sockmap, n_conns - n_sockmap);
 	sbuf_printf(out, "connect hook    %llu captured, %llu denied, %llu unregistered, %llu "
 			 "decided by moatd\n",
 		    (unsigned long long)st.connects_captured, (unsigned long long)st.connects_denied,

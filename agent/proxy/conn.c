@@ -9,6 +9,7 @@
 #include "proxy/proxy.h"
 #include "proxy/connector.h"
 #include "proxy/pool.h"
+#include "proxy/join.h"
 #include "proxy/relay.h"
 #include "hbone/h2.h"
 #include <sys/socket.h>
@@ -16,7 +17,8 @@
 
 static const char *path_name(enum conn_path p)
 {
-	static const char *names[] = {"hbone", "plaintext", "egress", "inbound_plaintext"};
+	static const char *names[] = {"hbone", "plaintext", "egress", "inbound_plaintext",
+				      "same_node"};
 	return names[p];
 }
 
@@ -28,6 +30,7 @@ struct conn *conn_new(struct agent *a, enum conn_dir dir, enum conn_path path, s
 	c->path = path;
 	c->pod = pod;
 	c->app_fd = -1;
+	c->engine = "userspace";
 	c->id = ++a->n_conns;
 	c->start_wall_ms = wall_ms();
 	c->start_ms = now_ms();
@@ -59,6 +62,20 @@ void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, cons
 void conn_set_policy(struct conn *c, const char *policy)
 {
 	c->policy = intern_str(&c->agent->strings, policy);
+}
+
+void conn_set_engine(struct conn *c, const char *engine)
+{
+	c->engine = engine;
+}
+
+/* ztunnel's connection_security_policy: mutual_tls for HBONE; a same-node connection the
+ * kernel carries between two local pods has no tunnel to secure: "same_node". */
+static const char *security_policy(const struct conn *c)
+{
+	if (c->path == PATH_HBONE)
+		return "mutual_tls";
+	return c->path == PATH_SAME_NODE ? "same_node" : "unknown";
 }
 
 /* "ns/name" -> name and namespace views without allocating. */
@@ -105,8 +122,7 @@ static void conn_labels(const struct conn *c, struct metric_labels *l, char bufs
 	metric_label(l, "destination_cluster", "Kubernetes");
 	metric_label(l, "request_protocol", "tcp");
 	metric_label(l, "response_flags", flags);
-	metric_label(l, "connection_security_policy",
-		     c->path == PATH_HBONE ? "mutual_tls" : "unknown");
+	metric_label(l, "connection_security_policy", security_policy(c));
 }
 
 void conn_opened(struct conn *c)
@@ -116,6 +132,10 @@ void conn_opened(struct conn *c)
 	char bufs[4][128];
 	conn_labels(c, &l, bufs, "-");
 	metrics_counter_add(c->agent->metrics, "istio_tcp_connections_opened_total", &l, 1);
+	struct metric_labels el = {0};
+	metric_label(&el, "engine", c->engine);
+	metric_label(&el, "direction", c->dir == CONN_OUTBOUND ? "outbound" : "inbound");
+	metrics_counter_add(c->agent->metrics, "moat_engine_connections_total", &el, 1);
 }
 
 static void json_addr(struct sbuf *b, const char *key, const struct moat_addr *a, uint16_t port)
@@ -147,6 +167,13 @@ void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char
 		metrics_counter_add(a->metrics, "istio_tcp_connections_closed_total", &l, 1);
 		metrics_counter_add(a->metrics, "istio_tcp_sent_bytes_total", &l, bytes_sent);
 		metrics_counter_add(a->metrics, "istio_tcp_received_bytes_total", &l, bytes_received);
+		/* Payload each engine carried, per direction of the record; "userspace" is what
+		 * went through moatd's own buffers. */
+		struct metric_labels el = {0};
+		metric_label(&el, "engine", c->engine);
+		metric_label(&el, "direction", c->dir == CONN_OUTBOUND ? "outbound" : "inbound");
+		metrics_counter_add(a->metrics, "moat_engine_bytes_total", &el,
+				    bytes_sent + bytes_received);
 	} else {
 		/* Authorized but never carried (upstream or tunnel connect failed): ztunnel's
 		 * CONNECT flag. */
@@ -174,9 +201,10 @@ void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char
 	sbuf_puts(&b, ",\"verdict\":\"ALLOW\",\"policy\":");
 	sbuf_json_str(&b, c->policy);
 	/* mutual_tls only for a tunnel that was actually established. */
-	sbuf_printf(&b, ",\"security\":\"%s\",\"path\":\"%s\",\"opened\":%s",
-		    c->path == PATH_HBONE && c->opened ? "mutual_tls" : "none", path_name(c->path),
-		    c->opened ? "true" : "false");
+	sbuf_printf(&b, ",\"security\":\"%s\",\"path\":\"%s\",\"engine\":\"%s\",\"opened\":%s",
+		    c->path == PATH_HBONE && c->opened ? "mutual_tls"
+		    : c->path == PATH_SAME_NODE && c->opened ? "same_node" : "none",
+		    path_name(c->path), c->engine, c->opened ? "true" : "false");
 	sbuf_printf(&b, ",\"bytes_sent\":%llu,\"bytes_received\":%llu,\"duration_ms\":%llu",
 		    (unsigned long long)bytes_sent, (unsigned long long)bytes_received,
 		    (unsigned long long)(now_ms() - c->start_ms));
@@ -272,12 +300,12 @@ void agent_log_deny(struct agent *a, const struct deny_record *r)
 void conns_dump(struct agent *a, bool json, struct sbuf *out)
 {
 	char s[ADDR_STRLEN + 8], d[ADDR_STRLEN + 8];
-	static const char *paths[] = {"hbone", "plaintext", "egress", "inbound_plaintext"};
 	if (json)
 		sbuf_puts(out, "[");
 	else
-		sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %s\n", "DIR", "SOURCE",
-			    "DESTINATION", "SRC-WORKLOAD", "DST-WORKLOAD", "PATH", "AGE-MS");
+		sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %-9s %s\n", "DIR", "SOURCE",
+			    "DESTINATION", "SRC-WORKLOAD", "DST-WORKLOAD", "PATH", "ENGINE",
+			    "AGE-MS");
 	bool first = true;
 	for (struct conn *c = a->conns; c; c = c->next) {
 		addr_port_str(&c->src, c->sport, s, sizeof(s));
@@ -285,9 +313,10 @@ void conns_dump(struct agent *a, bool json, struct sbuf *out)
 		const char *dir = c->dir == CONN_OUTBOUND ? "outbound" : "inbound";
 		unsigned long long age = (unsigned long long)(now_ms() - c->start_ms);
 		if (!json) {
-			sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %llu\n", dir, s, d,
-				    c->src_workload ? c->src_workload : "-",
-				    c->dst_workload ? c->dst_workload : "-", paths[c->path], age);
+			sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %-9s %llu\n", dir, s,
+				    d, c->src_workload ? c->src_workload : "-",
+				    c->dst_workload ? c->dst_workload : "-", path_name(c->path),
+				    c->engine, age);
 			continue;
 		}
 		sbuf_printf(out, "%s{\"direction\":\"%s\",\"src_addr\":\"%s\",\"dst_addr\":\"%s\"",
@@ -300,8 +329,8 @@ void conns_dump(struct agent *a, bool json, struct sbuf *out)
 		sbuf_json_str(out, c->dst_workload);
 		sbuf_puts(out, ",\"policy\":");
 		sbuf_json_str(out, c->policy);
-		sbuf_printf(out, ",\"path\":\"%s\",\"opened\":%s,\"age_ms\":%llu}", paths[c->path],
-			    c->opened ? "true" : "false", age);
+		sbuf_printf(out, ",\"path\":\"%s\",\"engine\":\"%s\",\"opened\":%s,\"age_ms\":%llu}",
+			    path_name(c->path), c->engine, c->opened ? "true" : "false", age);
 		first = false;
 	}
 	if (json)
@@ -317,7 +346,9 @@ void conns_drop_pod(struct agent *a, struct pod *p)
 			c = c->next;
 		if (!c)
 			return;
-		if (c->relay) {
+		if (c->join) {
+			join_reset(c->join, "pod unenrolled");
+		} else if (c->relay) {
 			relay_reset(c->relay, "pod unenrolled");
 		} else if (c->stream) {
 			h2stream_reset(c->stream, "pod unenrolled");

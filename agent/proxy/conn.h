@@ -15,11 +15,13 @@ enum conn_path {
 	PATH_PLAINTEXT,      /* workload without an agent, reached directly */
 	PATH_EGRESS,         /* ServiceEntry / outside the mesh, reached directly */
 	PATH_INBOUND_PLAIN,  /* PERMISSIVE plaintext into a local pod (15006) */
+	PATH_SAME_NODE,      /* both pods on this node: joined in the kernel (proxy/join.c) */
 };
 
 struct h2stream;
 struct relay;
 struct connector;
+struct join;
 
 struct conn {
 	struct agent *agent;
@@ -40,6 +42,8 @@ struct conn {
 	struct connector *connecting;
 	struct relay *relay;
 	struct h2stream *stream;
+	struct join *join;   /* same node: the pair both records belong to */
+	const char *engine;  /* what carried the bytes: "sockmap" or "userspace" (static) */
 	char *note;          /* why it failed before it was carried (upstream connect error) */
 	bool opened;         /* counted as opened (authorized and carried) */
 	bool closed_as_deny; /* refused by the peer: logged as a deny, not as a connection */
@@ -53,6 +57,8 @@ void conn_set_src(struct conn *c, const struct moat_addr *a, uint16_t port, cons
 void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
 		  const char *identity);
 void conn_set_policy(struct conn *c, const char *policy);
+/* The engine carrying the connection ("sockmap", "userspace"; a static string). */
+void conn_set_engine(struct conn *c, const char *engine);
 /* The connection is authorized and carried: count it as opened. */
 void conn_opened(struct conn *c);
 /* Finished: metrics, one access-log line, unlink and free. to_dest: bytes the source sent

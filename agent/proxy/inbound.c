@@ -16,12 +16,9 @@
 #include "proxy/conn.h"
 #include "proxy/connect_req.h"
 #include "proxy/connector.h"
+#include "proxy/join.h"
 #include "proxy/proxy.h"
 #include "proxy/relay.h"
-
-/* Marks the upstream socket of a transparent connection so the app's replies to the
- * foreign source address are routed back to the agent (policy routing set up at enroll). */
-#define MOAT_TPROXY_MARK 0x539
 
 struct srv_conn {
 	struct agent *agent;
@@ -42,25 +39,31 @@ static const char *src_workload_name(struct agent *a, const struct moat_addr *ip
 	return NULL;
 }
 
-static void upstream_connect(struct agent *a, struct conn *c, connector_cb cb)
+struct connector *pod_app_connect(struct agent *a, struct pod *p, const struct moat_addr *src,
+				  const struct moat_addr *dst, uint16_t dport, connector_cb cb,
+				  void *arg)
 {
-	struct pod *p = c->pod;
 	char who[300];
 	snprintf(who, sizeof(who), "pod %s", p->key);
-	/* c->dst is the pod address that was dialed (checked against the pod's addresses). */
+	/* dst is the pod address that was dialed (checked against the pod's addresses). */
 	bool transparent = a->opts.transparent && p->transparent_ok &&
-			   addr_is_v4(&c->src) == addr_is_v4(&c->dst) && !pod_has_addr(p, &c->src);
+			   addr_is_v4(src) == addr_is_v4(dst) && !pod_has_addr(p, src);
 	struct connect_req r = {
 		.netns_fd = p->netns_fd,
-		.dst = c->dst,
-		.dst_port = c->dport,
-		.src = transparent ? &c->src : NULL,
+		.dst = *dst,
+		.dst_port = dport,
+		.src = transparent ? src : NULL,
 		.transparent = transparent,
 		.mark = transparent ? MOAT_TPROXY_MARK : 0,
 		.timeout_ms = 10000,
 		.who = who,
 	};
-	c->connecting = connector_start(a->loop, &r, cb, c);
+	return connector_start(a->loop, &r, cb, arg);
+}
+
+static void upstream_connect(struct agent *a, struct conn *c, connector_cb cb)
+{
+	c->connecting = pod_app_connect(a, c->pod, &c->src, &c->pod->addr, c->dport, cb, c);
 }
 
 /* ---- 15008: HBONE ---- */
@@ -378,7 +381,9 @@ void inbound_recheck(struct agent *a)
 		snprintf(reason, sizeof(reason), "late rejection after a policy change: %s", dec.why);
 		conn_log_deny(victim, "inbound", dec.policy ? dec.policy->id_name : NULL, reason,
 			      "LATE_REJECTION");
-		if (victim->stream)
+		if (victim->join)
+			join_reset(victim->join, "closed: policy now denies this connection");
+		else if (victim->stream)
 			h2stream_reset(victim->stream, "closed: policy now denies this connection");
 		else if (victim->relay)
 			relay_reset(victim->relay, "closed: policy now denies this connection");

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "proxy/conn.h"
 #include "proxy/connector.h"
+#include "proxy/join.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "proxy/relay.h"
@@ -180,6 +181,14 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 			deny(a, p, fd, &dst, dport, cport, d.name,
 			     dec.policy ? dec.policy->id_name : NULL, dec.why,
 			     dec.reason == MOAT_REASON_POLICY_DENY ? "POLICY_DENY" : "NO_ALLOW");
+			return;
+		}
+		/* Both pods here: the decision above is the destination's own (its policies, the
+		 * source's identity and address), exactly what its inbound would decide. */
+		if (d.kind == DEST_WORKLOAD && d.local && d.local != p &&
+		    a->opts.engine == ENGINE_SOCKMAP) {
+			join_start(a, p, d.local, fd, &d, &dst, dport, cport,
+				   dec.policy ? dec.policy->id_name : NULL);
 			return;
 		}
 		enum conn_path path = d.kind == DEST_SERVICE ? PATH_EGRESS : PATH_HBONE;

@@ -7,9 +7,14 @@
 #define MOAT_PROXY_PROXY_H
 
 #include "hbone/h2.h"
+#include "proxy/connector.h"
 #include "state/agent.h"
 
 enum listener_kind { LSN_OUTBOUND = 0, LSN_HBONE = 1, LSN_PLAIN = 2 };
+
+/* Marks the upstream socket of a transparent connection so the app's replies to the
+ * foreign source address are routed back to the agent (policy routing set up at enroll). */
+#define MOAT_TPROXY_MARK 0x539
 
 /* The agent's own ports are never valid destinations (ztunnel's rule). */
 static inline bool is_agent_port(uint16_t port)
@@ -25,6 +30,12 @@ static inline struct h2_limits agent_h2_limits(const struct agent *a)
 				  .suspect_ms = a->opts.hbone_suspect_ms,
 				  .stream_idle_ms = a->opts.stream_idle_ms};
 }
+
+/* Connect to the app of local pod p at dst:dport from inside its netns, from src (the
+ * client's address) where policy routing allows (IP_TRANSPARENT), else from the pod. */
+struct connector *pod_app_connect(struct agent *a, struct pod *p, const struct moat_addr *src,
+				  const struct moat_addr *dst, uint16_t dport, connector_cb cb,
+				  void *arg);
 
 /* Open one listener of the pod (bound inside its netns) and watch it. */
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,

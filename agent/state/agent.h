@@ -29,6 +29,13 @@ struct srv_conn;
 struct reload_job;
 struct verdict_cache;
 
+/* --engine: what carries allowed connections between two pods of this node. */
+enum agent_engine {
+	ENGINE_USERSPACE = 0, /* HBONE over the node's loopback, as across nodes */
+	ENGINE_SOCKMAP,       /* joined in the kernel (proxy/join.c; moatd's default); user
+			       * space if that fails */
+};
+
 struct agent_opts {
 	const char *config_dir;
 	const char *state_dir;   /* default /run/moat */
@@ -53,6 +60,7 @@ struct agent_opts {
 	uint16_t metrics_port, admin_port, ready_port;
 	const char *metrics_addr; /* --metrics-addr (0.0.0.0) */
 	bool cleanup;            /* --cleanup: remove capture, pins and records, then exit */
+	enum agent_engine engine; /* --engine (same-node connections) */
 };
 
 /* Stable ids for names (workloads, identities, policies): the same name keeps its id for the
@@ -142,6 +150,7 @@ struct agent {
 	struct verdict_cache *verdicts; /* what the BPF verdict map holds (state/verdicts.c) */
 	bool ready;
 	bool ktls;                    /* the kernel takes TCP_ULP "tls" (probed at start) */
+	bool join_fallback_logged;    /* a failed same-node join was logged (once) */
 	char ktls_why[160];
 	/* config watch and the reload worker (state/reload.c) */
 	bool watching;                /* agent_config_watch ran: the fields below are set up */

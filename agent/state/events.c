@@ -156,6 +156,8 @@ static void export_stats(struct loop_timer *t)
 			{"moat_bpf_spoofed_dropped_total", st.spoofed_dropped, o->spoofed_dropped},
 			{"moat_bpf_plaintext_no_listener_total", st.plaintext_no_listener,
 			 o->plaintext_no_listener},
+			{"moat_bpf_join_redirected_total", st.join_redirected, o->join_redirected},
+			{"moat_bpf_join_unpaired_total", st.join_unpaired, o->join_unpaired},
 		};
 		struct metric_labels none = {0};
 		for (size_t i = 0; i < ARRAY_SIZE(rows); i++)

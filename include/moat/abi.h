@@ -18,7 +18,7 @@
 #include <linux/types.h>
 #endif
 
-#define MOAT_ABI_VERSION 2
+#define MOAT_ABI_VERSION 3
 
 /* Agent ports inside every enrolled pod's network namespace (same numbers as ztunnel). */
 #define MOAT_PORT_OUTBOUND      15001 /* captured outbound connections (127.0.0.1 / ::1) */
@@ -39,12 +39,16 @@
 #define MOAT_MAP_EVENTS      "events"
 #define MOAT_MAP_STATS       "stats"
 #define MOAT_MAP_POD_IFS     "pod_ifs"
+#define MOAT_MAP_JOINED      "joined"
+#define MOAT_MAP_JOIN_BYTES  "join_bytes"
 
 #define MOAT_WORKLOADS_MAX   65536
 #define MOAT_PODS_MAX        1024
 #define MOAT_VERDICTS_MAX    262144
 #define MOAT_CONNTRACK_MAX   65536
 #define MOAT_EVENTS_BYTES    (256 * 1024)
+/* Same-node connections joined in the kernel at once (two sockets each). */
+#define MOAT_JOINED_MAX      16384
 /* Addresses one pod may have on its interface (declared + learned); beyond this they are
  * not registered, so TC drops what is sent to or from them. */
 #define MOAT_POD_ADDRS_MAX   16
@@ -196,6 +200,27 @@ struct moat_orig_dst {
 /* ---- plain_listeners (sockhash): pod address -> its 15006 listener (sk_lookup) ---- */
 /* key: struct moat_workload_key; value: socket fd (user space) / socket (BPF) */
 
+/* ---- joined (sockhash): same-node connections joined in the kernel ----
+ * moatd puts the two sockets of an allowed same-node connection here crosswise: socket A
+ * under the cookie of socket B and B under the cookie of A. The sk_skb verdict program
+ * `join_verdict` runs on every socket in the map and redirects what it receives to the
+ * socket stored under its own cookie, i.e. its peer. */
+struct moat_join_key {
+	__u64 peer_cookie; /* SO_COOKIE of the *other* socket of the pair */
+};
+/* value: socket fd (user space) / socket (BPF) */
+
+/* ---- join_bytes: socket cookie -> payload bytes the kernel redirected from it ----
+ * Written (zeroed) by moatd at join, counted by join_verdict, read and deleted at close:
+ * the byte counts of a joined connection, which never passes through user space. */
+struct moat_join_bytes_key {
+	__u64 cookie;
+};
+
+struct moat_join_bytes {
+	__u64 bytes;
+};
+
 /* ---- events (ringbuf) -> moatd ---- */
 enum moat_event_kind {
 	MOAT_EV_CONNECT_DENIED   = 1, /* connect() failed with EPERM in the capture hook */
@@ -234,6 +259,8 @@ struct moat_stats {
 	__u64 unknown_dst_dropped;   /* TC dropped new TCP connections to unregistered pod addresses */
 	__u64 spoofed_dropped;       /* TC dropped packets from a pod with a source not its own */
 	__u64 plaintext_no_listener; /* sk_lookup dropped PERMISSIVE plaintext: no 15006 listener */
+	__u64 join_redirected;       /* join_verdict moved an skb to the peer socket */
+	__u64 join_unpaired;         /* join_verdict found no peer: passed to user space */
 };
 
 #ifndef __VMLINUX_H__
@@ -247,8 +274,10 @@ _Static_assert(sizeof(struct moat_settings) == 16, "moat_settings");
 _Static_assert(sizeof(struct moat_conn_key) == 32, "moat_conn_key");
 _Static_assert(sizeof(struct moat_orig_dst) == 40, "moat_orig_dst");
 _Static_assert(sizeof(struct moat_event) == 80, "moat_event");
-_Static_assert(sizeof(struct moat_stats) == 12 * 8, "moat_stats");
+_Static_assert(sizeof(struct moat_stats) == 14 * 8, "moat_stats");
 _Static_assert(sizeof(struct moat_pod_if) == 8 + MOAT_NAME_LEN, "moat_pod_if");
+_Static_assert(sizeof(struct moat_join_key) == 8, "moat_join_key");
+_Static_assert(sizeof(struct moat_join_bytes) == 8, "moat_join_bytes");
 #endif
 
 #endif /* MOAT_ABI_H */

@@ -339,7 +339,10 @@ start_agent() {
 	[ -n "$resolv" ] && args+=(--resolv-conf "$resolv")
 	[ -n "$E2E_CA" ] && args+=(--ca "$E2E_CA")
 	# lab node-exec becomes moatd (exec all the way), so $! is moatd's pid.
-	"$LAB_TOOL" node-exec "$E2E_LAB" "$node" -- "$MOATD" "${args[@]}" "$@" \
+	# E2E_MOATD_ARGS: extra moatd arguments for every agent of a run (e.g. --engine
+	# userspace); the test's own arguments come last and win.
+	# shellcheck disable=SC2086
+	"$LAB_TOOL" node-exec "$E2E_LAB" "$node" -- "$MOATD" "${args[@]}" ${E2E_MOATD_ARGS:-} "$@" \
 		</dev/null >>"$dir/moatd.stdout" 2>>"$dir/moatd.log" &
 	echo $! >"$dir/moatd.pid"
 	E2E_AGENTS+=("$node")
@@ -460,6 +463,17 @@ unenroll() {
 	local pod=$1 node
 	node=$(pod_info "$pod" node)
 	moatctl_on "$node" unenroll --namespace "$(pod_info "$pod" namespace)" --name "$(pod_info "$pod" name)"
+}
+
+# ---------------------------------------------------------------- engines
+# The path a connection between pods on SRC-NODE and DST-NODE is logged with: a same-node
+# pair is joined in the kernel ("same_node", security "same_node": moatd's default engine),
+# unless the run's moatd has --engine userspace (E2E_MOATD_ARGS): then it takes HBONE
+# ("hbone", "mutual_tls").
+engine_sockmap() { [[ " ${E2E_MOATD_ARGS:-} " != *" --engine userspace "* ]]; }
+expected_path() { if [ "$1" = "$2" ] && engine_sockmap; then echo same_node; else echo hbone; fi; }
+expected_security() {
+	if [ "$(expected_path "$1" "$2")" = same_node ]; then echo same_node; else echo mutual_tls; fi
 }
 
 # ---------------------------------------------------------------- access-log queries (jq)

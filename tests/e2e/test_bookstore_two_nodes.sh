@@ -99,13 +99,15 @@ deny_logged() { # SRC DST POLICY: connect deny on SRC's node, naming POLICY (pol
 		--arg dw "$dst" --arg pol "$pol"
 }
 hbone_logged() { # SRC DST: an ALLOWed HBONE connection with the source's identity, on DST's node
-	access_log_has "$(node_of "$2")" '.type == "connection" and .path == "hbone" and .verdict == "ALLOW"
+	# (same node with --engine sockmap: joined in the kernel, path same_node)
+	access_log_has "$(node_of "$2")" '.type == "connection" and .path == $path and .verdict == "ALLOW"
 		and .src_identity == $sid and .dst_addr == $dst' \
-		--arg sid "$(spiffe "$1" "${SA[$1]}")" --arg dst "$(target "$2")"
+		--arg sid "$(spiffe "$1" "${SA[$1]}")" --arg dst "$(target "$2")" \
+		--arg path "$(expected_path "$(node_of "$1")" "$(node_of "$2")")"
 }
 allowed() { # SRC DST WHY
 	check_connect_ok "$1 -> $2:${PORT[$2]} is allowed ($3)" "$1" "$(target "$2")" 65536 1048576
-	check_wait "... over HBONE with $1's identity, logged on $(node_of "$2")" 5 hbone_logged "$1" "$2"
+	check_wait "... over $(expected_path "$(node_of "$1")" "$(node_of "$2")") with $1's identity, logged on $(node_of "$2")" 5 hbone_logged "$1" "$2"
 }
 denied() { # SRC DST POLICY
 	check_connect_denied "$1 -> $2:${PORT[$2]} fails at connect() with EPERM, fast" "$1" "$(target "$2")" 500

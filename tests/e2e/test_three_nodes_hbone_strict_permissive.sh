@@ -63,10 +63,11 @@ for w in "${SPOKES[@]}"; do
 	E2E_SERVE_BYTES=$MIB10 check_connect_ok "orchestrator-agent -> $w:${PORT[$w]} (${NODE[$w]}) carries 10 MiB each way intact" \
 		orchestrator-agent "${ADDR[$w]}:${PORT[$w]}" "$MIB10" "$MIB10"
 	dst_node=${NODE[$w]}
-	check "... $dst_node logs it inbound over mutual TLS from the orchestrator's verified identity" \
-		access_log_has "$dst_node" '.type == "connection" and .direction == "inbound" and .dst_workload == $w and .security == "mutual_tls" and .src_identity == "spiffe://cluster.local/ns/'$NS'/sa/orchestrator-agent" and .bytes_sent >= '$MIB10 --arg w "$NS/$w"
-	check "... node1 logs it outbound over HBONE" \
-		access_log_has node1 '.type == "connection" and .direction == "outbound" and .path == "hbone" and .dst_workload == $w and .bytes_received >= '$MIB10 --arg w "$NS/$w"
+	sec=$(expected_security node1 "$dst_node") path=$(expected_path node1 "$dst_node")
+	check "... $dst_node logs it inbound ($sec) from the orchestrator's verified identity" \
+		access_log_has "$dst_node" '.type == "connection" and .direction == "inbound" and .dst_workload == $w and .security == $sec and .src_identity == "spiffe://cluster.local/ns/'$NS'/sa/orchestrator-agent" and .bytes_sent >= '$MIB10 --arg w "$NS/$w" --arg sec "$sec"
+	check "... node1 logs it outbound ($path)" \
+		access_log_has node1 '.type == "connection" and .direction == "outbound" and .path == $path and .dst_workload == $w and .bytes_received >= '$MIB10 --arg w "$NS/$w" --arg path "$path"
 done
 check "the app sees the orchestrator's own address across nodes" \
 	grep -q '"peer":"10.244.1.10:' "$(probe_log_path summary-agent 8080)"
