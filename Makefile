@@ -64,6 +64,7 @@ bench:
 	@bash scripts/deps.sh bench
 	@$(MAKE) --no-print-directory build
 	@QUICK=$(QUICK) bash bench/run
+	@QUICK=$(QUICK) bash bench/scale/section
 
 # libFuzzer targets (tests/fuzz/): `make fuzz` runs each for FUZZ_SECONDS and reports what
 # it finds; `make test` runs each over its corpus once (the fuzz layer, tests/fuzz/run).
