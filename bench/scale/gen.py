@@ -101,9 +101,11 @@ def main():
         for n in range(a.namespaces):
             f.write("---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ns-%02d, labels: "
                     "{istio.io/dataplane-mode: ambient}}\n" % n)
-    with open(os.path.join(a.out, "10-workloads.yaml"), "w") as f:
-        for i in range(a.workloads):
-            f.write(workload(i, a.namespaces, a.nodes)[2])
+    # 1,000 WorkloadEntries a file: every file stays under the loader's 1 MiB bound.
+    for start in range(0, a.workloads, 1000):
+        with open(os.path.join(a.out, "10-workloads-%03d.yaml" % (start // 1000)), "w") as f:
+            for i in range(start, min(start + 1000, a.workloads)):
+                f.write(workload(i, a.namespaces, a.nodes)[2])
     with open(os.path.join(a.out, "20-services.yaml"), "w") as f:
         for k in range(a.services):
             f.write(service(k))
