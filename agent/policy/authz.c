@@ -491,20 +491,8 @@ static void rule_ports(const struct mc_rule *r, uint16_t **ports, size_t *n, siz
 	}
 }
 
-/* Can rule r match this source at some port? Its `from` does not depend on the port. */
-static bool rule_may_match_source(struct mctx *m, const struct mc_rule *r)
-{
-	if (!m || !r->has_from)
-		return true;
-	for (size_t i = 0; i < r->n_from; i++)
-		if (match_source(m, &r->from[i]))
-			return true;
-	return false;
-}
-
-/* m == NULL: every source. */
 static size_t ports_of_interest(const struct mesh_config *c, const struct scope *sc,
-				const struct authz_target *t, struct mctx *m, uint16_t **ports)
+				const struct authz_target *t, uint16_t **ports)
 {
 	size_t n = 0, cap = 0;
 	*ports = NULL;
@@ -512,10 +500,8 @@ static size_t ports_of_interest(const struct mesh_config *c, const struct scope 
 		const struct mc_authz *p = scope_get(c, sc, i, t);
 		if (!p || p->unsupported)
 			continue;
-		if (m)
-			m->deny = p->action == MC_ACTION_DENY;
 		for (size_t r = 0; r < p->n_rules; r++)
-			if (!p->rules[r].dropped && rule_may_match_source(m, &p->rules[r]))
+			if (!p->rules[r].dropped)
 				rule_ports(&p->rules[r], ports, &n, &cap);
 	}
 	/* Port-level mTLS makes the plaintext verdict depend on the port too. */
@@ -539,25 +525,14 @@ size_t authz_ports_of_interest(const struct mesh_config *c, const struct authz_t
 			       uint16_t **ports)
 {
 	struct scope all = {0};
-	return ports_of_interest(c, &all, t, NULL, ports);
-}
-
-size_t authz_ports_of_interest_for(const struct mesh_config *c, const struct authz_target *t,
-				   const struct authz_peer *p, uint16_t **ports)
-{
-	struct principal_parts parts;
-	const char *principal = strip_spiffe(p->principal);
-	principal_split(principal, &parts);
-	struct mctx m = {.t = t, .p = p, .principal = principal, .parts = &parts};
-	struct scope all = {0};
-	return ports_of_interest(c, &all, t, &m, ports);
+	return ports_of_interest(c, &all, t, ports);
 }
 
 size_t authz_ports_among(const struct mesh_config *c, const uint32_t *idx, size_t n,
 			 const struct authz_target *t, uint16_t **ports)
 {
 	struct scope sc = {.idx = idx ? idx : (const uint32_t *)"", .n = n};
-	return ports_of_interest(c, &sc, t, NULL, ports);
+	return ports_of_interest(c, &sc, t, ports);
 }
 
 static bool rule_uses_source_ip(const struct mc_rule *r)

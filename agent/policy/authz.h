@@ -90,13 +90,6 @@ bool authz_has_port_mtls(const struct mesh_config *c, const struct mc_workload *
  * Returns the count; *ports is malloc'd (free it). */
 size_t authz_ports_of_interest(const struct mesh_config *c, const struct authz_target *t,
 			       uint16_t **ports);
-/* The same for one source: a rule whose `from` never matches p cannot make any port's
- * verdict for p differ from port 0's, so its ports are left out. The verdict cache is keyed
- * by source workload; 10,000 policies naming 1,000 ports for other sources cost one
- * evaluation instead of 1,001. */
-size_t authz_ports_of_interest_for(const struct mesh_config *c, const struct authz_target *t,
-				   const struct authz_peer *p, uint16_t **ports);
-
 /* True when the decision can depend on the source address (ipBlocks, source.ip), so a
  * cached verdict must be keyed by the source workload, not only its identity. */
 bool authz_depends_on_source_ip(const struct mesh_config *c, const struct authz_target *t);

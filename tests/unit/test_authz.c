@@ -621,45 +621,6 @@ TEST(authz_ports_of_interest_and_source_ip_dependence)
 
 /* The verdict cache asks per source: ports named only by rules that never match this
  * source leave every port's verdict equal to port 0's, so they are left out. */
-TEST(authz_ports_of_interest_for_a_source_skip_rules_it_never_matches)
-{
-	struct mesh_config *c = load(
-		AP("from-web", "ns1")
-		"spec: {selector: {matchLabels: {app: api}}, rules: [{from: [{source: {principals: ['"
-		WEB "']}}], to: [{operation: {ports: ['8080']}}]}]}\n"
-		AP("from-db", "ns1")
-		"spec: {selector: {matchLabels: {app: api}}, rules: [{from: [{source: {namespaces: [ns2]}}], "
-		"to: [{operation: {ports: ['9090']}}]}]}\n"
-		AP("deny-ips", "ns1")
-		"spec: {selector: {matchLabels: {app: api}}, action: DENY, rules: [{from: [{source: "
-		"{notIpBlocks: [10.0.0.0/8]}}], to: [{operation: {ports: ['7070']}}]}]}\n");
-	REQUIRE(c);
-	struct authz_target t = {.kind = AUTHZ_TARGET_WORKLOAD};
-	addr_parse("10.0.0.2", &t.ip);
-	t.workload = mc_workload_by_addr(c, &t.ip);
-	uint16_t *ports = NULL;
-	CHECK_INT(authz_ports_of_interest(c, &t, &ports), 3);
-	free(ports);
-	struct authz_peer web = {.principal = WEB, .has_ip = true};
-	addr_parse("10.0.0.1", &web.ip);
-	size_t n = authz_ports_of_interest_for(c, &t, &web, &ports);
-	CHECK(n == 1 && has_port(ports, n, 8080));
-	free(ports);
-	struct authz_peer db = {.principal = DB, .has_ip = true};
-	addr_parse("192.168.1.1", &db.ip); /* outside 10/8: the DENY rule may match it */
-	n = authz_ports_of_interest_for(c, &t, &db, &ports);
-	CHECK(n == 2 && has_port(ports, n, 9090) && has_port(ports, n, 7070));
-	free(ports);
-	/* and for web, a port left out decides like port 0 */
-	struct authz_decision d0, d9;
-	t.port = 0;
-	authz_evaluate(c, &t, &web, &d0);
-	t.port = 9090;
-	authz_evaluate(c, &t, &web, &d9);
-	CHECK(d0.action == d9.action && d0.reason == d9.reason && d0.policy == d9.policy);
-	mesh_config_unref(c);
-}
-
 TEST(authz_evaluate_on_empty_config_allows)
 {
 	struct mesh_config *c = mesh_config_empty();
