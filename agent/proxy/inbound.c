@@ -63,7 +63,8 @@ struct connector *pod_app_connect(struct agent *a, struct pod *p, const struct m
 
 static void upstream_connect(struct agent *a, struct conn *c, connector_cb cb)
 {
-	c->connecting = pod_app_connect(a, c->pod, &c->src, &c->pod->addr, c->dport, cb, c);
+	/* To the pod address that was dialed (dual stack: the family the client chose). */
+	c->connecting = pod_app_connect(a, c->pod, &c->src, &c->dst, c->dport, cb, c);
 }
 
 /* ---- 15008: HBONE ---- */

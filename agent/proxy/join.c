@@ -269,7 +269,7 @@ static struct conn *record(struct agent *a, enum conn_dir dir, struct pod *owner
 			   uint16_t dport, uint16_t sport, const char *policy, struct join *j)
 {
 	struct conn *c = conn_new(a, dir, PATH_SAME_NODE, owner);
-	conn_set_src(c, &src->addr, sport, src->key, src->spiffe_id);
+	conn_set_src(c, pod_addr_like(src, dst), sport, src->key, src->spiffe_id);
 	conn_set_dst(c, dst, dport, d->name, d->spiffe_id);
 	conn_set_policy(c, policy);
 	conn_set_engine(c, "sockmap");
@@ -293,5 +293,6 @@ void join_start(struct agent *a, struct pod *src, struct pod *dst_pod, int app_f
 	j->rec[1] = record(a, CONN_INBOUND, dst_pod, src, d, dst, dport, sport, dec_policy, j);
 	/* As the destination's inbound path would: from inside its netns, from the source
 	 * pod's address where policy routing allows (the app sees the real client). */
-	j->connecting = pod_app_connect(a, dst_pod, &src->addr, dst, dport, upstream_ready, j);
+	j->connecting = pod_app_connect(a, dst_pod, pod_addr_like(src, dst), dst, dport,
+					upstream_ready, j);
 }

@@ -92,12 +92,15 @@ for fam in 6 4; do
 		# family dialed (the port is the tunnel's, never the forwarded header's claim).
 		src=$(target $fam orchestrator-agent)
 		src=${src%:*}:
-		check "... ${NODE[$w]} logs it inbound over mutual TLS from the orchestrator's verified identity and ${src}port" \
-			access_log_has "${NODE[$w]}" '.type == "connection" and .direction == "inbound" and .dst_addr == $d and (.src_addr | startswith($s)) and .security == "mutual_tls" and .src_identity == $i and .bytes_sent >= '$MIB \
-			--arg d "$dst" --arg s "$src" --arg i "$orch_id"
-		check "... node1 logs it outbound over HBONE" \
-			access_log_has node1 '.type == "connection" and .direction == "outbound" and .path == "hbone" and .dst_addr == $d and .dst_workload == $w and .bytes_received >= '$MIB \
-			--arg d "$dst" --arg w "$NS/$w"
+		# Same node: joined in the kernel (path and security same_node) unless the
+		# engine is forced to userspace; across nodes HBONE over mutual TLS.
+		path=$(expected_path node1 "${NODE[$w]}") sec=$(expected_security node1 "${NODE[$w]}")
+		check "... ${NODE[$w]} logs it inbound ($sec) from the orchestrator's verified identity and ${src}port" \
+			access_log_has "${NODE[$w]}" '.type == "connection" and .direction == "inbound" and .dst_addr == $d and (.src_addr | startswith($s)) and .security == $sec and .src_identity == $i and .bytes_sent >= '$MIB \
+			--arg d "$dst" --arg s "$src" --arg i "$orch_id" --arg sec "$sec"
+		check "... node1 logs it outbound ($path)" \
+			access_log_has node1 '.type == "connection" and .direction == "outbound" and .path == $p and .dst_addr == $d and .dst_workload == $w and .bytes_received >= '$MIB \
+			--arg d "$dst" --arg w "$NS/$w" --arg p "$path"
 	done
 done
 check "the app sees the orchestrator's own IPv6 address across nodes" \
