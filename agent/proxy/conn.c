@@ -41,13 +41,22 @@ struct conn *conn_new(struct agent *a, enum conn_dir dir, enum conn_path path, s
 	return c;
 }
 
+/* Connection records hold their names in agent->strings; a name goes when no record and
+ * nothing else holds it (intern_collect). */
+static const char *conn_string(struct conn *c, const char *old, const char *name)
+{
+	const char *s = intern_hold_str(&c->agent->strings, name);
+	intern_release_str(&c->agent->strings, old, now_ms());
+	return s;
+}
+
 void conn_set_src(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
 		  const char *identity)
 {
 	c->src = *a;
 	c->sport = port;
-	c->src_workload = intern_str(&c->agent->strings, workload);
-	c->src_identity = intern_str(&c->agent->strings, identity);
+	c->src_workload = conn_string(c, c->src_workload, workload);
+	c->src_identity = conn_string(c, c->src_identity, identity);
 }
 
 void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
@@ -55,13 +64,13 @@ void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, cons
 {
 	c->dst = *a;
 	c->dport = port;
-	c->dst_workload = intern_str(&c->agent->strings, workload);
-	c->dst_identity = intern_str(&c->agent->strings, identity);
+	c->dst_workload = conn_string(c, c->dst_workload, workload);
+	c->dst_identity = conn_string(c, c->dst_identity, identity);
 }
 
 void conn_set_policy(struct conn *c, const char *policy)
 {
-	c->policy = intern_str(&c->agent->strings, policy);
+	c->policy = conn_string(c, c->policy, policy);
 }
 
 void conn_set_engine(struct conn *c, const char *engine)
@@ -225,6 +234,10 @@ void conn_discard(struct conn *c)
 		a->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	const char *names[] = {c->src_workload, c->src_identity, c->dst_workload, c->dst_identity,
+			       c->policy};
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+		intern_release_str(&a->strings, names[i], now_ms());
 	free(c->note);
 	free(c);
 	/* Once per quiet second at most: malloc_trim walks the heap. */

@@ -63,19 +63,42 @@ struct agent_opts {
 	enum agent_engine engine; /* --engine (same-node connections) */
 };
 
-/* Stable ids for names (workloads, identities, policies): the same name keeps its id for the
- * agent's lifetime, so BPF map entries stay meaningful across reloads. id = index + 1. */
+/* Stable ids for names (workloads, identities, policies): the same name keeps its id while
+ * anything refers to it, so BPF map entries stay meaningful across reloads. id = index + 1.
+ * intern_id pins a name for the agent's lifetime (configuration objects); intern_hold counts
+ * a reference (enrolled pods, connection records) that intern_release gives back. A name
+ * nothing holds or pins is quarantined and freed by intern_collect only after
+ * INTERN_QUARANTINE_SYNCS syncs and quarantine_ms; only then is its id handed out again
+ * (docs/architecture.md "Interned ids"). */
+#define INTERN_QUARANTINE_SYNCS 2
+struct intern_use {
+	uint32_t refs;
+	bool pinned;
+	bool released;      /* quarantined: refs dropped to 0, not pinned */
+	uint64_t released_gen, released_ms;
+};
 struct intern {
-	char **names;
+	char **names;              /* NULL: freed, its id on free_ids */
+	struct intern_use *uses;   /* parallel to names */
 	size_t n, cap;
 	struct intern_slot *slots; /* open addressing: hash -> id */
 	size_t n_slots;
+	uint32_t *free_ids;        /* ids past their quarantine, reused first */
+	size_t n_free, cap_free;
+	size_t n_live;             /* names not freed */
+	uint64_t gen;              /* intern_collect calls so far */
 };
 
 uint32_t intern_id(struct intern *in, const char *name);
 /* The stable copy of name (NULL stays NULL): records keep these instead of their own copies. */
 const char *intern_str(struct intern *in, const char *name);
 const char *intern_name(const struct intern *in, uint32_t id); /* NULL for 0 / unknown */
+uint32_t intern_hold(struct intern *in, const char *name);
+const char *intern_hold_str(struct intern *in, const char *name); /* NULL stays NULL */
+void intern_release(struct intern *in, uint32_t id, uint64_t now);
+void intern_release_str(struct intern *in, const char *str, uint64_t now); /* NULL: nothing */
+/* One sync happened: free the names whose quarantine is over; returns how many. */
+size_t intern_collect(struct intern *in, uint64_t now, uint64_t quarantine_ms);
 void intern_free(struct intern *in);
 
 struct listener {

@@ -115,6 +115,10 @@ static void pod_close_listeners(struct agent *a, struct pod *p)
 
 static void pod_free(struct agent *a, struct pod *p)
 {
+	/* Its ids are quarantined, not reused, until syncs removed them from every map
+	 * (intern_collect). */
+	intern_release(&a->workload_ids, p->workload_id, now_ms());
+	intern_release(&a->identity_ids, p->identity_id, now_ms());
 	pod_addrs_stop(a, p);
 	pod_close_listeners(a, p);
 	if (p->netns_fd >= 0)
@@ -356,8 +360,8 @@ static int pod_prepare(struct agent *a, struct pod *p, struct enroll_req *r, str
 	r->netns_fd = -1;
 	if (pod_identify(a, p, r, e) < 0)
 		return -1;
-	p->workload_id = intern_id(&a->workload_ids, p->key);
-	p->identity_id = intern_id(&a->identity_ids, p->spiffe_id);
+	p->workload_id = intern_hold(&a->workload_ids, p->key);
+	p->identity_id = intern_hold(&a->identity_ids, p->spiffe_id);
 	if (identity_acquire(a->ids, p->spiffe_id, e) < 0)
 		return err_wrap(e, "enroll %s: identity %s", p->key, p->spiffe_id);
 	if (pod_open_listeners(a, p, e) < 0) {

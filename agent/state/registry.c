@@ -11,6 +11,10 @@
 
 /* ---- interning ---- */
 
+/* A freed id is not handed out again for this long after its last holder let go: events
+ * already in the ring buffer and connects decided just before still name the old one. */
+#define INTERN_QUARANTINE_MS 5000
+
 struct intern_slot {
 	uint64_t hash;
 	uint32_t id;
@@ -24,12 +28,14 @@ static uint64_t hash_str(const char *s)
 	return h ? h : 1;
 }
 
-static void intern_rehash(struct intern *in)
+/* Rebuild the hash table (at twice the size when grow), skipping freed names. */
+static void intern_rehash(struct intern *in, bool grow)
 {
-	size_t n = in->n_slots ? in->n_slots * 2 : 64;
+	size_t n = !in->n_slots ? 64 : grow ? in->n_slots * 2 : in->n_slots;
 	struct intern_slot *slots = xcalloc(n, sizeof(*slots));
 	for (size_t i = 0; i < in->n_slots; i++) {
-		if (!in->slots[i].id)
+		uint32_t id = in->slots[i].id;
+		if (!id || !in->names[id - 1])
 			continue;
 		size_t j = in->slots[i].hash & (n - 1);
 		while (slots[j].id)
@@ -41,21 +47,49 @@ static void intern_rehash(struct intern *in)
 	in->n_slots = n;
 }
 
-uint32_t intern_id(struct intern *in, const char *name)
+/* A new id for name: one past its quarantine if any, else the next index. */
+static uint32_t intern_new(struct intern *in, const char *name)
 {
-	if ((in->n + 1) * 2 > in->n_slots)
-		intern_rehash(in);
+	uint32_t id;
+	if (in->n_free) {
+		id = in->free_ids[--in->n_free];
+	} else {
+		size_t cap = in->cap;
+		VEC_PUSH(in->names, in->n, in->cap);
+		if (in->cap != cap)
+			in->uses = xrealloc(in->uses, in->cap * sizeof(*in->uses));
+		id = (uint32_t)in->n;
+	}
+	in->names[id - 1] = xstrdup(name);
+	memset(&in->uses[id - 1], 0, sizeof(in->uses[id - 1]));
+	in->n_live++;
+	return id;
+}
+
+static uint32_t intern_lookup(struct intern *in, const char *name)
+{
+	if ((in->n_live + 1) * 2 > in->n_slots)
+		intern_rehash(in, true);
 	uint64_t h = hash_str(name);
 	size_t j = h & (in->n_slots - 1);
 	while (in->slots[j].id) {
-		if (in->slots[j].hash == h && strcmp(in->names[in->slots[j].id - 1], name) == 0)
-			return in->slots[j].id;
+		uint32_t id = in->slots[j].id;
+		if (in->slots[j].hash == h && strcmp(in->names[id - 1], name) == 0) {
+			in->uses[id - 1].released = false; /* back from quarantine: same name, same id */
+			return id;
+		}
 		j = (j + 1) & (in->n_slots - 1);
 	}
-	*VEC_PUSH(in->names, in->n, in->cap) = xstrdup(name);
 	in->slots[j].hash = h;
-	in->slots[j].id = (uint32_t)in->n;
-	return (uint32_t)in->n;
+	in->slots[j].id = intern_new(in, name);
+	return in->slots[j].id;
+}
+
+uint32_t intern_id(struct intern *in, const char *name)
+{
+	uint32_t id = intern_lookup(in, name);
+	in->uses[id - 1].pinned = true;
+	return id;
 }
 
 const char *intern_str(struct intern *in, const char *name)
@@ -63,9 +97,68 @@ const char *intern_str(struct intern *in, const char *name)
 	return name ? intern_name(in, intern_id(in, name)) : NULL;
 }
 
+uint32_t intern_hold(struct intern *in, const char *name)
+{
+	uint32_t id = intern_lookup(in, name);
+	in->uses[id - 1].refs++;
+	return id;
+}
+
+const char *intern_hold_str(struct intern *in, const char *name)
+{
+	return name ? intern_name(in, intern_hold(in, name)) : NULL;
+}
+
 const char *intern_name(const struct intern *in, uint32_t id)
 {
 	return id && id <= in->n ? in->names[id - 1] : NULL;
+}
+
+void intern_release(struct intern *in, uint32_t id, uint64_t now)
+{
+	if (!intern_name(in, id) || !in->uses[id - 1].refs)
+		return;
+	struct intern_use *u = &in->uses[id - 1];
+	if (--u->refs || u->pinned)
+		return;
+	u->released = true;
+	u->released_gen = in->gen;
+	u->released_ms = now;
+}
+
+void intern_release_str(struct intern *in, const char *str, uint64_t now)
+{
+	if (!str)
+		return;
+	uint64_t h = hash_str(str);
+	for (size_t j = h & (in->n_slots - 1); in->n_slots && in->slots[j].id;
+	     j = (j + 1) & (in->n_slots - 1)) {
+		uint32_t id = in->slots[j].id;
+		if (in->names[id - 1] == str) {
+			intern_release(in, id, now);
+			return;
+		}
+	}
+}
+
+size_t intern_collect(struct intern *in, uint64_t now, uint64_t quarantine_ms)
+{
+	in->gen++;
+	size_t freed = 0;
+	for (size_t i = 0; i < in->n; i++) {
+		struct intern_use *u = &in->uses[i];
+		if (!in->names[i] || !u->released || in->gen - u->released_gen < INTERN_QUARANTINE_SYNCS ||
+		    now - u->released_ms < quarantine_ms)
+			continue;
+		free(in->names[i]);
+		in->names[i] = NULL;
+		in->n_live--;
+		*VEC_PUSH(in->free_ids, in->n_free, in->cap_free) = (uint32_t)(i + 1);
+		freed++;
+	}
+	if (freed)
+		intern_rehash(in, false);
+	return freed;
 }
 
 void intern_free(struct intern *in)
@@ -73,7 +166,9 @@ void intern_free(struct intern *in)
 	for (size_t i = 0; i < in->n; i++)
 		free(in->names[i]);
 	free(in->names);
+	free(in->uses);
 	free(in->slots);
+	free(in->free_ids);
 	memset(in, 0, sizeof(*in));
 }
 
@@ -555,4 +650,10 @@ void agent_sync_dataplane(struct agent *a)
 		 vs->last_deleted, vs->last_evaluated, vs->pairs_skipped,
 		 (unsigned long long)(now_ms() - t0));
 	free(s.wl);
+	/* This sync removed departed pods' ids from the maps it writes: count it toward their
+	 * quarantine. */
+	uint64_t now = now_ms();
+	intern_collect(&a->workload_ids, now, INTERN_QUARANTINE_MS);
+	intern_collect(&a->identity_ids, now, INTERN_QUARANTINE_MS);
+	intern_collect(&a->strings, now, INTERN_QUARANTINE_MS);
 }

@@ -146,6 +146,63 @@ TEST(intern_ids_are_stable_and_dense)
 	intern_free(&in);
 }
 
+TEST(intern_released_ids_are_freed_after_quarantine_and_reused)
+{
+	struct intern in = {0};
+	uint32_t pinned = intern_id(&in, "ns/config");
+	uint32_t a = intern_hold(&in, "ns/a");
+	intern_release(&in, pinned, 0); /* pinned: a release does not free it */
+	intern_release(&in, a, 1000);
+	CHECK_INT(intern_collect(&in, 1000, 5000), 0); /* one sync: still quarantined */
+	CHECK_STR(intern_name(&in, a), "ns/a");         /* stale ids name what they named */
+	CHECK_INT(intern_collect(&in, 5999, 5000), 0); /* two syncs, not yet the time */
+	CHECK_INT(intern_collect(&in, 6000, 5000), 1);
+	CHECK(intern_name(&in, a) == NULL);
+	CHECK_STR(intern_name(&in, pinned), "ns/config");
+	CHECK_INT(intern_hold(&in, "ns/b"), a); /* past its quarantine: reused */
+	CHECK_INT(intern_id(&in, "ns/config"), pinned);
+	intern_free(&in);
+}
+
+TEST(intern_ids_are_never_reused_while_held_or_quarantined)
+{
+	struct intern in = {0};
+	uint32_t a = intern_hold(&in, "ns/a");
+	intern_hold(&in, "ns/a"); /* two holders (a pod enrolled again) */
+	intern_release(&in, a, 0);
+	for (int i = 0; i < 10; i++)
+		CHECK_INT(intern_collect(&in, 100000 + (uint64_t)i, 5000), 0);
+	CHECK(intern_hold(&in, "ns/b") != a);
+	intern_release(&in, a, 200000);
+	CHECK_INT(intern_hold(&in, "ns/a"), a); /* back from quarantine: same name, same id */
+	intern_release(&in, a, 200000);
+	intern_collect(&in, 200000, 5000);
+	CHECK(intern_hold(&in, "ns/c") != a); /* quarantined ids are not handed out */
+	CHECK_STR(intern_name(&in, a), "ns/a");
+	intern_free(&in);
+}
+
+TEST(intern_churn_stays_bounded)
+{
+	struct intern in = {0};
+	char name[32];
+	uint64_t now = 0;
+	for (int i = 0; i < 20000; i++) {
+		snprintf(name, sizeof(name), "ns/pod-%d", i);
+		uint32_t id = intern_hold(&in, name);
+		const char *s = intern_hold_str(&in, name);
+		CHECK_STR(intern_name(&in, id), name);
+		intern_release(&in, id, now);
+		intern_release_str(&in, s, now);
+		now += 1000;
+		intern_collect(&in, now, 5000);
+	}
+	CHECK(in.n <= 16); /* ids in quarantine at once, not one per name ever seen */
+	CHECK(in.n_live <= 16);
+	CHECK(in.n_slots <= 64);
+	intern_free(&in);
+}
+
 /* ---- relay over TCP ---- */
 
 static int tcp_pair(int sv[2])
