@@ -162,6 +162,11 @@ bool addr_eq(const struct moat_addr *a, const struct moat_addr *b)
 	return memcmp(a->bytes, b->bytes, 16) == 0;
 }
 
+bool accept_err_is_pressure(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
 bool addr_list_has(const struct moat_addr *list, size_t n, const struct moat_addr *a)
 {
 	for (size_t i = 0; i < n; i++)

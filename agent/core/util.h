@@ -55,6 +55,13 @@ socklen_t addr_to_sockaddr(const struct moat_addr *a, uint16_t port, struct sock
 /* A workload's addresses (dual stack): is a among list[0..n)? The first of like's family
  * (IPv4 / IPv6), else list[0] (n >= 1). */
 bool addr_list_has(const struct moat_addr *list, size_t n, const struct moat_addr *a);
+
+/* accept() failed for want of descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS,
+ * ENOMEM): the connection stays queued and a level-triggered listener stays readable, so
+ * every listener (pod ports, control socket, HTTP) pauses accepting for ACCEPT_PAUSE_MS
+ * instead of spinning. */
+#define ACCEPT_PAUSE_MS 100
+bool accept_err_is_pressure(int err);
 const struct moat_addr *addr_list_like(const struct moat_addr *list, size_t n,
 				       const struct moat_addr *like);
 /* Parse "ip:port" / "[ip6]:port". */

@@ -710,7 +710,7 @@ static void accept_resume(struct loop_timer *t)
  * accepting again at once would spin the loop (as the pod listeners, proxy/listen.c). */
 static void accept_failed(struct ctl_server *s, int err)
 {
-	if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM)
+	if (!accept_err_is_pressure(err))
 		return;
 	log_warn("control socket %s: accept: %s (accepting again in 100 ms)", s->path,
 		 strerror(err));
@@ -718,7 +718,7 @@ static void accept_failed(struct ctl_server *s, int err)
 		return;
 	s->agent->accept_pauses++;
 	loop_io_del(s->agent->loop, &s->io);
-	loop_timer_arm(s->agent->loop, &s->backoff, 100);
+	loop_timer_arm(s->agent->loop, &s->backoff, ACCEPT_PAUSE_MS);
 }
 
 static void on_accept(struct loop_io *io, uint32_t events)

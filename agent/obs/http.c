@@ -27,7 +27,6 @@
 #define HTTP_LINGER_MAX (64 * 1024) /* discard at most this much before closing */
 #define HTTP_MAX_CONNS 256          /* accepting pauses above this */
 #define HTTP_ACCEPT_BATCH 64        /* accepts per wake-up, for fairness */
-#define HTTP_ACCEPT_BACKOFF_MS 100  /* after EMFILE and friends */
 
 enum conn_state { CONN_READ, CONN_WRITE, CONN_LINGER };
 
@@ -476,10 +475,10 @@ static void server_on_accept(struct loop_io *io, uint32_t events)
 			/* EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection stays queued and
 			 * the level-triggered listener would spin; pause accepting for a moment. */
 			log_warn("http %s: accept: %s; pausing %d ms", s->name, strerror(errno),
-				 HTTP_ACCEPT_BACKOFF_MS);
+				 ACCEPT_PAUSE_MS);
 			s->backing_off = true;
 			listener_update(s);
-			loop_timer_arm(s->loop, &s->backoff, HTTP_ACCEPT_BACKOFF_MS);
+			loop_timer_arm(s->loop, &s->backoff, ACCEPT_PAUSE_MS);
 			return;
 		}
 		conn_new(s, fd);

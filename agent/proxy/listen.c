@@ -47,7 +47,7 @@ void listener_accept_failed(struct agent *a, struct listener *l, int err)
 	/* Out of descriptors or kernel memory: the connection stays queued and the listener
 	 * readable, so accepting again at once would spin. */
 	bool fds = err == EMFILE || err == ENFILE;
-	bool pause = fds || err == ENOBUFS || err == ENOMEM;
+	bool pause = accept_err_is_pressure(err);
 	log_warn("accept on %s of pod %s: %s%s", listener_port(l), l->pod->key, strerror(err),
 		 fds     ? " (out of file descriptors: accepting again in 100 ms)"
 		 : pause ? " (out of kernel memory: accepting again in 100 ms)"
@@ -55,7 +55,7 @@ void listener_accept_failed(struct agent *a, struct listener *l, int err)
 	if (pause && !loop_timer_armed(&l->backoff)) {
 		a->accept_pauses++;
 		loop_io_del(a->loop, &l->io);
-		loop_timer_arm(a->loop, &l->backoff, 100);
+		loop_timer_arm(a->loop, &l->backoff, ACCEPT_PAUSE_MS);
 	}
 }
 

@@ -218,13 +218,6 @@ void agent_authorize(struct agent *a, const struct dest *d, const struct moat_ad
 		     uint16_t dst_port, const char *principal, const struct moat_addr *src_ip,
 		     struct authz_decision *out);
 uint32_t agent_policy_id(struct agent *a, const struct mc_authz *p);
-/* The one decision for (principal, target t, t->port) over every same-family pair of source
- * and destination addresses (dual stack). Returns false when the pairs disagree (ipBlocks,
- * source.ip or destination.ip decide differently per address): then no verdict may be cached
- * for the workload pair and moatd decides each connection. n_src, n_dst >= 1. */
-bool agent_decide_all_addrs(const struct mesh_config *cfg, const char *principal,
-			    const struct moat_addr *src, size_t n_src, struct authz_target *t,
-			    const struct moat_addr *dst, size_t n_dst, struct authz_decision *out);
 /* ServiceEntry addresses learnt from DNS (state/egress.c). */
 const struct mc_service_entry *agent_service_by_resolved(struct agent *a, const struct moat_addr *ip);
 

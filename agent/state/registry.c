@@ -511,13 +511,6 @@ static uint32_t policy_id_cb(void *arg, const struct mc_authz *p)
 	return agent_policy_id(arg, p);
 }
 
-bool agent_decide_all_addrs(const struct mesh_config *cfg, const char *principal,
-			    const struct moat_addr *src, size_t n_src, struct authz_target *t,
-			    const struct moat_addr *dst, size_t n_dst, struct authz_decision *out)
-{
-	return verdicts_decide_all_addrs(cfg, NULL, 0, principal, src, n_src, t, dst, n_dst, out);
-}
-
 static int sink_update(void *arg, const struct moat_verdict_key *k, const struct moat_verdict *v,
 		       size_t n, struct err *e)
 {

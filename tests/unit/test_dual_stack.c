@@ -9,6 +9,7 @@
 #include "config/config.h"
 #include "policy/authz.h"
 #include "state/agent.h"
+#include "state/verdicts.h"
 #include "test.h"
 
 struct mesh_config *th_load(const char *yaml);
@@ -128,7 +129,7 @@ static struct authz_decision decide(const struct mesh_config *c, bool *cacheable
 	const struct mc_workload *src = &c->workloads[0], *dst = &c->workloads[1];
 	struct authz_target t = {.kind = AUTHZ_TARGET_WORKLOAD, .workload = dst, .port = 8080};
 	struct authz_decision d;
-	*cacheable = agent_decide_all_addrs(c, "cluster.local/ns/ns/sa/client", src->addrs,
+	*cacheable = verdicts_decide_all_addrs(c, NULL, 0, "cluster.local/ns/ns/sa/client", src->addrs,
 					    src->n_addrs, &t, dst->addrs, dst->n_addrs, &d);
 	return d;
 }
