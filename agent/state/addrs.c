@@ -46,12 +46,7 @@ static bool link_local6(const struct moat_addr *a)
 
 bool pod_has_learned(const struct pod *p, const struct moat_addr *addr)
 {
-	if (!p->learned)
-		return false;
-	for (size_t i = 0; i < p->learned->n; i++)
-		if (addr_eq(&p->learned->a[i], addr))
-			return true;
-	return false;
+	return p->learned && addr_list_has(p->learned->a, p->learned->n, addr);
 }
 
 size_t pod_learned_addrs(const struct pod *p, const struct moat_addr **out)
@@ -141,14 +136,6 @@ static void listener_for(struct agent *a, struct pod *p, const struct moat_addr 
 		log_warn("pod %s: %s: PERMISSIVE plaintext to that address is refused", p->key, e.msg);
 }
 
-static bool in_set(const struct moat_addr *set, size_t n, const struct moat_addr *x)
-{
-	for (size_t i = 0; i < n; i++)
-		if (addr_eq(&set[i], x))
-			return true;
-	return false;
-}
-
 /* Make the learned set equal keep: 15006 entries follow; true when it changed. */
 static bool replace(struct agent *a, struct pod *p, const struct moat_addr *keep, size_t n)
 {
@@ -156,14 +143,14 @@ static bool replace(struct agent *a, struct pod *p, const struct moat_addr *keep
 	bool changed = n != pa->n;
 	char s[ADDR_STRLEN];
 	for (size_t i = 0; i < pa->n; i++)
-		if (!in_set(keep, n, &pa->a[i])) {
+		if (!addr_list_has(keep, n, &pa->a[i])) {
 			changed = true;
 			listener_for(a, p, &pa->a[i], false);
 			log_info("pod %s: address %s left %s: unregistered", p->key,
 				 addr_str(&pa->a[i], s, sizeof(s)), p->ifname);
 		}
 	for (size_t i = 0; i < n; i++)
-		if (!in_set(pa->a, pa->n, &keep[i])) {
+		if (!addr_list_has(pa->a, pa->n, &keep[i])) {
 			changed = true;
 			listener_for(a, p, &keep[i], true);
 			log_info("pod %s: learned address %s on %s: registered as the pod", p->key,
