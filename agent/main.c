@@ -439,6 +439,7 @@ static int load_initial_config(struct agent *a, struct err *e)
 			       a->opts.config_dir, a->opts.config_dir);
 	}
 	mc_findings_free(&f);
+	authz_lint_loaded(a->cfg, NULL);
 	agent_log_findings(&a->cfg->findings, MC_NOTE);
 	a->reloads_ok = 1;
 	return 0;

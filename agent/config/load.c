@@ -15,7 +15,6 @@
 #include <openssl/evp.h>
 
 #include "config/config_internal.h"
-#include "policy/authz.h"
 
 #define AMBIENT_LABEL "istio.io/dataplane-mode"
 
@@ -502,7 +501,8 @@ static void cap_errors(struct mc_findings *f)
 	*f = out;
 }
 
-/* Cross-check, complete, lint; hand out the snapshot or the errors. */
+/* Cross-check and complete; hand out the snapshot or the errors. Linting (what L4 cannot
+ * enforce) is the policy room's: callers run authz_lint_loaded on the snapshot. */
 static int finish(struct loadctx *lc, struct mesh_config **out, struct mc_findings *findings)
 {
 	struct mesh_config *c = lc->c;
@@ -520,8 +520,6 @@ static int finish(struct loadctx *lc, struct mesh_config **out, struct mc_findin
 	mc_build_indexes(c);
 	check_addresses(lc);
 	complete(c);
-	if (lc->errors == 0)
-		authz_lint(c, &lc->all);
 	cap_errors(&lc->all);
 	if (findings)
 		mc_findings_append(findings, &lc->all);

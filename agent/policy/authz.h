@@ -97,8 +97,15 @@ bool authz_depends_on_source_ip(const struct mesh_config *c, const struct authz_
 /* Lint: append to f every finding about what cannot be enforced at L4 (dropped ALLOW rules
  * with what the policy now means, DENY rules enforced without L7 fields, named ports,
  * spiffe:// principals, AUDIT/CUSTOM, dry-run, selector matching no workload...).
- * mesh_config_load_* already calls this; exposed for moatctl lint. */
+ * Reads c only (tests compare it against authz_lint_loaded). */
 void authz_lint(const struct mesh_config *c, struct mc_findings *f);
+/* Lint a snapshot mesh_config_load_* just produced, before anything else shares it. The
+ * loader does not lint (config/ knows nothing of the policy engine): whoever puts a
+ * configuration in force or shows its findings calls this after a successful load (moatd's
+ * start and reload worker, `moatctl lint`). The findings are appended to c->findings (where
+ * the agent keeps them) and, when f is given, to f (the load's own list), after the loader's
+ * own warnings and notes: the same list, in the same order, the loader used to produce. */
+void authz_lint_loaded(struct mesh_config *c, struct mc_findings *f);
 
 /* String matching of principals and namespaces: "*" any non-empty, "*x" suffix,
  * "x*" prefix, else exact. */

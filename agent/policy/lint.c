@@ -321,3 +321,13 @@ void authz_lint(const struct mesh_config *c, struct mc_findings *f)
 	for (size_t i = 0; i < c->n_peer_auths; i++)
 		lint_peer_auth(c, &c->peer_auths[i], f);
 }
+
+void authz_lint_loaded(struct mesh_config *c, struct mc_findings *f)
+{
+	struct mc_findings lf = {0};
+	authz_lint(c, &lf);
+	mc_findings_append(&c->findings, &lf);
+	if (f)
+		mc_findings_append(f, &lf);
+	mc_findings_free(&lf);
+}

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "obs/access.h"
 #include "obs/metrics.h"
 #include "proxy/proxy.h"
 #include "proxy/connector.h"
@@ -87,46 +88,26 @@ static const char *security_policy(const struct conn *c)
 	return c->path == PATH_SAME_NODE ? "same_node" : "unknown";
 }
 
-/* "ns/name" -> name and namespace views without allocating. */
-static void split_name(const char *full, char *ns, size_t nsl, char *name, size_t nl)
-{
-	ns[0] = name[0] = 0;
-	if (!full)
-		return;
-	const char *slash = strchr(full, '/');
-	if (!slash) {
-		snprintf(name, nl, "%s", full);
-		return;
-	}
-	snprintf(ns, nsl, "%.*s", (int)(slash - full), full);
-	snprintf(name, nl, "%s", slash + 1);
-}
-
-static const char *or_unknown(const char *s)
-{
-	return s && *s ? s : "unknown";
-}
-
 /* ztunnel's label set (istio_tcp_*). */
 static void conn_labels(const struct conn *c, struct metric_labels *l, char bufs[4][128],
 			const char *flags)
 {
-	split_name(c->src_workload, bufs[0], 128, bufs[1], 128);
-	split_name(c->dst_workload, bufs[2], 128, bufs[3], 128);
+	access_split_name(c->src_workload, bufs[0], 128, bufs[1], 128);
+	access_split_name(c->dst_workload, bufs[2], 128, bufs[3], 128);
 	metric_label(l, "reporter", c->dir == CONN_OUTBOUND ? "source" : "destination");
-	metric_label(l, "source_workload", or_unknown(bufs[1]));
-	metric_label(l, "source_workload_namespace", or_unknown(bufs[0]));
-	metric_label(l, "source_principal", or_unknown(c->src_identity));
-	metric_label(l, "source_app", or_unknown(bufs[1]));
+	metric_label(l, "source_workload", access_or_unknown(bufs[1]));
+	metric_label(l, "source_workload_namespace", access_or_unknown(bufs[0]));
+	metric_label(l, "source_principal", access_or_unknown(c->src_identity));
+	metric_label(l, "source_app", access_or_unknown(bufs[1]));
 	metric_label(l, "source_version", "unknown");
 	metric_label(l, "source_cluster", "Kubernetes");
-	metric_label(l, "destination_service", or_unknown(c->dst_workload));
-	metric_label(l, "destination_service_namespace", or_unknown(bufs[2]));
-	metric_label(l, "destination_service_name", or_unknown(bufs[3]));
-	metric_label(l, "destination_workload", or_unknown(bufs[3]));
-	metric_label(l, "destination_workload_namespace", or_unknown(bufs[2]));
-	metric_label(l, "destination_principal", or_unknown(c->dst_identity));
-	metric_label(l, "destination_app", or_unknown(bufs[3]));
+	metric_label(l, "destination_service", access_or_unknown(c->dst_workload));
+	metric_label(l, "destination_service_namespace", access_or_unknown(bufs[2]));
+	metric_label(l, "destination_service_name", access_or_unknown(bufs[3]));
+	metric_label(l, "destination_workload", access_or_unknown(bufs[3]));
+	metric_label(l, "destination_workload_namespace", access_or_unknown(bufs[2]));
+	metric_label(l, "destination_principal", access_or_unknown(c->dst_identity));
+	metric_label(l, "destination_app", access_or_unknown(bufs[3]));
 	metric_label(l, "destination_version", "unknown");
 	metric_label(l, "destination_cluster", "Kubernetes");
 	metric_label(l, "request_protocol", "tcp");
@@ -145,18 +126,6 @@ void conn_opened(struct conn *c)
 	metric_label(&el, "engine", c->engine);
 	metric_label(&el, "direction", c->dir == CONN_OUTBOUND ? "outbound" : "inbound");
 	metrics_counter_add(c->agent->metrics, "moat_engine_connections_total", &el, 1);
-}
-
-static void json_addr(struct sbuf *b, const char *key, const struct moat_addr *a, uint16_t port)
-{
-	char s[ADDR_STRLEN + 8];
-	sbuf_printf(b, ",\"%s\":", key);
-	if (addr_is_zero(a))
-		sbuf_puts(b, "null");
-	else if (port)
-		sbuf_json_str(b, addr_port_str(a, port, s, sizeof(s)));
-	else
-		sbuf_json_str(b, addr_str(a, s, sizeof(s)));
 }
 
 void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char *error)
@@ -197,12 +166,12 @@ void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char
 	sbuf_printf(&b, "{\"time\":\"%s\",\"type\":\"connection\",\"direction\":\"%s\"",
 		    iso8601_ms(wall_ms(), ts, sizeof(ts)),
 		    c->dir == CONN_OUTBOUND ? "outbound" : "inbound");
-	json_addr(&b, "src_addr", &c->src, c->sport);
+	access_json_addr(&b, "src_addr", &c->src, c->sport);
 	sbuf_puts(&b, ",\"src_workload\":");
 	sbuf_json_str(&b, c->src_workload);
 	sbuf_puts(&b, ",\"src_identity\":");
 	sbuf_json_str(&b, c->src_identity);
-	json_addr(&b, "dst_addr", &c->dst, c->dport);
+	access_json_addr(&b, "dst_addr", &c->dst, c->dport);
 	sbuf_puts(&b, ",\"dst_workload\":");
 	sbuf_json_str(&b, c->dst_workload);
 	sbuf_puts(&b, ",\"dst_identity\":");
@@ -259,55 +228,6 @@ void conns_trim_heap(struct loop_timer *t)
 		hbone_pool_counts(a->pool, &pooled, &streams);
 	if (pooled || a->srv_conns)
 		loop_timer_arm(a->loop, &a->trim_timer, 5000);
-}
-
-void agent_log_deny(struct agent *a, const struct deny_record *r)
-{
-	char ts[40];
-	struct sbuf b;
-	sbuf_init(&b);
-	sbuf_printf(&b, "{\"time\":\"%s\",\"type\":\"deny\",\"phase\":\"%s\"",
-		    iso8601_ms(wall_ms(), ts, sizeof(ts)), r->phase);
-	sbuf_puts(&b, ",\"src_workload\":");
-	sbuf_json_str(&b, r->src_workload);
-	sbuf_puts(&b, ",\"src_identity\":");
-	sbuf_json_str(&b, r->src_identity);
-	static const struct moat_addr zero;
-	json_addr(&b, "src_addr", r->src ? r->src : &zero, r->sport);
-	json_addr(&b, "dst_addr", r->dst ? r->dst : &zero, r->dport);
-	sbuf_puts(&b, ",\"dst_workload\":");
-	sbuf_json_str(&b, r->dst_workload);
-	sbuf_puts(&b, ",\"verdict\":\"DENY\",\"policy\":");
-	sbuf_json_str(&b, r->policy);
-	sbuf_puts(&b, ",\"reason\":");
-	sbuf_json_str(&b, r->reason);
-	sbuf_puts(&b, ",\"reason_code\":");
-	sbuf_json_str(&b, r->reason_code);
-	sbuf_puts(&b, "}");
-	log_json_line(b.s);
-	sbuf_free(&b);
-
-	struct metric_labels l = {0};
-	char ns[128], name[128], dns_[128], dname[128];
-	split_name(r->src_workload, ns, sizeof(ns), name, sizeof(name));
-	split_name(r->dst_workload, dns_, sizeof(dns_), dname, sizeof(dname));
-	metric_label(&l, "reporter", strcmp(r->phase, "inbound") == 0 ? "destination" : "source");
-	metric_label(&l, "source_workload", or_unknown(name));
-	metric_label(&l, "source_workload_namespace", or_unknown(ns));
-	metric_label(&l, "source_principal", or_unknown(r->src_identity));
-	metric_label(&l, "destination_workload", or_unknown(dname));
-	metric_label(&l, "destination_workload_namespace", or_unknown(dns_));
-	metric_label(&l, "response_flags", r->response_flags ? r->response_flags : "DENY");
-	metrics_counter_add(a->metrics, "istio_tcp_connections_closed_total", &l, 1);
-	if (strcmp(r->phase, "connect") == 0) {
-		struct metric_labels f = {0};
-		metric_label(&f, "reason", r->reason_code ? r->reason_code : "POLICY");
-		metrics_counter_add(a->metrics, "moat_bpf_fast_denies_total", &f, 1);
-	} else {
-		struct metric_labels f = {0};
-		metric_label(&f, "phase", r->phase);
-		metrics_counter_add(a->metrics, "moat_denies_total", &f, 1);
-	}
 }
 
 void conns_dump(struct agent *a, bool json, struct sbuf *out)
@@ -426,5 +346,5 @@ void conn_log_deny(const struct conn *c, const char *phase, const char *policy,
 		.reason = reason,
 		.reason_code = reason_code,
 	};
-	agent_log_deny(c->agent, &r);
+	access_log_deny(c->agent->metrics, &r);
 }

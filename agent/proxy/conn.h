@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 
+#include "obs/access.h"
 #include "state/agent.h"
 
 enum conn_dir { CONN_OUTBOUND = 0, CONN_INBOUND = 1 };
@@ -75,21 +76,6 @@ void conn_discard(struct conn *c);
  * the heap of a burst of connections mapped; give it back while nothing is proxied. */
 void conns_trim_heap(struct loop_timer *t);
 
-/* A refusal (no connection was carried): one JSON "deny" line + metrics. */
-struct deny_record {
-	const char *phase;   /* "connect" (BPF), "outbound", "inbound" */
-	const char *src_workload, *src_identity;
-	const struct moat_addr *src;
-	uint16_t sport;
-	const struct moat_addr *dst;
-	uint16_t dport;
-	const char *dst_workload;
-	const char *policy;  /* "ns/name" or NULL */
-	const char *reason;         /* one sentence for people */
-	const char *reason_code;    /* POLICY_DENY, NO_ALLOW, UNREGISTERED, STRICT_PLAINTEXT... */
-	const char *response_flags; /* default DENY (ztunnel's flag) */
-};
-void agent_log_deny(struct agent *a, const struct deny_record *r);
 /* A deny about a connection the agent already has a record for (its addresses, workloads
  * and identities come from the record). */
 void conn_log_deny(const struct conn *c, const char *phase, const char *policy,

@@ -155,7 +155,7 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 			.reason = dec.why,
 			.reason_code = dec.reason == MOAT_REASON_POLICY_DENY ? "POLICY_DENY" : "NO_ALLOW",
 		};
-		agent_log_deny(a, &dr);
+		access_log_deny(a->metrics, &dr);
 		h2stream_respond(s, 401);
 		return;
 	}
@@ -324,7 +324,7 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 				     : dec.reason == MOAT_REASON_POLICY_DENY ? "POLICY_DENY"
 									     : "NO_ALLOW",
 		};
-		agent_log_deny(a, &dr);
+		access_log_deny(a->metrics, &dr);
 		close_rst(fd);
 		return;
 	}

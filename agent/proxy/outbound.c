@@ -37,7 +37,7 @@ static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr 
 		.reason = reason,
 		.reason_code = code,
 	};
-	agent_log_deny(a, &r);
+	access_log_deny(a->metrics, &r);
 	close_rst(fd);
 }
 

@@ -6,8 +6,8 @@
 
 #include "bpf/dataplane.h"
 #include "core/log.h"
+#include "obs/access.h"
 #include "obs/metrics.h"
-#include "proxy/conn.h"
 #include "state/agent.h"
 
 #define STATS_INTERVAL_MS 2000
@@ -67,7 +67,7 @@ static void connect_denied(struct agent *a, const struct moat_event *ev)
 		.reason = why,
 		.reason_code = reason_code(ev->reason),
 	};
-	agent_log_deny(a, &r);
+	access_log_deny(a->metrics, &r);
 }
 
 static const char *tc_drop_why(uint32_t kind)
@@ -112,7 +112,7 @@ static void packet_dropped(struct agent *a, const struct moat_event *ev)
 		.reason = tc_drop_why(ev->kind),
 		.reason_code = reason_code(ev->reason),
 	};
-	agent_log_deny(a, &r);
+	access_log_deny(a->metrics, &r);
 }
 
 static void on_event(void *arg, const struct moat_event *ev)

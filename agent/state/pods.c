@@ -14,9 +14,8 @@
 #include "core/log.h"
 #include "core/netns.h"
 #include "identity/identity.h"
-#include "proxy/pool.h"
-#include "proxy/proxy.h"
 #include "state/agent.h"
+#include "state/proxy_ops.h"
 #include "state/tproxy.h"
 
 #define DATAPLANE_MODE_LABEL "istio.io/dataplane-mode"
@@ -106,13 +105,6 @@ static void labels_free(struct mc_labels *l)
 	memset(l, 0, sizeof(*l));
 }
 
-static void pod_close_listeners(struct agent *a, struct pod *p)
-{
-	struct listener *all[] = {&p->out4, &p->out6, &p->hbone4, &p->hbone6, &p->plain4, &p->plain6};
-	for (size_t i = 0; i < ARRAY_SIZE(all); i++)
-		listener_close(a, all[i]);
-}
-
 static void pod_free(struct agent *a, struct pod *p)
 {
 	/* Its ids are quarantined, not reused, until syncs removed them from every map
@@ -120,7 +112,7 @@ static void pod_free(struct agent *a, struct pod *p)
 	intern_release(&a->workload_ids, p->workload_id, now_ms());
 	intern_release(&a->identity_ids, p->identity_id, now_ms());
 	pod_addrs_stop(a, p);
-	pod_close_listeners(a, p);
+	proxy_pod_unlisten(a, p);
 	if (p->netns_fd >= 0)
 		close(p->netns_fd);
 	if (p->cgroup_fd >= 0)
@@ -139,41 +131,6 @@ static void pod_free(struct agent *a, struct pod *p)
 	free(p->principal);
 	free(p->cgroup_path);
 	free(p);
-}
-
-static bool pod_has_family(const struct pod *p, int family)
-{
-	for (size_t i = 0; i < p->n_addrs; i++)
-		if (addr_is_v4(&p->addrs[i]) == (family == AF_INET))
-			return true;
-	return false;
-}
-
-/* Listeners in the pod: IPv4 is required; IPv6 is required when the pod has an IPv6
- * address, else opened where the pod netns has IPv6. */
-static int pod_open_listeners(struct agent *a, struct pod *p, struct err *e)
-{
-	struct {
-		struct listener *l;
-		enum listener_kind kind;
-		int family;
-	} want[] = {
-		{&p->out4, LSN_OUTBOUND, AF_INET},  {&p->out6, LSN_OUTBOUND, AF_INET6},
-		{&p->hbone4, LSN_HBONE, AF_INET},   {&p->hbone6, LSN_HBONE, AF_INET6},
-		{&p->plain4, LSN_PLAIN, AF_INET},   {&p->plain6, LSN_PLAIN, AF_INET6},
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
-		struct err le;
-		if (listener_open(a, p, want[i].l, want[i].kind, want[i].family, &le) == 0)
-			continue;
-		if (want[i].family == AF_INET6 && !pod_has_family(p, AF_INET6)) {
-			log_debug("pod %s: no IPv6 listener: %s", p->key, le.msg);
-			continue;
-		}
-		*e = le;
-		return -1;
-	}
-	return 0;
 }
 
 static void pod_plain_listeners_del(struct agent *a, struct pod *p)
@@ -364,7 +321,7 @@ static int pod_prepare(struct agent *a, struct pod *p, struct enroll_req *r, str
 	p->identity_id = intern_hold(&a->identity_ids, p->spiffe_id);
 	if (identity_acquire(a->ids, p->spiffe_id, e) < 0)
 		return err_wrap(e, "enroll %s: identity %s", p->key, p->spiffe_id);
-	if (pod_open_listeners(a, p, e) < 0) {
+	if (proxy_pod_listen(a, p, e) < 0) {
 		identity_release(a->ids, p->spiffe_id);
 		return -1;
 	}
@@ -467,8 +424,7 @@ int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err
 	dataplane_pod_del(a->dp, p->netns_cookie);
 	pod_plain_listeners_del(a, p);
 	tproxy_teardown(p->netns_fd, p->fwmark_accept_was);
-	hbone_pool_drop_pod(a->pool, p);
-	inbound_drop_pod(a, p);
+	proxy_pod_drop(a, p);
 	identity_release(a->ids, p->spiffe_id);
 	log_info("unenrolled pod %s", p->key);
 	pod_free(a, p);
@@ -487,8 +443,7 @@ void agent_release_pods(struct agent *a)
 	while (a->pods) {
 		struct pod *p = a->pods;
 		a->pods = p->next;
-		hbone_pool_drop_pod(a->pool, p);
-		inbound_drop_pod(a, p);
+		proxy_pod_drop(a, p);
 		identity_release(a->ids, p->spiffe_id);
 		pod_free(a, p);
 	}

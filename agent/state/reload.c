@@ -25,8 +25,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "proxy/proxy.h"
 #include "state/agent.h"
+#include "state/proxy_ops.h"
 
 /* Several files changed together (a `kubectl cp`, a git checkout) make one load. */
 #define RELOAD_DEBOUNCE_MS 150
@@ -131,7 +131,7 @@ static void config_swap(struct agent *a, struct mesh_config *cfg)
 	repoint_pods(a);
 	agent_egress_refresh(a);
 	agent_sync_dataplane(a);
-	inbound_recheck(a);
+	proxy_policy_changed(a);
 	a->reloads_ok++;
 	log_info("configuration loaded from %s: %zu workloads, %zu services, %zu authorization "
 		 "policies, %zu peer authentications (digest %.12s)",
@@ -147,10 +147,13 @@ static void job_run(struct reload_job *j)
 {
 	uint64_t t0 = now_ms();
 	mesh_config_load_dir(j->dir, &j->cfg, &j->findings);
+	bool changed = j->cfg && strcmp(j->cfg->digest, j->old_digest) != 0;
+	if (changed) /* an unchanged one is dropped: nothing to lint or log */
+		authz_lint_loaded(j->cfg, &j->findings);
 	j->ms = now_ms() - t0;
 	if (!j->cfg)
 		agent_log_findings(&j->findings, MC_WARNING);
-	else if (strcmp(j->cfg->digest, j->old_digest) != 0)
+	else if (changed)
 		agent_log_findings(&j->cfg->findings, MC_NOTE);
 }
 

@@ -90,6 +90,8 @@ static int load(const char *dir, struct mesh_config **out)
 {
 	struct mc_findings f = {0};
 	int rc = mesh_config_load_dir(dir, out, &f);
+	if (rc == 0)
+		authz_lint_loaded(*out, NULL); /* part of a load, as moatd does it */
 	if (rc < 0) {
 		char buf[1024];
 		for (size_t i = 0; i < f.n; i++)

@@ -121,6 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct mesh_config *c = NULL;
 	struct mc_findings f = {0};
 	int rc = mesh_config_load_texts(names, texts, 1, &c, &f);
+	if (c)
+		authz_lint_loaded(c, &f); /* as moatd and moatctl lint do */
 	FUZZ_ASSERT((rc == 0) == (c != NULL), "rc %d with snapshot %p", rc, (void *)c);
 	check_findings(&f, rc == 0);
 	if (c) {

@@ -28,6 +28,8 @@ static struct mesh_config *load_example(const char *name, struct mc_findings *f)
 		if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) {
 			if (mesh_config_load_dir(dir, &c, f) != 0)
 				th_dump(f);
+			else
+				authz_lint_loaded(c, f); /* as moatd and moatctl lint do */
 			free(dir);
 			return c;
 		}

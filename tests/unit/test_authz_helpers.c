@@ -14,7 +14,9 @@ struct mesh_config *th_load(const char *yaml)
 	const char *texts[] = {yaml};
 	struct mesh_config *c = NULL;
 	struct mc_findings f = {0};
-	if (mesh_config_load_texts(names, texts, 1, &c, &f) != 0) {
+	if (mesh_config_load_texts(names, texts, 1, &c, &f) == 0) {
+		authz_lint_loaded(c, NULL); /* as moatd and moatctl lint do */
+	} else {
 		char buf[1024];
 		for (size_t i = 0; i < f.n; i++)
 			fprintf(stderr, "    %s\n", mc_finding_str(&f.items[i], buf, sizeof(buf)));

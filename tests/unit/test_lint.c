@@ -31,6 +31,7 @@ static bool lint(const char *yaml, struct mc_findings *f)
 		th_dump(f);
 		return false;
 	}
+	authz_lint_loaded(c, f); /* as moatd and moatctl lint do */
 	/* authz_lint on the snapshot gives the same findings again */
 	struct mc_findings again = {0};
 	authz_lint(c, &again);

@@ -156,6 +156,8 @@ int cmd_lint(int argc, char **argv)
 	struct mesh_config *c = NULL;
 	struct mc_findings f = {0};
 	int rc = lint_load(argv[1], &c, &f);
+	if (rc == 0)
+		authz_lint_loaded(c, &f);
 	print_findings(&f, stdout);
 	print_summary(&f, stdout);
 	mc_findings_free(&f);
