@@ -16,6 +16,7 @@
 #include "hbone/ktls.h"
 #include "dns/dns.h"
 #include "identity/identity.h"
+#include "obs/endpoints.h"
 #include "obs/http.h"
 #include "obs/metrics.h"
 #include "proxy/conn.h"
@@ -268,113 +269,6 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 	return 0;
 }
 
-/* ---- HTTP endpoints ---- */
-
-static void http_metrics(void *arg, const char *method, const char *path, const char *query,
-			 struct http_response *resp)
-{
-	(void)method;
-	(void)query;
-	struct agent *a = arg;
-	if (strcmp(path, "/metrics") != 0) {
-		resp->status = 404;
-		sbuf_puts(&resp->body, "not found: try /metrics\n");
-		return;
-	}
-	int conns, streams;
-	hbone_pool_counts(a->pool, &conns, &streams);
-	struct metric_labels none = {0}, eng = {0};
-	metrics_gauge_set(a->metrics, "moat_hbone_pool_connections", &none, conns);
-	metrics_gauge_set(a->metrics, "moat_hbone_pool_streams", &none, streams);
-	metrics_gauge_set(a->metrics, "moat_hbone_pool_waiting", &none, hbone_pool_waiting(a->pool));
-	metric_label(&eng, "engine", "userspace-openssl");
-	metrics_gauge_set(a->metrics, "moat_relay_engine", &eng, 1);
-	/* counters kept outside the registry: set to their totals */
-	metrics_gauge_set(a->metrics, "moat_log_lines_suppressed_total", &none,
-			  (double)log_suppressed_total());
-	metrics_gauge_set(a->metrics, "moat_accept_pauses_total", &none, (double)a->accept_pauses);
-	resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
-	metrics_render(a->metrics, &resp->body);
-}
-
-static void dump_config(struct agent *a, struct sbuf *b)
-{
-	const struct mesh_config *c = a->cfg;
-	sbuf_puts(b, "{\"config_dir\":");
-	sbuf_json_str(b, a->opts.config_dir);
-	sbuf_printf(b, ",\"digest\":\"%s\",\"trust_domain\":", c->digest);
-	sbuf_json_str(b, c->mesh.trust_domain);
-	sbuf_puts(b, ",\"root_namespace\":");
-	sbuf_json_str(b, c->mesh.root_namespace);
-	sbuf_printf(b, ",\"outbound_traffic_policy\":\"%s\",\"workloads\":[",
-		    c->mesh.outbound == MC_OUTBOUND_REGISTRY_ONLY ? "REGISTRY_ONLY" : "ALLOW_ANY");
-	for (size_t i = 0; i < c->n_workloads; i++) {
-		char s[ADDR_STRLEN];
-		const struct mc_workload *w = &c->workloads[i];
-		sbuf_printf(b, "%s{\"name\":", i ? "," : "");
-		sbuf_json_str(b, w->meta.name);
-		sbuf_puts(b, ",\"namespace\":");
-		sbuf_json_str(b, w->meta.ns);
-		sbuf_printf(b, ",\"address\":\"%s\",\"identity\":", addr_str(&w->address, s, sizeof(s)));
-		sbuf_json_str(b, w->spiffe_id);
-		sbuf_printf(b, ",\"ambient\":%s}", w->ambient ? "true" : "false");
-	}
-	sbuf_puts(b, "],\"policies\":[");
-	static const char *actions[] = {"ALLOW", "DENY", "AUDIT", "CUSTOM"};
-	for (size_t i = 0; i < c->n_policies; i++) {
-		const struct mc_authz *p = &c->policies[i];
-		sbuf_printf(b, "%s{\"name\":", i ? "," : "");
-		sbuf_json_str(b, p->id_name);
-		sbuf_printf(b, ",\"action\":\"%s\",\"rules\":%zu,\"dry_run\":%s,\"file\":",
-			    actions[p->action], p->n_rules, p->dry_run ? "true" : "false");
-		sbuf_json_str(b, p->meta.file);
-		sbuf_printf(b, ",\"line\":%d}", p->meta.line);
-	}
-	sbuf_puts(b, "],\"pods\":[");
-	for (struct pod *p = a->pods; p; p = p->next) {
-		char s[ADDR_STRLEN];
-		sbuf_printf(b, "%s{\"name\":", p == a->pods ? "" : ",");
-		sbuf_json_str(b, p->key);
-		sbuf_printf(b, ",\"address\":\"%s\",\"identity\":", addr_str(&p->addr, s, sizeof(s)));
-		sbuf_json_str(b, p->spiffe_id);
-		sbuf_puts(b, "}");
-	}
-	sbuf_puts(b, "]}\n");
-}
-
-static void http_admin(void *arg, const char *method, const char *path, const char *query,
-		       struct http_response *resp)
-{
-	(void)method;
-	(void)query;
-	struct agent *a = arg;
-	if (strcmp(path, "/config_dump") == 0) {
-		resp->content_type = "application/json";
-		dump_config(a, &resp->body);
-	} else if (strcmp(path, "/healthz/ready") == 0) {
-		resp->status = a->ready ? 200 : 503;
-		sbuf_puts(&resp->body, a->ready ? "ready\n" : "starting\n");
-	} else {
-		resp->status = 404;
-		sbuf_puts(&resp->body, "not found: try /config_dump\n");
-	}
-}
-
-static void http_ready(void *arg, const char *method, const char *path, const char *query,
-		       struct http_response *resp)
-{
-	(void)method;
-	(void)query;
-	struct agent *a = arg;
-	if (strcmp(path, "/healthz/ready") != 0) {
-		resp->status = 404;
-		sbuf_puts(&resp->body, "not found: try /healthz/ready\n");
-		return;
-	}
-	resp->status = a->ready ? 200 : 503;
-	sbuf_puts(&resp->body, a->ready ? "ready\n" : "starting\n");
-}
-
 /* ---- signals ---- */
 
 static void on_signal(struct loop_io *io, uint32_t events)
@@ -474,51 +368,40 @@ static int start_identity(struct agent *a, struct err *e)
 	return a->ids ? 0 : -1;
 }
 
-static void describe_metrics(struct metrics *m)
+/* ---- node ports (obs/endpoints.c serves them; these wire the agent in) ---- */
+
+static bool agent_is_ready(void *arg)
 {
-	metrics_describe(m, "istio_tcp_connections_opened_total", "counter",
-			 "TCP connections opened (authorized and carried)");
-	metrics_describe(m, "istio_tcp_connections_closed_total", "counter",
-			 "TCP connections closed; refused ones with response_flags DENY, failed "
-			 "upstream connects with CONNECT");
-	metrics_describe(m, "istio_tcp_sent_bytes_total", "counter",
-			 "Bytes of responses (destination to source)");
-	metrics_describe(m, "istio_tcp_received_bytes_total", "counter",
-			 "Bytes of requests (source to destination)");
-	metrics_describe(m, "moat_bpf_fast_denies_total", "counter",
-			 "Connections refused inside connect() by the BPF verdict cache");
-	metrics_describe(m, "moat_denies_total", "counter",
-			 "Connections refused by moatd after capture (outbound / inbound)");
-	metrics_describe(m, "moat_relay_engine", "gauge", "Relay engine in use (1 = active)");
-	metrics_describe(m, "moat_ktls_available", "gauge",
-			 "1 when the kernel accepted TCP_ULP \"tls\" at start-up");
-	metrics_describe(m, "moat_hbone_pool_connections", "gauge", "Pooled HBONE connections");
-	metrics_describe(m, "moat_log_lines_suppressed_total", "counter",
-			 "Identical log lines dropped by the log rate limit");
-	metrics_describe(m, "moat_accept_pauses_total", "counter",
-			 "Times a proxy listener paused accepting after EMFILE, ENFILE, ENOBUFS "
-			 "or ENOMEM");
-	metrics_describe(m, "moat_hbone_pool_streams", "gauge", "Streams on pooled HBONE connections");
-	metrics_describe(m, "moat_hbone_pool_waiting", "gauge",
-			 "CONNECTs on pooled HBONE connections still awaiting their response");
-	metrics_describe(m, "moat_hbone_streams_refused_total", "counter",
-			 "New outbound HBONE connections refused by a cap (reason)");
+	return ((struct agent *)arg)->ready;
+}
+
+static void agent_scrape(void *arg, struct metrics *m)
+{
+	(void)m; /* the same registry as a->metrics */
+	proxy_export_gauges(arg);
+}
+
+static void agent_dump(void *arg, struct sbuf *out)
+{
+	agent_config_dump(arg, out);
 }
 
 static int start_http(struct agent *a, struct err *e)
 {
-	a->http_metrics = http_server_new(a->loop, a->opts.metrics_addr, a->opts.metrics_port,
-					  http_metrics, a, e);
-	if (!a->http_metrics)
-		return err_wrap(e, "metrics address %s port %u", a->opts.metrics_addr,
-				a->opts.metrics_port);
-	a->http_admin = http_server_new(a->loop, "127.0.0.1", a->opts.admin_port, http_admin, a, e);
-	if (!a->http_admin)
-		return err_wrap(e, "admin port %u", a->opts.admin_port);
-	a->http_ready = http_server_new(a->loop, "0.0.0.0", a->opts.ready_port, http_ready, a, e);
-	if (!a->http_ready)
-		return err_wrap(e, "readiness port %u", a->opts.ready_port);
-	return 0;
+	struct obs_sources src = {
+		.arg = a,
+		.metrics = a->metrics,
+		.accept_pauses = &a->accept_pauses,
+		.ready = agent_is_ready,
+		.scrape = agent_scrape,
+		.config_dump = agent_dump,
+	};
+	struct obs_ports ports = {.metrics_addr = a->opts.metrics_addr,
+				  .metrics = a->opts.metrics_port,
+				  .admin = a->opts.admin_port,
+				  .ready = a->opts.ready_port};
+	a->endpoints = obs_endpoints_start(a->loop, &src, &ports, e);
+	return a->endpoints ? 0 : -1;
 }
 
 static int agent_start(struct agent *a, struct err *e)
@@ -537,7 +420,7 @@ static int agent_start(struct agent *a, struct err *e)
 	if (!a->dp)
 		return -1;
 	a->metrics = metrics_new();
-	describe_metrics(a->metrics);
+	obs_describe_metrics(a->metrics);
 	a->ktls = ktls_probe(a->ktls_why, sizeof(a->ktls_why));
 	log_info("kernel TLS: %s; relay engine: OpenSSL in user space", a->ktls_why);
 	struct metric_labels none = {0};
@@ -581,9 +464,7 @@ static void agent_stop(struct agent *a)
 		dns_resolver_free(a->dns);
 	if (a->dp)
 		dataplane_release(a->dp);
-	http_server_free(a->http_metrics);
-	http_server_free(a->http_admin);
-	http_server_free(a->http_ready);
+	obs_endpoints_free(a->endpoints);
 	if (a->ids)
 		identity_store_free(a->ids);
 	if (a->ca)

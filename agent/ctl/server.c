@@ -57,8 +57,7 @@ struct ctl_client {
 struct ctl_server {
 	struct agent *agent;
 	int fd;
-	struct loop_io io;
-	struct loop_timer backoff; /* accepting paused: out of descriptors or kernel memory */
+	struct acceptor acc; /* the accept loop and its back-off (core/accept.c) */
 	char *path;
 	struct ctl_client *head, **tail;
 	int n_clients;
@@ -697,42 +696,11 @@ static void client_new(struct ctl_server *s, int fd)
 	client_on_io(&c->io, EPOLLIN); /* moatctl's request is usually there already */
 }
 
-static void on_accept(struct loop_io *io, uint32_t events);
-
-static void accept_resume(struct loop_timer *t)
+static void on_accepted(struct acceptor *ac, int fd, const struct sockaddr *sa, socklen_t len)
 {
-	struct ctl_server *s = container_of(t, struct ctl_server, backoff);
-	if (loop_io_add(s->agent->loop, &s->io, s->fd, EPOLLIN, on_accept) < 0)
-		log_error("control socket %s: cannot watch it again: %s", s->path, strerror(errno));
-}
-
-/* Out of descriptors or kernel memory: the client stays queued and the socket readable, so
- * accepting again at once would spin the loop (as the pod listeners, proxy/listen.c). */
-static void accept_failed(struct ctl_server *s, int err)
-{
-	if (!accept_err_is_pressure(err))
-		return;
-	log_warn("control socket %s: accept: %s (accepting again in 100 ms)", s->path,
-		 strerror(err));
-	if (loop_timer_armed(&s->backoff))
-		return;
-	s->agent->accept_pauses++;
-	loop_io_del(s->agent->loop, &s->io);
-	loop_timer_arm(s->agent->loop, &s->backoff, ACCEPT_PAUSE_MS);
-}
-
-static void on_accept(struct loop_io *io, uint32_t events)
-{
-	(void)events;
-	struct ctl_server *s = container_of(io, struct ctl_server, io);
-	for (int i = 0; i < CTL_ACCEPT_BATCH; i++) {
-		int fd = accept4(s->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-		if (fd < 0) {
-			accept_failed(s, errno);
-			return;
-		}
-		client_new(s, fd);
-	}
+	(void)sa;
+	(void)len;
+	client_new(container_of(ac, struct ctl_server, acc), fd);
 }
 
 struct ctl_server *ctl_server_new(struct agent *a, const char *path, struct err *e)
@@ -762,9 +730,10 @@ struct ctl_server *ctl_server_new(struct agent *a, const char *path, struct err 
 	s->fd = fd;
 	s->path = xstrdup(path);
 	s->tail = &s->head;
-	loop_io_init(&s->io);
-	loop_timer_init(&s->backoff, accept_resume);
-	if (loop_io_add(a->loop, &s->io, fd, EPOLLIN, on_accept) < 0) {
+	char what[sizeof(sun.sun_path) + 32];
+	snprintf(what, sizeof(what), "control socket %s", path);
+	s->acc.pauses = &a->accept_pauses;
+	if (acceptor_start(&s->acc, a->loop, fd, CTL_ACCEPT_BATCH, on_accepted, what) < 0) {
 		err_set(e, "control socket: epoll: %s", strerror(errno));
 		close(fd);
 		free(s->path);
@@ -780,8 +749,7 @@ void ctl_server_free(struct ctl_server *s)
 		return;
 	while (s->head)
 		client_free(s->head);
-	loop_timer_cancel(s->agent->loop, &s->backoff);
-	loop_io_del(s->agent->loop, &s->io);
+	acceptor_stop(&s->acc);
 	close(s->fd);
 	unlink(s->path);
 	free(s->path);

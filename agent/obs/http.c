@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/accept.h"
 #include "core/log.h"
 #include "core/loop.h"
 
@@ -47,8 +48,7 @@ struct http_conn {
 struct http_server {
 	struct loop *loop;
 	int fd;
-	struct loop_io io;
-	struct loop_timer backoff;
+	struct acceptor acc; /* the accept loop and its back-off (core/accept.c) */
 	http_handler handler;
 	void *arg;
 	char name[ADDR_STRLEN + 8]; /* "127.0.0.1:15000" for messages */
@@ -56,8 +56,7 @@ struct http_server {
 	uint32_t timeout_ms;
 	struct http_conn *conns;
 	size_t n_conns;
-	bool full;        /* HTTP_MAX_CONNS reached */
-	bool backing_off; /* accept() failed for lack of resources */
+	bool full;        /* HTTP_MAX_CONNS reached: accepting held */
 };
 
 struct request {
@@ -65,13 +64,6 @@ struct request {
 };
 
 /* ---- connection lifetime ---- */
-
-static void listener_update(struct http_server *s)
-{
-	uint32_t ev = (s->full || s->backing_off) ? 0 : EPOLLIN;
-	if (loop_io_mod(s->loop, &s->io, ev) < 0)
-		log_warn("http %s: epoll_ctl listener: %s", s->name, strerror(errno));
-}
 
 static void conn_close(struct http_conn *c)
 {
@@ -91,7 +83,7 @@ static void conn_close(struct http_conn *c)
 	free(c);
 	if (s->full && s->n_conns < HTTP_MAX_CONNS) {
 		s->full = false;
-		listener_update(s);
+		acceptor_hold(&s->acc, false);
 	}
 }
 
@@ -454,38 +446,15 @@ static void conn_new(struct http_server *s, int fd)
 	s->n_conns++;
 }
 
-static void backoff_done(struct loop_timer *t)
+static void on_accepted(struct acceptor *ac, int fd, const struct sockaddr *sa, socklen_t len)
 {
-	struct http_server *s = container_of(t, struct http_server, backoff);
-	s->backing_off = false;
-	listener_update(s);
-}
-
-static void server_on_accept(struct loop_io *io, uint32_t events)
-{
-	struct http_server *s = container_of(io, struct http_server, io);
-	(void)events;
-	for (int i = 0; i < HTTP_ACCEPT_BATCH && !s->full; i++) {
-		int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return;
-			/* EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection stays queued and
-			 * the level-triggered listener would spin; pause accepting for a moment. */
-			log_warn("http %s: accept: %s; pausing %d ms", s->name, strerror(errno),
-				 ACCEPT_PAUSE_MS);
-			s->backing_off = true;
-			listener_update(s);
-			loop_timer_arm(s->loop, &s->backoff, ACCEPT_PAUSE_MS);
-			return;
-		}
-		conn_new(s, fd);
-		if (s->n_conns >= HTTP_MAX_CONNS) {
-			s->full = true;
-			listener_update(s);
-		}
+	(void)sa;
+	(void)len;
+	struct http_server *s = container_of(ac, struct http_server, acc);
+	conn_new(s, fd);
+	if (s->n_conns >= HTTP_MAX_CONNS) {
+		s->full = true;
+		acceptor_hold(&s->acc, true);
 	}
 }
 
@@ -556,7 +525,9 @@ static int open_listener(struct http_server *s, const char *bind_addr, uint16_t 
 		return err_set(e, "http server %s: getsockname: %s", s->name, strerror(errno));
 	addr_from_sockaddr((struct sockaddr *)&bound, &a, &s->port);
 	addr_port_str(&a, s->port, s->name, sizeof(s->name));
-	if (loop_io_add(s->loop, &s->io, s->fd, EPOLLIN, server_on_accept) < 0)
+	char what[sizeof(s->name) + 8];
+	snprintf(what, sizeof(what), "http %s", s->name);
+	if (acceptor_start(&s->acc, s->loop, s->fd, HTTP_ACCEPT_BATCH, on_accepted, what) < 0)
 		return err_set(e, "http server %s: epoll_ctl: %s", s->name, strerror(errno));
 	return 0;
 }
@@ -570,8 +541,6 @@ struct http_server *http_server_new(struct loop *l, const char *bind_addr, uint1
 	s->handler = h;
 	s->arg = arg;
 	s->timeout_ms = HTTP_DEFAULT_TIMEOUT_MS;
-	loop_io_init(&s->io);
-	loop_timer_init(&s->backoff, backoff_done);
 	if (open_listener(s, bind_addr, port, e) < 0) {
 		if (s->fd >= 0)
 			close(s->fd);
@@ -587,8 +556,7 @@ void http_server_free(struct http_server *s)
 		return;
 	while (s->conns)
 		conn_close(s->conns);
-	loop_io_del(s->loop, &s->io);
-	loop_timer_cancel(s->loop, &s->backoff);
+	acceptor_stop(&s->acc);
 	close(s->fd);
 	free(s);
 }
@@ -601,4 +569,9 @@ uint16_t http_server_port(const struct http_server *s)
 void http_server_set_timeout(struct http_server *s, uint32_t timeout_ms)
 {
 	s->timeout_ms = timeout_ms ? timeout_ms : HTTP_DEFAULT_TIMEOUT_MS;
+}
+
+void http_server_count_pauses(struct http_server *s, uint64_t *pauses)
+{
+	s->acc.pauses = pauses;
 }

@@ -32,5 +32,8 @@ uint16_t http_server_port(const struct http_server *s); /* useful with port 0 in
 /* Per-connection time limit (default 10000 ms): the whole request must arrive within it, and
  * a response that makes no write progress for that long is dropped. Tests shorten it. */
 void http_server_set_timeout(struct http_server *s, uint32_t timeout_ms);
+/* Count the times accepting paused for want of descriptors or memory in *pauses (the
+ * agent's moat_accept_pauses_total, shared with the pod listeners and the control socket). */
+void http_server_count_pauses(struct http_server *s, uint64_t *pauses);
 
 #endif

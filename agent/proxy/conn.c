@@ -348,3 +348,15 @@ void conn_log_deny(const struct conn *c, const char *phase, const char *policy,
 	};
 	access_log_deny(c->agent->metrics, &r);
 }
+
+void proxy_export_gauges(struct agent *a)
+{
+	int conns, streams;
+	hbone_pool_counts(a->pool, &conns, &streams);
+	struct metric_labels none = {0}, eng = {0};
+	metrics_gauge_set(a->metrics, "moat_hbone_pool_connections", &none, conns);
+	metrics_gauge_set(a->metrics, "moat_hbone_pool_streams", &none, streams);
+	metrics_gauge_set(a->metrics, "moat_hbone_pool_waiting", &none, hbone_pool_waiting(a->pool));
+	metric_label(&eng, "engine", "userspace-openssl");
+	metrics_gauge_set(a->metrics, "moat_relay_engine", &eng, 1);
+}

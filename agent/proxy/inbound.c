@@ -226,44 +226,36 @@ static const struct h2conn_ops srv_ops = {
 	.on_streams = srv_streams,
 };
 
-void inbound_hbone_accept(struct agent *a, struct listener *l)
+void inbound_hbone_accept(struct agent *a, struct listener *l, int fd,
+			  const struct sockaddr *sa)
 {
 	struct pod *p = l->pod;
-	for (int i = 0; i < 64; i++) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			listener_accept_failed(a, l, errno);
-			return;
-		}
-		struct moat_addr peer;
-		uint16_t pport;
-		addr_from_sockaddr((struct sockaddr *)&ss, &peer, &pport);
-		sock_nodelay(fd); /* HTTP/2 frames are small and latency-bound: no Nagle */
-		struct srv_conn *sc = xcalloc(1, sizeof(*sc));
-		loop_timer_init(&sc->idle, srv_idle);
-		sc->agent = a;
-		sc->pod = p;
-		char ps[ADDR_STRLEN + 8];
-		snprintf(sc->desc, sizeof(sc->desc), "%s -> pod %s:15008",
-			 addr_port_str(&peer, pport, ps, sizeof(ps)), p->key);
-		SSL_CTX *ctx = identity_server_ctx(a->ids, p->spiffe_id);
-		struct err e = {{0}};
-		sc->h2 = ctx ? h2conn_new(a->loop, H2_SERVER, fd, ctx, NULL, &srv_ops, sc, sc->desc, &e)
-			     : NULL;
-		if (!sc->h2) {
-			log_warn("HBONE %s: %s", sc->desc, ctx ? e.msg : "no certificate for the pod");
-			close_rst(fd);
-			free(sc);
-			continue;
-		}
-		struct h2_limits lim = agent_h2_limits(a);
-		h2conn_set_limits(sc->h2, &lim);
-		srv_arm_idle(sc, 0);
-		sc->next = a->srv_conns;
-		a->srv_conns = sc;
+	struct moat_addr peer;
+	uint16_t pport;
+	addr_from_sockaddr(sa, &peer, &pport);
+	sock_nodelay(fd); /* HTTP/2 frames are small and latency-bound: no Nagle */
+	struct srv_conn *sc = xcalloc(1, sizeof(*sc));
+	loop_timer_init(&sc->idle, srv_idle);
+	sc->agent = a;
+	sc->pod = p;
+	char ps[ADDR_STRLEN + 8];
+	snprintf(sc->desc, sizeof(sc->desc), "%s -> pod %s:15008",
+		 addr_port_str(&peer, pport, ps, sizeof(ps)), p->key);
+	SSL_CTX *ctx = identity_server_ctx(a->ids, p->spiffe_id);
+	struct err e = {{0}};
+	sc->h2 = ctx ? h2conn_new(a->loop, H2_SERVER, fd, ctx, NULL, &srv_ops, sc, sc->desc, &e)
+		     : NULL;
+	if (!sc->h2) {
+		log_warn("HBONE %s: %s", sc->desc, ctx ? e.msg : "no certificate for the pod");
+		close_rst(fd);
+		free(sc);
+		return;
 	}
+	struct h2_limits lim = agent_h2_limits(a);
+	h2conn_set_limits(sc->h2, &lim);
+	srv_arm_idle(sc, 0);
+	sc->next = a->srv_conns;
+	a->srv_conns = sc;
 }
 
 void inbound_drop_pod(struct agent *a, struct pod *p)
@@ -336,17 +328,10 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 	upstream_connect(a, c, conn_upstream_relay);
 }
 
-void inbound_plain_accept(struct agent *a, struct listener *l)
+void inbound_plain_accept(struct agent *a, struct listener *l, int fd)
 {
-	for (int i = 0; i < 64; i++) {
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			listener_accept_failed(a, l, errno);
-			return;
-		}
-		sock_nodelay(fd);
-		plain_handle(a, l->pod, fd);
-	}
+	sock_nodelay(fd);
+	plain_handle(a, l->pod, fd);
 }
 
 /* ---- live re-check ---- */

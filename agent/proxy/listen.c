@@ -8,54 +8,29 @@
 #include "core/netns.h"
 #include "proxy/proxy.h"
 
-static void on_listener(struct loop_io *io, uint32_t events)
-{
-	(void)events;
-	struct listener *l = container_of(io, struct listener, io);
-	struct agent *a = l->pod->agent;
-	switch (l->kind) {
-	case LSN_OUTBOUND:
-		outbound_accept(a, l);
-		break;
-	case LSN_HBONE:
-		inbound_hbone_accept(a, l);
-		break;
-	case LSN_PLAIN:
-		inbound_plain_accept(a, l);
-		break;
-	}
-}
+/* accepts per wake-up of one pod listener: a flood on one pod cannot starve the others */
+#define LISTENER_ACCEPT_BATCH 64
 
 static const char *listener_port(const struct listener *l)
 {
 	return l->kind == LSN_OUTBOUND ? "15001" : l->kind == LSN_HBONE ? "15008" : "15006";
 }
 
-static void listener_resume(struct loop_timer *t)
+static void on_accepted(struct acceptor *ac, int fd, const struct sockaddr *sa, socklen_t len)
 {
-	struct listener *l = container_of(t, struct listener, backoff);
+	(void)len;
+	struct listener *l = container_of(ac, struct listener, acc);
 	struct agent *a = l->pod->agent;
-	if (l->fd >= 0 && loop_io_add(a->loop, &l->io, l->fd, EPOLLIN, on_listener) < 0)
-		log_error("listener %s of pod %s: cannot watch it again: %s", listener_port(l),
-			  l->pod->key, strerror(errno));
-}
-
-void listener_accept_failed(struct agent *a, struct listener *l, int err)
-{
-	if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED)
-		return;
-	/* Out of descriptors or kernel memory: the connection stays queued and the listener
-	 * readable, so accepting again at once would spin. */
-	bool fds = err == EMFILE || err == ENFILE;
-	bool pause = accept_err_is_pressure(err);
-	log_warn("accept on %s of pod %s: %s%s", listener_port(l), l->pod->key, strerror(err),
-		 fds     ? " (out of file descriptors: accepting again in 100 ms)"
-		 : pause ? " (out of kernel memory: accepting again in 100 ms)"
-			 : "");
-	if (pause && !loop_timer_armed(&l->backoff)) {
-		a->accept_pauses++;
-		loop_io_del(a->loop, &l->io);
-		loop_timer_arm(a->loop, &l->backoff, ACCEPT_PAUSE_MS);
+	switch (l->kind) {
+	case LSN_OUTBOUND:
+		outbound_accept(a, l, fd, sa);
+		break;
+	case LSN_HBONE:
+		inbound_hbone_accept(a, l, fd, sa);
+		break;
+	case LSN_PLAIN:
+		inbound_plain_accept(a, l, fd);
+		break;
 	}
 }
 
@@ -78,8 +53,6 @@ static void bind_addr(enum listener_kind kind, int family, struct moat_addr *out
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
 		  int family, struct err *e)
 {
-	loop_io_init(&l->io);
-	loop_timer_init(&l->backoff, listener_resume);
 	l->fd = -1;
 	l->pod = p;
 	l->kind = (int)kind;
@@ -108,7 +81,10 @@ int listener_open(struct agent *a, struct pod *p, struct listener *l, enum liste
 		return err_set(e, "listen on %s in pod %s: %s",
 			       addr_port_str(&addr, port, where, sizeof(where)), p->key, errno_name(err));
 	}
-	if (loop_io_add(a->loop, &l->io, fd, EPOLLIN, on_listener) < 0) {
+	char what[96];
+	snprintf(what, sizeof(what), "%s of pod %s", listener_port(l), p->key);
+	l->acc.pauses = &a->accept_pauses;
+	if (acceptor_start(&l->acc, a->loop, fd, LISTENER_ACCEPT_BATCH, on_accepted, what) < 0) {
 		int err = errno;
 		close(fd);
 		return err_set(e, "watch listener of pod %s: %s", p->key, strerror(err));
@@ -121,8 +97,8 @@ void listener_close(struct agent *a, struct listener *l)
 {
 	if (l->fd < 0)
 		return;
-	loop_timer_cancel(a->loop, &l->backoff);
-	loop_io_del(a->loop, &l->io);
+	(void)a;
+	acceptor_stop(&l->acc);
 	close(l->fd);
 	l->fd = -1;
 }

@@ -211,20 +211,11 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 	go_direct(a, c);
 }
 
-void outbound_accept(struct agent *a, struct listener *l)
+void outbound_accept(struct agent *a, struct listener *l, int fd, const struct sockaddr *sa)
 {
-	for (int i = 0; i < 64; i++) {
-		struct sockaddr_storage ss;
-		socklen_t sl = sizeof(ss);
-		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			listener_accept_failed(a, l, errno);
-			return;
-		}
-		struct moat_addr client;
-		uint16_t cport;
-		addr_from_sockaddr((struct sockaddr *)&ss, &client, &cport);
-		sock_nodelay(fd);
-		outbound_handle(a, l->pod, fd, &client, cport);
-	}
+	struct moat_addr client;
+	uint16_t cport;
+	addr_from_sockaddr(sa, &client, &cport);
+	sock_nodelay(fd);
+	outbound_handle(a, l->pod, fd, &client, cport);
 }

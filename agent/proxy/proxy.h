@@ -41,15 +41,12 @@ struct connector *pod_app_connect(struct agent *a, struct pod *p, const struct m
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
 		  int family, struct err *e);
 void listener_close(struct agent *a, struct listener *l);
-/* accept() failed with err: log it; out of fds or memory (EMFILE/ENFILE/ENOBUFS/ENOMEM),
- * stop watching the listener for 100 ms instead of spinning on it (the kernel's backlog
- * holds the connections; counted in moat_accept_pauses_total). */
-void listener_accept_failed(struct agent *a, struct listener *l, int err);
-
-/* Accept handlers (called by the listener watcher). */
-void outbound_accept(struct agent *a, struct listener *l);
-void inbound_hbone_accept(struct agent *a, struct listener *l);
-void inbound_plain_accept(struct agent *a, struct listener *l);
+/* Accept handlers: one accepted connection each (the listener's acceptor, core/accept.c,
+ * runs the accept loop and its back-off). */
+void outbound_accept(struct agent *a, struct listener *l, int fd, const struct sockaddr *sa);
+void inbound_hbone_accept(struct agent *a, struct listener *l, int fd,
+			  const struct sockaddr *sa);
+void inbound_plain_accept(struct agent *a, struct listener *l, int fd);
 
 /* Inbound HBONE connections of a pod are aborted (unenroll). */
 void inbound_drop_pod(struct agent *a, struct pod *p);
@@ -59,6 +56,8 @@ void inbound_recheck(struct agent *a);
 void inbound_free_all(struct agent *a);
 /* Close every remaining connection (relays, pending connects) that involves the pod. */
 void conns_drop_pod(struct agent *a, struct pod *p);
+/* /metrics is about to render: the HBONE pool's gauges and the relay engine in use. */
+void proxy_export_gauges(struct agent *a);
 /* Live connections as text (moatctl connections) or JSON. */
 void conns_dump(struct agent *a, bool json, struct sbuf *out);
 

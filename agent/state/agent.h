@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "core/accept.h"
 #include "core/loop.h"
 #include "core/util.h"
 #include "moat/abi.h"
@@ -20,7 +21,7 @@ struct dataplane;
 struct identity_store;
 struct moat_ca;
 struct metrics;
-struct http_server;
+struct obs_endpoints;
 struct dns_resolver;
 struct hbone_pool;
 struct ctl_server;
@@ -102,11 +103,10 @@ size_t intern_collect(struct intern *in, uint64_t now, uint64_t quarantine_ms);
 void intern_free(struct intern *in);
 
 struct listener {
-	struct loop_io io;
+	struct acceptor acc; /* the accept loop and its back-off (core/accept.c) */
 	int fd;
 	struct pod *pod;
 	int kind; /* enum listener_kind (proxy/) */
-	struct loop_timer backoff; /* out of fds: accepting paused for a moment */
 };
 
 /* A pod enrolled on this node. Facts come from its WorkloadEntry (looked up again on every
@@ -158,7 +158,7 @@ struct agent {
 	struct moat_ca *ca;
 	struct identity_store *ids;
 	struct metrics *metrics;
-	struct http_server *http_metrics, *http_admin, *http_ready;
+	struct obs_endpoints *endpoints; /* metrics, admin and readiness ports (obs/) */
 	struct dns_resolver *dns;
 	struct hbone_pool *pool;
 	struct ctl_server *ctl;
@@ -220,6 +220,9 @@ void agent_authorize(struct agent *a, const struct dest *d, const struct moat_ad
 uint32_t agent_policy_id(struct agent *a, const struct mc_authz *p);
 /* ServiceEntry addresses learnt from DNS (state/egress.c). */
 const struct mc_service_entry *agent_service_by_resolved(struct agent *a, const struct moat_addr *ip);
+
+/* The configuration in force and the pods as JSON (/config_dump; state/dump.c). */
+void agent_config_dump(struct agent *a, struct sbuf *b);
 
 /* ---- config (state/reload.c) ---- */
 int agent_config_watch(struct agent *a, struct err *e);
