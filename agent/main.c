@@ -16,6 +16,7 @@
 #include "hbone/ktls.h"
 #include "dns/dns.h"
 #include "identity/identity.h"
+#include "obs/access_log.h"
 #include "obs/endpoints.h"
 #include "obs/http.h"
 #include "obs/metrics.h"
@@ -41,7 +42,11 @@ static const char usage[] =
 	"  --bundle FILE       trust bundle, reloaded when it changes (default DIR/root-cert.pem)\n"
 	"  --svid-ttl SECONDS  workload certificate lifetime, renewed at half-life (86400)\n"
 	"  --resolv-conf FILE  nameservers for ServiceEntry resolution: DNS (/etc/resolv.conf)\n"
-	"  --access-log FILE   JSON access log and deny events (default: stdout)\n"
+	"  --access-log FILE   JSON access log and deny events (default: stdout), written by a\n"
+	"                      thread: a slow sink never stalls the data plane\n"
+	"  --access-log-buffer BYTES\n"
+	"                      lines queued for a slow sink before new ones are dropped and\n"
+	"                      counted in moat_access_log_dropped_total (4194304)\n"
 	"  --log-level LEVEL   debug, info, warn, error (info)\n"
 	"  --node NAME         node name shown by moatctl status\n"
 	"  --pool-idle SECONDS release idle HBONE connections after this (300)\n"
@@ -121,17 +126,29 @@ static int parse_count(const char *s, int *out)
 	return 0;
 }
 
+static int parse_bytes(const char *s, size_t min, size_t max, size_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || v < min || v > max)
+		return -1;
+	*out = (size_t)v;
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, struct agent_opts *o)
 {
 	enum { O_STATE = 256, O_BPF, O_CA, O_BUNDLE, O_TTL, O_RESOLV, O_ACCESS, O_LEVEL, O_NODE,
 	       O_IDLE, O_NOTP, O_TLS12, O_MPORT, O_APORT, O_RPORT, O_CLEANUP, O_MADDR, O_RESP,
-	       O_SUSPECT, O_SIDLE, O_IIDLE, O_PDEST, O_PPOD, O_PCONNS, O_ENGINE };
+	       O_SUSPECT, O_SIDLE, O_IIDLE, O_PDEST, O_PPOD, O_PCONNS, O_ENGINE, O_ALBUF };
 	static const struct option opts[] = {
 		{"config", required_argument, 0, 'c'},   {"state-dir", required_argument, 0, O_STATE},
 		{"bpf-dir", required_argument, 0, O_BPF}, {"ca", required_argument, 0, O_CA},
 		{"bundle", required_argument, 0, O_BUNDLE}, {"svid-ttl", required_argument, 0, O_TTL},
 		{"resolv-conf", required_argument, 0, O_RESOLV},
 		{"access-log", required_argument, 0, O_ACCESS},
+		{"access-log-buffer", required_argument, 0, O_ALBUF},
 		{"log-level", required_argument, 0, O_LEVEL}, {"node", required_argument, 0, O_NODE},
 		{"pool-idle", required_argument, 0, O_IDLE}, {"no-transparent", no_argument, 0, O_NOTP},
 		{"tls12", no_argument, 0, O_TLS12},     {"metrics-port", required_argument, 0, O_MPORT},
@@ -162,6 +179,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		.max_pending_dest = 256,
 		.max_pending_pod = 1024,
 		.pool_max_conns = 64,
+		.access_log_buffer = ACCESS_LOG_RING_DEFAULT,
 		.metrics_port = 15020,
 		.metrics_addr = "0.0.0.0",
 		.admin_port = 15000,
@@ -185,6 +203,13 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 			break;
 		case O_RESOLV: o->resolv_conf = optarg; break;
 		case O_ACCESS: o->access_log = optarg; break;
+		case O_ALBUF:
+			if (parse_bytes(optarg, ACCESS_LOG_RING_MIN, 1u << 30, &o->access_log_buffer) < 0) {
+				fprintf(stderr, "moatd: --access-log-buffer %s: expected bytes, %u..%u\n",
+					optarg, ACCESS_LOG_RING_MIN, 1u << 30);
+				return -1;
+			}
+			break;
 		case O_LEVEL: snprintf(log_level, sizeof(log_level), "%s", optarg); break;
 		case O_NODE: o->node_name = optarg; break;
 		case O_IDLE: o->pool_idle_ms = atoi(optarg) * 1000; break;
@@ -392,6 +417,7 @@ static int start_http(struct agent *a, struct err *e)
 		.arg = a,
 		.metrics = a->metrics,
 		.accept_pauses = &a->accept_pauses,
+		.access_log = a->access_log,
 		.ready = agent_is_ready,
 		.scrape = agent_scrape,
 		.config_dump = agent_dump,
@@ -505,6 +531,40 @@ static int cleanup(struct agent *a)
 	return 0;
 }
 
+/* JSON lines go through the writer thread (obs/access_log.c) to --access-log or stdout. */
+static int open_access_log(struct main_state *st)
+{
+	struct agent *a = &st->a;
+	if (a->opts.access_log) {
+		st->access = fopen(a->opts.access_log, "ae");
+		if (!st->access) {
+			fprintf(stderr, "moatd: --access-log %s: %s\n", a->opts.access_log, strerror(errno));
+			return -1;
+		}
+		log_set_access(st->access);
+	}
+	struct err e = {{0}};
+	a->access_log = access_log_open(st->access ? fileno(st->access) : STDOUT_FILENO,
+					a->opts.access_log_buffer,
+					a->opts.access_log ? a->opts.access_log : "stdout", &e);
+	if (!a->access_log) {
+		fprintf(stderr, "moatd: %s\n", e.msg);
+		return -1;
+	}
+	log_set_json_sink(access_log_sink, a->access_log);
+	return 0;
+}
+
+/* Drain what is queued (bounded: ACCESS_LOG_DRAIN_MS), then close the sink. */
+static void close_access_log(struct main_state *st)
+{
+	log_set_json_sink(NULL, NULL);
+	uint64_t left = access_log_close(st->a.access_log, ACCESS_LOG_DRAIN_MS);
+	st->a.access_log = NULL;
+	if (st->access && !left) /* else a writer may still hold it; the process is ending */
+		fclose(st->access);
+}
+
 int main(int argc, char **argv)
 {
 	static struct main_state st;
@@ -513,14 +573,8 @@ int main(int argc, char **argv)
 		return 2;
 	if (a->opts.cleanup)
 		return cleanup(a);
-	if (a->opts.access_log) {
-		st.access = fopen(a->opts.access_log, "ae");
-		if (!st.access) {
-			fprintf(stderr, "moatd: --access-log %s: %s\n", a->opts.access_log, strerror(errno));
-			return 2;
-		}
-		log_set_access(st.access);
-	}
+	if (open_access_log(&st) < 0)
+		return 2;
 	a->loop = loop_new();
 	if (!a->loop) {
 		fprintf(stderr, "moatd: epoll: %s\n", strerror(errno));
@@ -530,6 +584,7 @@ int main(int argc, char **argv)
 	if (agent_start(a, &e) < 0) {
 		log_error("%s", e.msg);
 		agent_stop(a);
+		close_access_log(&st);
 		return 1;
 	}
 	a->ready = true;
@@ -537,8 +592,7 @@ int main(int argc, char **argv)
 		 a->opts.bpf_dir, a->opts.state_dir);
 	int rc = loop_run(a->loop);
 	agent_stop(a);
-	if (st.access)
-		fclose(st.access);
+	close_access_log(&st); /* after agent_stop: the records of connections it closed too */
 	log_info("stopped");
 	return rc == 0 ? 0 : 1;
 }

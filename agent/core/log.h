@@ -17,8 +17,11 @@ enum log_level log_level_parse(const char *s, int *ok);
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Lines dropped by the rate limit since start (moat_log_lines_suppressed_total). */
 uint64_t log_suppressed_total(void);
-/* One complete JSON object, written as one line to the access-log stream. */
+/* One complete JSON object, written as one line to the access-log stream, or handed to the
+ * sink set with log_set_json_sink (moatd's non-blocking writer, obs/access_log.c). */
 void log_json_line(const char *json);
+/* From now on JSON lines go to fn (NULL: back to the stream, written and flushed at once). */
+void log_set_json_sink(void (*fn)(void *arg, const char *line), void *arg);
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "obs/access_log.h"
 #include "obs/http.h"
 #include "obs/metrics.h"
 
@@ -33,6 +34,9 @@ static void http_metrics(void *arg, const char *method, const char *path, const 
 	if (ep->src.accept_pauses)
 		metrics_gauge_set(m, "moat_accept_pauses_total", &none,
 				  (double)*ep->src.accept_pauses);
+	if (ep->src.access_log)
+		metrics_gauge_set(m, "moat_access_log_dropped_total", &none,
+				  (double)access_log_dropped(ep->src.access_log));
 	resp->content_type = METRICS_CONTENT_TYPE;
 	metrics_render(m, &resp->body);
 }
@@ -140,6 +144,8 @@ static const struct {
 	{"moat_hbone_pool_connections", "gauge", "Pooled HBONE connections"},
 	{"moat_log_lines_suppressed_total", "counter",
 	 "Identical log lines dropped by the log rate limit"},
+	{"moat_access_log_dropped_total", "counter",
+	 "Access-log lines dropped because the sink did not keep up (the writer's ring was full)"},
 	{"moat_accept_pauses_total", "counter",
 	 "Times a listener paused accepting after EMFILE, ENFILE, ENOBUFS or ENOMEM"},
 	{"moat_hbone_pool_streams", "gauge", "Streams on pooled HBONE connections"},

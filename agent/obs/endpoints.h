@@ -12,11 +12,13 @@
 
 struct loop;
 struct metrics;
+struct access_log;
 
 struct obs_sources {
 	void *arg;
 	struct metrics *metrics;
 	uint64_t *accept_pauses;  /* moat_accept_pauses_total; the HTTP ports' pauses add to it */
+	const struct access_log *access_log; /* moat_access_log_dropped_total (may be NULL) */
 	bool (*ready)(void *arg); /* the agent serves traffic */
 	/* /metrics is about to render: set the gauges kept outside the registry. */
 	void (*scrape)(void *arg, struct metrics *m);

@@ -22,6 +22,7 @@ struct identity_store;
 struct moat_ca;
 struct metrics;
 struct obs_endpoints;
+struct access_log;
 struct dns_resolver;
 struct hbone_pool;
 struct ctl_server;
@@ -45,6 +46,7 @@ struct agent_opts {
 	const char *bundle_path; /* NULL: <ca_dir>/root-cert.pem */
 	const char *resolv_conf; /* default /etc/resolv.conf */
 	const char *access_log;  /* NULL: stdout */
+	size_t access_log_buffer; /* bytes of lines queued for a slow sink (obs/access_log.c) */
 	const char *node_name;
 	int svid_ttl;            /* seconds */
 	bool allow_tls12;
@@ -159,6 +161,7 @@ struct agent {
 	struct identity_store *ids;
 	struct metrics *metrics;
 	struct obs_endpoints *endpoints; /* metrics, admin and readiness ports (obs/) */
+	struct access_log *access_log;   /* the JSON lines' writer (obs/access_log.c) */
 	struct dns_resolver *dns;
 	struct hbone_pool *pool;
 	struct ctl_server *ctl;
