@@ -39,7 +39,11 @@ static int nl_open(int netns_fd, struct err *e)
 	if (fd < 0)
 		return netns_fd >= 0 ? -1 : err_set(e, "netlink socket: %s", strerror(errno));
 	struct timeval tv = {.tv_sec = 2}; /* the kernel answers at once; bound it anyway */
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0) {
+		int err = errno;
+		close(fd); /* an unbounded netlink wait on the loop thread: refuse instead */
+		return err_set(e, "netlink socket: setsockopt(SO_RCVTIMEO): %s", errno_name(err));
+	}
 	return fd;
 }
 

@@ -15,6 +15,10 @@
 
 #include "core/loop.h"
 
+/* listen() backlog of the pod listeners and the HTTP ports: connections wait here while
+ * accepting is paused (the kernel caps it at net.core.somaxconn). */
+#define LISTEN_BACKLOG 4096
+
 struct acceptor;
 /* One accepted socket (non-blocking, close-on-exec), with its peer's address. */
 typedef void (*acceptor_cb)(struct acceptor *ac, int fd, const struct sockaddr *peer,

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/log.h"
+
 int err_set(struct err *e, const char *fmt, ...)
 {
 	if (!e)
@@ -471,8 +473,16 @@ void close_rst(int fd)
 
 void sock_nodelay(int fd)
 {
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct err e;
+	if (sock_set_int(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY", &e) < 0)
+		log_warn("socket %d: %s (small frames may wait for Nagle)", fd, e.msg);
+}
+
+int sock_set_int(int fd, int level, int opt, int value, const char *name, struct err *e)
+{
+	if (setsockopt(fd, level, opt, &value, sizeof(value)) == 0)
+		return 0;
+	return err_set(e, "setsockopt(%s): %s", name, errno_name(errno));
 }
 
 int set_cloexec(int fd)

@@ -103,8 +103,13 @@ const char *iso8601_ms(int64_t wall, char *buf, size_t len);
 int set_nonblock(int fd);
 /* Close a TCP socket with a reset (SO_LINGER 0): how moat refuses or aborts a connection. */
 void close_rst(int fd);
-/* TCP_NODELAY: tunnels and relays move small frames; Nagle would add 40 ms stalls. */
+/* TCP_NODELAY: tunnels and relays move small frames; Nagle would add 40 ms stalls. A failure
+ * only costs latency: logged, not fatal. */
 void sock_nodelay(int fd);
+/* setsockopt with an int value; on failure e says "setsockopt(NAME): ERRNO" and -1 returns.
+ * For the options moat relies on (SO_MARK, IPV6_V6ONLY, IP_TRANSPARENT, SO_REUSEADDR): the
+ * caller fails the operation rather than run without them. */
+int sock_set_int(int fd, int level, int opt, int value, const char *name, struct err *e);
 int set_cloexec(int fd);
 /* Read a whole file (NUL-terminated). */
 char *read_file(const char *path, size_t *len, struct err *e);

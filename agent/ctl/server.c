@@ -14,6 +14,7 @@
 
 #include "bpf/dataplane.h"
 #include "core/log.h"
+#include "core/reasons.h"
 #include "ctl/ctl.h"
 #include "identity/identity.h"
 #include "proxy/conn.h"
@@ -26,6 +27,7 @@
 #define CTL_MAX_ARGS 64
 
 #define CTL_MAX_CLIENTS 16    /* open control connections at once */
+#define CTL_BACKLOG 64        /* clients queued before accept: moatctl runs one at a time */
 #define CTL_ACCEPT_BATCH 8    /* accepts per loop turn: an accept flood cannot evict a
 			       * client before its request had a turn to be read */
 #define CTL_REQUEST_MS 3000   /* from accept to the whole request */
@@ -354,8 +356,6 @@ static int cmp_str(const void *a, const void *b)
 static void verdict_row(void *arg, const struct moat_verdict_key *k, const struct moat_verdict *v)
 {
 	static const char *actions[] = {"NONE", "ALLOW", "DENY"};
-	static const char *reasons[] = {"-", "deny-policy", "no-allow", "unregistered",
-					"strict-plain", "allowed"};
 	struct verdict_dump *d = arg;
 	struct agent *a = d->agent;
 	if (v->epoch != a->epoch)
@@ -364,7 +364,7 @@ static void verdict_row(void *arg, const struct moat_verdict_key *k, const struc
 	const char *dst = intern_name(&a->workload_ids, k->dst_workload);
 	const char *pol = intern_name(&a->policy_ids, v->policy);
 	const char *action = actions[v->action < 3 ? v->action : 0];
-	const char *reason = reasons[v->reason < 6 ? v->reason : 0];
+	const char *reason = v->reason ? moat_reason_code(v->reason) : "-";
 	if (d->json) {
 		sbuf_printf(d->out, "%s{\"source\":", d->first ? "" : ",");
 		sbuf_json_str(d->out, src);
@@ -380,7 +380,7 @@ static void verdict_row(void *arg, const struct moat_verdict_key *k, const struc
 	char port[8];
 	snprintf(port, sizeof(port), "%u", k->dst_port);
 	*VEC_PUSH(d->rows, d->n_rows, d->cap_rows) =
-		xasprintf("%-34s %-44s %-6s %-6s %-13s %s\n", src ? src : "?", dst ? dst : "?",
+		xasprintf("%-34s %-44s %-6s %-6s %-16s %s\n", src ? src : "?", dst ? dst : "?",
 			  k->dst_port ? port : "*", action, reason, pol ? pol : "-");
 }
 
@@ -390,7 +390,7 @@ static int h_verdicts(struct agent *a, struct request *r, struct sbuf *out)
 	if (d.json)
 		sbuf_puts(out, "[");
 	else
-		sbuf_printf(out, "%-34s %-44s %-6s %-6s %-13s %s\n", "SOURCE", "DESTINATION", "PORT",
+		sbuf_printf(out, "%-34s %-44s %-6s %-6s %-16s %s\n", "SOURCE", "DESTINATION", "PORT",
 			    "ACTION", "REASON", "POLICY");
 	dataplane_verdicts_each(a->dp, verdict_row, &d);
 	qsort(d.rows, d.n_rows, sizeof(*d.rows), cmp_str);
@@ -720,7 +720,7 @@ struct ctl_server *ctl_server_new(struct agent *a, const char *path, struct err 
 	mode_t old = umask(0077);
 	int rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
 	umask(old);
-	if (rc < 0 || listen(fd, 64) < 0) {
+	if (rc < 0 || listen(fd, CTL_BACKLOG) < 0) {
 		err_set(e, "control socket %s: %s", path, strerror(errno));
 		close(fd);
 		return NULL;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/reasons.h"
 #include "obs/metrics.h"
 
 void access_split_name(const char *full, char *ns, size_t nsl, char *name, size_t nl)
@@ -77,7 +78,8 @@ void access_log_deny(struct metrics *m, const struct deny_record *r)
 	metrics_counter_add(m, "istio_tcp_connections_closed_total", &l, 1);
 	if (strcmp(r->phase, "connect") == 0) {
 		struct metric_labels f = {0};
-		metric_label(&f, "reason", r->reason_code ? r->reason_code : "POLICY");
+		metric_label(&f, "reason", r->reason_code ? r->reason_code
+								 : moat_reason_code(MOAT_REASON_NONE));
 		metrics_counter_add(m, "moat_bpf_fast_denies_total", &f, 1);
 	} else {
 		struct metric_labels f = {0};

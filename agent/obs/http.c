@@ -512,12 +512,12 @@ static int open_listener(struct http_server *s, const char *bind_addr, uint16_t 
 	s->fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (s->fd < 0)
 		return err_set(e, "http server %s: socket: %s", s->name, strerror(errno));
-	int one = 1;
-	setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (sock_set_int(s->fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", e) < 0)
+		return err_wrap(e, "http server %s", s->name);
 	if (bind(s->fd, (struct sockaddr *)&ss, len) < 0)
 		return err_set(e, "http server %s: bind: %s (is another process on this port?)",
 			       s->name, strerror(errno));
-	if (listen(s->fd, SOMAXCONN) < 0)
+	if (listen(s->fd, LISTEN_BACKLOG) < 0)
 		return err_set(e, "http server %s: listen: %s", s->name, strerror(errno));
 	struct sockaddr_storage bound;
 	socklen_t blen = sizeof(bound);

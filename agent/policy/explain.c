@@ -4,23 +4,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/reasons.h"
 #include "policy/authz_internal.h"
 
 static const char *action_str(enum moat_action a)
 {
 	return a == MOAT_ACTION_ALLOW ? "ALLOW" : "DENY";
-}
-
-static const char *reason_str(enum moat_reason r)
-{
-	switch (r) {
-	case MOAT_REASON_POLICY_DENY: return "a DENY policy matched";
-	case MOAT_REASON_NO_ALLOW: return "ALLOW policies apply, none matched";
-	case MOAT_REASON_UNREGISTERED: return "destination not registered (REGISTRY_ONLY)";
-	case MOAT_REASON_STRICT_PLAIN: return "plaintext to a STRICT workload";
-	case MOAT_REASON_ALLOWED: return "allowed";
-	default: return "none";
-	}
 }
 
 void authz_decision_json(const struct authz_decision *d, struct sbuf *out)
@@ -56,7 +45,7 @@ void authz_decision_text(const struct authz_decision *d, const struct authz_targ
 			    d->peer_auth->meta.line);
 	else
 		sbuf_puts(out, "  policy: none\n");
-	sbuf_printf(out, "  reason: %s\n", reason_str(d->reason));
+	sbuf_printf(out, "  reason: %s\n", moat_reason_text(d->reason));
 	sbuf_printf(out, "  why: %s\n", d->why);
 	for (int i = 0; i < d->n_dry_run; i++) {
 		const struct authz_dry_run *dr = &d->dry_run[i];

@@ -87,16 +87,21 @@ static int open_socket(const struct connect_req *r, char *why, size_t wlen)
 		snprintf(why, wlen, "%.200s", r->netns_fd >= 0 ? e.msg : strerror(errno));
 		return -1;
 	}
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof(one));
-	if (r->mark)
-		setsockopt(fd, SOL_SOCKET, SO_MARK, &r->mark, sizeof(r->mark));
+	sock_nodelay(fd);
+	/* Without its mark a transparent connection's replies would not be routed back to the
+	 * agent: no connect rather than one that leaks. */
+	if (r->mark && sock_set_int(fd, SOL_SOCKET, SO_MARK, (int)r->mark, "SO_MARK", &e) < 0) {
+		snprintf(why, wlen, "%.200s", e.msg);
+		close(fd);
+		return -1;
+	}
 	if (r->src) {
 		if (r->transparent) {
-			int lvl = family == AF_INET ? IPPROTO_IP : IPPROTO_IPV6;
-			int opt = family == AF_INET ? IP_TRANSPARENT : 75 /* IPV6_TRANSPARENT */;
-			if (setsockopt(fd, lvl, opt, &one, sizeof(one)) < 0) {
-				snprintf(why, wlen, "IP_TRANSPARENT: %s", strerror(errno));
+			bool v4 = family == AF_INET;
+			if (sock_set_int(fd, v4 ? IPPROTO_IP : IPPROTO_IPV6,
+					 v4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, 1,
+					 v4 ? "IP_TRANSPARENT" : "IPV6_TRANSPARENT", &e) < 0) {
+				snprintf(why, wlen, "%.200s", e.msg);
 				close(fd);
 				return -1;
 			}
@@ -141,7 +146,7 @@ struct connector *connector_start(struct loop *l, const struct connect_req *r, c
 		return fail_soon(c, errno, NULL);
 	if (loop_io_add(l, &c->io, c->fd, EPOLLOUT, on_io) < 0)
 		return fail_soon(c, errno, NULL);
-	loop_timer_arm(l, &c->timer, (uint64_t)(r->timeout_ms > 0 ? r->timeout_ms : 10000));
+	loop_timer_arm(l, &c->timer, (uint64_t)(r->timeout_ms > 0 ? r->timeout_ms : CONNECT_TIMEOUT_MS));
 	return c;
 }
 

@@ -11,6 +11,10 @@
 #include "core/loop.h"
 #include "core/util.h"
 
+/* Every connect the agent makes (upstream apps, plaintext workloads, egress, HBONE peers) is
+ * given up after this long unless the request says otherwise. */
+#define CONNECT_TIMEOUT_MS 10000
+
 struct connector;
 /* fd >= 0 on success (non-blocking, owned by the callee now), else fd = -1 and err set. */
 typedef void (*connector_cb)(void *arg, int fd, int err_no, const char *error);
@@ -23,7 +27,7 @@ struct connect_req {
 	uint16_t src_port;          /* with src; 0 = any */
 	bool transparent;           /* IP_TRANSPARENT: src may be an address not on this host */
 	uint32_t mark;              /* SO_MARK (0 = none) */
-	int timeout_ms;
+	int timeout_ms;             /* 0: CONNECT_TIMEOUT_MS */
 	const char *who;            /* "pod ns/name" for messages */
 };
 

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/reasons.h"
+#include "state/tproxy.h"
 #include "identity/identity.h"
 #include "hbone/h2.h"
 #include "proxy/conn.h"
@@ -54,8 +56,8 @@ struct connector *pod_app_connect(struct agent *a, struct pod *p, const struct m
 		.dst_port = dport,
 		.src = transparent ? src : NULL,
 		.transparent = transparent,
-		.mark = transparent ? MOAT_TPROXY_MARK : 0,
-		.timeout_ms = 10000,
+		.mark = transparent ? TPROXY_MARK : 0,
+		.timeout_ms = CONNECT_TIMEOUT_MS,
 		.who = who,
 	};
 	return connector_start(a->loop, &r, cb, arg);
@@ -153,7 +155,7 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 			.dst_workload = p->key,
 			.policy = dec.policy ? dec.policy->id_name : NULL,
 			.reason = dec.why,
-			.reason_code = dec.reason == MOAT_REASON_POLICY_DENY ? "POLICY_DENY" : "NO_ALLOW",
+			.reason_code = moat_reason_code(dec.reason),
 		};
 		access_log_deny(a->metrics, &dr);
 		h2stream_respond(s, 401);
@@ -312,9 +314,7 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 			.dst_workload = p->key,
 			.policy = dec.policy ? dec.policy->id_name : NULL,
 			.reason = dec.why,
-			.reason_code = dec.reason == MOAT_REASON_STRICT_PLAIN ? "STRICT_PLAINTEXT"
-				     : dec.reason == MOAT_REASON_POLICY_DENY ? "POLICY_DENY"
-									     : "NO_ALLOW",
+			.reason_code = moat_reason_code(dec.reason),
 		};
 		access_log_deny(a->metrics, &dr);
 		close_rst(fd);
@@ -366,7 +366,7 @@ void inbound_recheck(struct agent *a)
 		char reason[700];
 		snprintf(reason, sizeof(reason), "late rejection after a policy change: %s", dec.why);
 		conn_log_deny(victim, "inbound", dec.policy ? dec.policy->id_name : NULL, reason,
-			      "LATE_REJECTION");
+			      moat_reason_code(MOAT_REASON_LATE_REJECTION));
 		if (victim->join)
 			join_reset(victim->join, "closed: policy now denies this connection");
 		else if (victim->stream)

@@ -11,11 +11,6 @@
 /* accepts per wake-up of one pod listener: a flood on one pod cannot starve the others */
 #define LISTENER_ACCEPT_BATCH 64
 
-static const char *listener_port(const struct listener *l)
-{
-	return l->kind == LSN_OUTBOUND ? "15001" : l->kind == LSN_HBONE ? "15008" : "15006";
-}
-
 static void on_accepted(struct acceptor *ac, int fd, const struct sockaddr *sa, socklen_t len)
 {
 	(void)len;
@@ -63,10 +58,14 @@ int listener_open(struct agent *a, struct pod *p, struct listener *l, enum liste
 	int fd = netns_socket(p->netns_fd, family, SOCK_STREAM | SOCK_NONBLOCK, 0, e);
 	if (fd < 0)
 		return err_wrap(e, "listener %s in pod %s", addr_port_str(&addr, port, where, sizeof(where)), p->key);
-	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	/* V6ONLY: the IPv6 wildcard must not take IPv4 too (the IPv4 listener has it). */
+	if (sock_set_int(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR", e) < 0 ||
+	    (family == AF_INET6 &&
+	     sock_set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 1, "IPV6_V6ONLY", e) < 0)) {
+		close(fd);
+		return err_wrap(e, "listener %s in pod %s",
+				addr_port_str(&addr, port, where, sizeof(where)), p->key);
+	}
 	struct sockaddr_storage ss;
 	socklen_t sl = addr_to_sockaddr(&addr, port, &ss);
 	if (family == AF_INET6 && addr_is_zero(&addr)) {
@@ -75,14 +74,14 @@ int listener_open(struct agent *a, struct pod *p, struct listener *l, enum liste
 		((struct sockaddr_in6 *)&ss)->sin6_port = htons(port);
 		sl = sizeof(struct sockaddr_in6);
 	}
-	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0) {
+	if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
 		int err = errno;
 		close(fd);
 		return err_set(e, "listen on %s in pod %s: %s",
 			       addr_port_str(&addr, port, where, sizeof(where)), p->key, errno_name(err));
 	}
 	char what[96];
-	snprintf(what, sizeof(what), "%s of pod %s", listener_port(l), p->key);
+	snprintf(what, sizeof(what), "%u of pod %s", port, p->key);
 	l->acc.pauses = &a->accept_pauses;
 	if (acceptor_start(&l->acc, a->loop, fd, LISTENER_ACCEPT_BATCH, on_accepted, what) < 0) {
 		int err = errno;

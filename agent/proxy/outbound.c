@@ -12,6 +12,7 @@
 
 #include "bpf/dataplane.h"
 #include "core/log.h"
+#include "core/reasons.h"
 #include "proxy/conn.h"
 #include "proxy/connector.h"
 #include "proxy/join.h"
@@ -22,7 +23,7 @@
 
 static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr *dst,
 		 uint16_t dport, uint16_t sport, const char *dst_name, const char *policy,
-		 const char *reason, const char *code)
+		 const char *reason, uint32_t code)
 {
 	struct deny_record r = {
 		.phase = "outbound",
@@ -35,7 +36,7 @@ static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr 
 		.dst_workload = dst_name,
 		.policy = policy,
 		.reason = reason,
-		.reason_code = code,
+		.reason_code = moat_reason_code(code),
 	};
 	access_log_deny(a->metrics, &r);
 	close_rst(fd);
@@ -51,7 +52,7 @@ static void go_direct(struct agent *a, struct conn *c)
 		.netns_fd = c->pod->netns_fd,
 		.dst = c->dst,
 		.dst_port = c->dport,
-		.timeout_ms = 10000,
+		.timeout_ms = CONNECT_TIMEOUT_MS,
 		.who = who,
 	};
 	c->connecting = connector_start(a->loop, &r, conn_upstream_relay, c);
@@ -68,8 +69,8 @@ static void hbone_response(struct h2stream *s, void *user, int status)
 		return;
 	}
 	if (status == 401) {
-		conn_log_deny(c, "outbound", NULL, "the destination's agent denied it (HBONE 401)",
-			      "DESTINATION_DENIED");
+		conn_log_deny(c, "outbound", NULL, moat_reason_text(MOAT_REASON_DESTINATION_DENIED),
+			      moat_reason_code(MOAT_REASON_DESTINATION_DENIED));
 		c->closed_as_deny = true;
 	}
 }
@@ -163,7 +164,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 	agent_lookup_dest(a, &dst, &d);
 	if (is_agent_port(dport)) {
 		deny(a, p, fd, &dst, dport, cport, d.name, NULL,
-		     "agent ports 15001/15006/15008 are not valid destinations", "AGENT_PORT");
+		     moat_reason_text(MOAT_REASON_AGENT_PORT), MOAT_REASON_AGENT_PORT);
 		return;
 	}
 	if (d.kind == DEST_NONE) {
@@ -171,7 +172,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 			deny(a, p, fd, &dst, dport, cport, NULL, NULL,
 			     "outboundTrafficPolicy REGISTRY_ONLY: destination is not in the registry "
 			     "(no WorkloadEntry or ServiceEntry)",
-			     "UNREGISTERED");
+			     MOAT_REASON_UNREGISTERED);
 			return;
 		}
 	} else if (d.kind == DEST_SERVICE || d.ambient) {
@@ -180,7 +181,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		if (dec.action != MOAT_ACTION_ALLOW) {
 			deny(a, p, fd, &dst, dport, cport, d.name,
 			     dec.policy ? dec.policy->id_name : NULL, dec.why,
-			     dec.reason == MOAT_REASON_POLICY_DENY ? "POLICY_DENY" : "NO_ALLOW");
+			     dec.reason);
 			return;
 		}
 		/* Both pods here: the decision above is the destination's own (its policies, the

@@ -259,7 +259,7 @@ static struct pool_conn *pc_create(struct hbone_pool *p, const struct pool_req *
 		.netns_fd = r->src->netns_fd,
 		.dst = r->dst_ip,
 		.dst_port = MOAT_PORT_HBONE,
-		.timeout_ms = 10000,
+		.timeout_ms = CONNECT_TIMEOUT_MS,
 		.who = who,
 	};
 	pc->connecting = connector_start(a->loop, &cr, pc_connected, pc);

@@ -12,10 +12,6 @@
 
 enum listener_kind { LSN_OUTBOUND = 0, LSN_HBONE = 1, LSN_PLAIN = 2 };
 
-/* Marks the upstream socket of a transparent connection so the app's replies to the
- * foreign source address are routed back to the agent (policy routing set up at enroll). */
-#define MOAT_TPROXY_MARK 0x539
-
 /* The agent's own ports are never valid destinations (ztunnel's rule). */
 static inline bool is_agent_port(uint16_t port)
 {

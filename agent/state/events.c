@@ -6,6 +6,7 @@
 
 #include "bpf/dataplane.h"
 #include "core/log.h"
+#include "core/reasons.h"
 #include "obs/access.h"
 #include "obs/metrics.h"
 #include "state/agent.h"
@@ -18,20 +19,6 @@ static struct pod *pod_by_cookie(struct agent *a, uint64_t cookie)
 		if (p->netns_cookie == cookie)
 			return p;
 	return NULL;
-}
-
-static const char *reason_code(uint32_t r)
-{
-	switch (r) {
-	case MOAT_REASON_POLICY_DENY: return "POLICY_DENY";
-	case MOAT_REASON_NO_ALLOW: return "NO_ALLOW";
-	case MOAT_REASON_UNREGISTERED: return "UNREGISTERED";
-	case MOAT_REASON_STRICT_PLAIN: return "STRICT_PLAINTEXT";
-	case MOAT_REASON_UNKNOWN_ADDR: return "UNKNOWN_ADDRESS";
-	case MOAT_REASON_SPOOFED: return "SPOOFED_SOURCE";
-	case MOAT_REASON_NO_LISTENER: return "NO_PLAINTEXT_LISTENER";
-	default: return "DENY";
-	}
 }
 
 static void connect_denied(struct agent *a, const struct moat_event *ev)
@@ -65,7 +52,7 @@ static void connect_denied(struct agent *a, const struct moat_event *ev)
 		.dst_workload = known ? d.name : NULL,
 		.policy = policy,
 		.reason = why,
-		.reason_code = reason_code(ev->reason),
+		.reason_code = moat_reason_code(ev->reason),
 	};
 	access_log_deny(a->metrics, &r);
 }
@@ -110,7 +97,7 @@ static void packet_dropped(struct agent *a, const struct moat_event *ev)
 		.dst_workload = spoofed ? name_of(a, ev->dst_workload, &ev->dst)
 					: intern_name(&a->workload_ids, ev->dst_workload),
 		.reason = tc_drop_why(ev->kind),
-		.reason_code = reason_code(ev->reason),
+		.reason_code = moat_reason_code(ev->reason),
 	};
 	access_log_deny(a->metrics, &r);
 }

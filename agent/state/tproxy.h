@@ -8,6 +8,8 @@
 
 #include "core/util.h"
 
+/* Marks the upstream socket of a transparent connection (proxy/inbound.c) so the app's
+ * replies to the foreign source address are routed back to the agent. */
 #define TPROXY_MARK  0x539
 #define TPROXY_TABLE 539
 #define TPROXY_PRIO  1000
