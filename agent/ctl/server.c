@@ -175,10 +175,7 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 	for (struct pod *p = a->pods; p; p = p->next)
 		n_pods++;
 	int n_sockmap = 0;
-	for (struct conn *c = a->conns; c; c = c->next) {
-		n_conns++;
-		n_sockmap += strcmp(c->engine, "sockmap") == 0;
-	}
+	conns_count(a, &n_conns, &n_sockmap);
 	const char *same_node = a->opts.engine == ENGINE_SOCKMAP ? "sockmap" : "userspace";
 	struct moat_stats st = {0};
 	dataplane_stats(a->dp, &st);

@@ -230,6 +230,15 @@ void conns_trim_heap(struct loop_timer *t)
 		loop_timer_arm(a->loop, &a->trim_timer, 5000);
 }
 
+void conns_count(struct agent *a, int *all, int *sockmap)
+{
+	*all = *sockmap = 0;
+	for (struct conn *c = a->conns; c; c = c->next) {
+		(*all)++;
+		*sockmap += strcmp(c->engine, "sockmap") == 0;
+	}
+}
+
 void conns_dump(struct agent *a, bool json, struct sbuf *out)
 {
 	char s[ADDR_STRLEN + 8], d[ADDR_STRLEN + 8];

@@ -168,6 +168,9 @@ struct agent {
 	struct intern workload_ids, identity_ids, policy_ids;
 	struct intern strings;        /* names and identities connection records point to */
 	struct pod *pods;
+	/* Owned by proxy/ (state/ reaches them only through state/proxy_ops.h, other rooms
+	 * through proxy/'s headers): connection records, accepted HBONE connections, the pool
+	 * (a->pool above). */
 	struct conn *conns;           /* live proxied connections */
 	struct loop_timer trim_timer; /* no connection left: give freed heap back (conn.c) */
 	struct srv_conn *srv_conns;   /* inbound HBONE (TLS) connections */
