@@ -22,6 +22,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
+#include "state/services.h"
 #include "state/verdicts.h"
 
 static const char usage[] =
@@ -589,6 +590,7 @@ static void agent_stop(struct agent *a)
 		ca_free(a->ca);
 	if (a->metrics)
 		metrics_free(a->metrics);
+	svc_table_unref(a->svcs);
 	if (a->cfg)
 		mesh_config_unref(a->cfg);
 	if (a->signal_fd > 0)

@@ -28,6 +28,7 @@ struct conn;
 struct srv_conn;
 struct reload_job;
 struct verdict_cache;
+struct svc_table;
 
 /* --engine: what carries allowed connections between two pods of this node. */
 enum agent_engine {
@@ -154,6 +155,9 @@ struct agent {
 	struct agent_opts opts;
 	struct loop *loop;
 	struct mesh_config *cfg;      /* the configuration in force (last good one) */
+	/* Services of cfg + the local pods (state/services.h): rebuilt whole at every dataplane
+	 * sync (reload, enroll, unenroll), never modified; hold a reference across waits. */
+	struct svc_table *svcs;
 	struct dataplane *dp;
 	struct moat_ca *ca;
 	struct identity_store *ids;
@@ -220,6 +224,12 @@ void agent_authorize(struct agent *a, const struct dest *d, const struct moat_ad
 uint32_t agent_policy_id(struct agent *a, const struct mc_authz *p);
 /* ServiceEntry addresses learnt from DNS (state/egress.c). */
 const struct mc_service_entry *agent_service_by_resolved(struct agent *a, const struct moat_addr *ip);
+
+/* ---- services (state/svc_sync.c) ---- */
+/* Rebuild a->svcs from a->cfg and the pods (ids kept from the previous table); called by
+ * agent_sync_dataplane before it writes the maps. Warnings that differ from the previous
+ * build's are logged. */
+void agent_services_rebuild(struct agent *a);
 
 /* ---- config (state/reload.c) ---- */
 int agent_config_watch(struct agent *a, struct err *e);

@@ -625,6 +625,7 @@ void agent_sync_dataplane(struct agent *a)
 					   ? MOAT_OUTBOUND_REGISTRY_ONLY
 					   : MOAT_OUTBOUND_ALLOW_ANY,
 	};
+	agent_services_rebuild(a);
 	struct err e;
 	if (dataplane_settings_set(a->dp, &st, &e) < 0)
 		log_error("BPF settings: %s", e.msg);
