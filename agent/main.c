@@ -489,6 +489,9 @@ static void describe_metrics(struct metrics *m)
 			 "Connections refused inside connect() by the BPF verdict cache");
 	metrics_describe(m, "moat_denies_total", "counter",
 			 "Connections refused by moatd after capture (outbound / inbound)");
+	metrics_describe(m, "moat_service_endpoint_retries_total", "counter",
+			 "Service connections moved to another endpoint after connecting to one "
+			 "failed");
 	metrics_describe(m, "moat_relay_engine", "gauge", "Relay engine in use (1 = active)");
 	metrics_describe(m, "moat_ktls_available", "gauge",
 			 "1 when the kernel accepted TCP_ULP \"tls\" at start-up");
@@ -591,6 +594,7 @@ static void agent_stop(struct agent *a)
 	if (a->metrics)
 		metrics_free(a->metrics);
 	svc_table_unref(a->svcs);
+	agent_svc_state_free(a);
 	if (a->cfg)
 		mesh_config_unref(a->cfg);
 	if (a->signal_fd > 0)

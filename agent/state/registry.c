@@ -636,6 +636,7 @@ void agent_sync_dataplane(struct agent *a)
 	write_port_mtls(a);
 	write_pods(a);
 	write_verdicts(&s);
+	agent_sync_services(a);
 	const struct verdict_stats *vs = verdicts_stats(a->verdicts);
 	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts (%zu written, %zu "
 		 "deleted, %zu evaluated; %zu pairs left to moatd: past the bound or the verdict "
