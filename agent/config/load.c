@@ -19,7 +19,15 @@
 
 #define AMBIENT_LABEL "istio.io/dataplane-mode"
 
-enum obj_kind { K_AUTHZ, K_PEER_AUTH, K_WORKLOAD_ENTRY, K_SERVICE_ENTRY, K_NAMESPACE, K_MESH };
+enum obj_kind {
+	K_AUTHZ,
+	K_PEER_AUTH,
+	K_WORKLOAD_ENTRY,
+	K_SERVICE_ENTRY,
+	K_NAMESPACE,
+	K_MESH,
+	K_SERVICE
+};
 
 static const char *const security_versions[] = {"security.istio.io/v1",
 						"security.istio.io/v1beta1", NULL};
@@ -40,12 +48,13 @@ static const struct kind_info {
 	{"ServiceEntry", networking_versions, K_SERVICE_ENTRY},
 	{"Namespace", core_versions, K_NAMESPACE},
 	{"MeshConfig", moat_versions, K_MESH},
+	{"Service", core_versions, K_SERVICE},
 };
 
 static const char *const kind_names[] = {"AuthorizationPolicy", "PeerAuthentication",
 					 "WorkloadEntry",	"ServiceEntry",
 					 "Namespace",		"MeshConfig",
-					 NULL};
+					 "Service",		NULL};
 
 static const char *const top_keys[] = {"apiVersion", "kind", "metadata", "spec", "status", NULL};
 /* Kubernetes bookkeeping fields are accepted (objects exported with kubectl carry them). */
@@ -227,7 +236,7 @@ static const struct kind_info *find_kind(struct pctx *x, yaml_node_t *root)
 	const char *kind = y_str(x, root, "kind", NULL);
 	if (!kind) {
 		perr(x, root, "kind", "missing kind: moat reads AuthorizationPolicy, "
-		     "PeerAuthentication, WorkloadEntry, ServiceEntry, Namespace and MeshConfig");
+		     "PeerAuthentication, WorkloadEntry, ServiceEntry, Service, Namespace and MeshConfig");
 		return NULL;
 	}
 	const struct kind_info *ki = NULL;
@@ -238,7 +247,7 @@ static const struct kind_info *find_kind(struct pctx *x, yaml_node_t *root)
 		const char *near = nearest_word(kind, kind_names);
 		perr(x, y_get(x, root, "kind"), "kind",
 		     "unknown kind \"%s\"%s%s%s: moat reads AuthorizationPolicy, PeerAuthentication, "
-		     "WorkloadEntry, ServiceEntry, Namespace and MeshConfig", SHOW(kind),
+		     "WorkloadEntry, ServiceEntry, Service, Namespace and MeshConfig", SHOW(kind),
 		     near ? " (did you mean \"" : "", near ? near : "", near ? "\"?)" : "");
 		return NULL;
 	}
@@ -290,6 +299,7 @@ static void parse_document(struct pctx *x, yaml_node_t *root)
 	case K_SERVICE_ENTRY: parse_service_entry(x, spec, &meta); break;
 	case K_NAMESPACE: parse_namespace(x, spec, &meta); break;
 	case K_MESH: parse_mesh(x, spec, &meta); break;
+	case K_SERVICE: parse_kservice(x, spec, &meta); break;
 	}
 	mc_meta_free(&meta);
 	x->object = NULL;
@@ -517,8 +527,10 @@ static int finish(struct loadctx *lc, struct mesh_config **out, struct mc_findin
 	DUP_CHECK(lc, "WorkloadEntry", c->workloads, c->n_workloads);
 	DUP_CHECK(lc, "ServiceEntry", c->services, c->n_services);
 	DUP_CHECK(lc, "Namespace", c->namespaces, c->n_namespaces);
+	DUP_CHECK(lc, "Service", c->kservices, c->n_kservices);
 	mc_build_indexes(c);
 	check_addresses(lc);
+	mc_check_services(c, &lc->all, &lc->errors);
 	complete(c);
 	if (lc->errors == 0)
 		authz_lint(c, &lc->all);

@@ -96,11 +96,12 @@ struct svc_table {
 	size_t n_vips;
 	struct svc **by_id;      /* index = id - 1; NULL for unused ids */
 	size_t n_by_id;
+	struct mc_findings findings; /* the build's warnings (lint), also appended to f */
 };
 
 /* Build the table for snapshot c and the local pods. prev (may be NULL) is the table in
  * force: a service (same kind, namespace and name) keeps its id from it; new services get
- * the smallest ids prev does not use. Findings (warnings: a selector selecting nothing, a
+ * the smallest ids no kept service uses. Findings (warnings: a selector selecting nothing, a
  * named targetPort no endpoint declares, headless Services) are appended to f when not NULL.
  * Never fails (errors such as duplicate VIP:port were refused when the configuration was
  * loaded). Returns a table with refs = 1. */

@@ -7,6 +7,27 @@
 #include "state/agent.h"
 #include "state/services.h"
 
+static bool has_finding(const struct mc_findings *f, const char *s)
+{
+	char buf[1024];
+	for (size_t i = 0; f && i < f->n; i++)
+		if (!strcmp(mc_finding_str(&f->items[i], buf, sizeof(buf)), s))
+			return true;
+	return false;
+}
+
+/* Every sync rebuilds the table: say only what changed since the last one (a Service that
+ * selected nothing is logged when that starts, not at every enroll). */
+static void log_new_findings(const struct svc_table *t, const struct svc_table *prev)
+{
+	char buf[1024];
+	for (size_t i = 0; i < t->findings.n; i++) {
+		mc_finding_str(&t->findings.items[i], buf, sizeof(buf));
+		if (!has_finding(prev ? &prev->findings : NULL, buf))
+			log_warn("%s", buf);
+	}
+}
+
 void agent_services_rebuild(struct agent *a)
 {
 	size_t n = 0;
@@ -24,11 +45,9 @@ void agent_services_rebuild(struct agent *a)
 			.entry = p->entry,
 		};
 	}
-	struct mc_findings f = {0};
-	struct svc_table *t = svc_table_build(a->cfg, lp, n, a->svcs, &f);
+	struct svc_table *t = svc_table_build(a->cfg, lp, n, a->svcs, NULL);
 	free(lp);
-	agent_log_findings(&f, MC_WARNING);
-	mc_findings_free(&f);
+	log_new_findings(t, a->svcs);
 	svc_table_unref(a->svcs);
 	a->svcs = t;
 }
