@@ -159,6 +159,18 @@ e2e_abort() {
 	e2e_finish
 }
 
+# e2e_require_agent [TOOL...]: moatd and moatctl are built and every TOOL is installed (a
+# Debian package of scripts/deps.sh), or the test stops here naming what is missing.
+e2e_require_agent() {
+	local bin tool
+	for bin in "$MOATD" "$MOATCTL"; do
+		[ -x "$bin" ] || e2e_abort "$(basename "$bin") is built" "missing $bin"
+	done
+	for tool in "$@"; do
+		command -v "$tool" >/dev/null || e2e_abort "$tool is installed" "apt-get install $tool (make deps)"
+	done
+}
+
 e2e_finish() {
 	trap - EXIT
 	e2e_teardown
@@ -338,6 +350,20 @@ agensys_pod_lines() {
 	local w
 	for w in orchestrator-agent "${SPOKES[@]}"; do
 		echo "pod ${NODE[$w]} $1/$w ${ADDR[$w]}${2:+ ${ADDR6[$w]}}"
+	done
+}
+
+# agensys_start SERVE-BYTES [moat-probe serve args]: moatd on node1-3 (one CA), every agent
+# enrolled on its node, a moat-probe server on each spoke's port answering SERVE-BYTES.
+agensys_start() {
+	local bytes=$1 w
+	shift
+	start_agents_with_ca node1 node2 node3
+	for w in orchestrator-agent "${SPOKES[@]}"; do
+		check "enroll $w on ${NODE[$w]}" enroll "$w"
+	done
+	for w in "${SPOKES[@]}"; do
+		E2E_SERVE_BYTES=$bytes probe_serve "$w" "${PORT[$w]}" "$@" || e2e_abort "servers start"
 	done
 }
 

@@ -16,10 +16,7 @@ e2e_init
 
 NS=agensys-demo-1
 MIB=1048576
-for bin in "$MOATD" "$MOATCTL"; do
-	[ -x "$bin" ] || e2e_abort "$(basename "$bin") is built" "missing $bin"
-done
-command -v tcpdump >/dev/null || e2e_abort "tcpdump is installed" "apt-get install tcpdump (make deps)"
+e2e_require_agent tcpdump
 
 agensys_matrix # ADDR, ADDR6, PORT, NODE, SPOKES (lib.sh)
 lab_up <<EOF
@@ -51,15 +48,9 @@ workloads() {
 agensys_strict_config $NS workloads
 check "the dual-stack configuration passes moatctl lint" "$MOATCTL" lint "$E2E_CONFIG"
 
-start_agents_with_ca node1 node2 node3
-for w in orchestrator-agent "${SPOKES[@]}"; do
-	check "enroll $w on ${NODE[$w]}" enroll "$w"
-done
+agensys_start $MIB --bind :: # one socket on :: serves both families
 check "the enroll log names both addresses of a pod" \
 	grep -q "enrolled pod $NS/summary-agent: address 10.244.2.10,fd00:10:244:2::10" <(agent_log node2)
-for w in "${SPOKES[@]}"; do # one socket on :: serves both families
-	E2E_SERVE_BYTES=$MIB probe_serve "$w" "${PORT[$w]}" --bind :: || e2e_abort "servers start"
-done
 check_match "summary-agent's agent listens on 15008 over IPv6 in the pod" '\[::\]:15008|\*:15008' \
 	"$(nsenter --net=/run/netns/moatlab-$E2E_LAB-pod-${NS}_summary-agent ss -Hltn6 'sport = :15008')"
 

@@ -15,10 +15,7 @@ e2e_init
 NS=agensys-demo-1
 MIB=1048576
 MIB10=10485760
-for bin in "$MOATD" "$MOATCTL"; do
-	[ -x "$bin" ] || e2e_abort "$(basename "$bin") is built" "missing $bin"
-done
-command -v tcpdump >/dev/null || e2e_abort "tcpdump is installed" "apt-get install tcpdump (make deps)"
+e2e_require_agent tcpdump
 
 agensys_matrix # ADDR, PORT, NODE, SPOKES (lib.sh)
 lab_up <<EOF
@@ -35,13 +32,7 @@ EOF
 workloads() { for w in orchestrator-agent "${SPOKES[@]}"; do workload_yaml "$NS" "$w" "${ADDR[$w]}"; done; }
 agensys_strict_config $NS workloads
 
-start_agents_with_ca node1 node2 node3
-for w in orchestrator-agent "${SPOKES[@]}"; do
-	check "enroll $w on ${NODE[$w]}" enroll "$w"
-done
-for w in "${SPOKES[@]}"; do
-	E2E_SERVE_BYTES=$MIB10 probe_serve "$w" "${PORT[$w]}" || e2e_abort "servers start"
-done
+agensys_start $MIB10
 
 # ---------------------------------------------------------------- capture the underlay
 PCAP=$E2E_TMP/underlay.pcap

@@ -12,7 +12,7 @@ sequential connections to a Service and tallies who answered.
   connect HOST:PORT --count N [--sample-every K] [--sample-bytes B] [--max-s S]
       N sequential connections from this one process. Each sends 8 bytes, except every K-th,
       which sends B random bytes and checks the server's sha256 and the echo (sha256-intact
-      both ways). Prints one JSON summary: {"count","ok","versions":{V:n},"errors":{name:n},
+      both ways). HOST is resolved once. Prints one JSON summary: {"target","count","ok","versions":{V:n},"errors":{name:n},
       "samples","samples_intact","first_error","seconds"}. Bounded: stops after S seconds.
 
   errno HOST:PORT
@@ -103,7 +103,9 @@ def one_connection(host, port, payload):
 
 def connect(args):
     host, port = split_target(args.target)
-    res = {"count": args.count, "ok": 0, "versions": {}, "errors": {}, "samples": 0,
+    # Resolved once, as an app with a DNS cache would: the lab DNS is not what is measured.
+    host = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+    res = {"target": "%s:%d" % (host, port), "count": args.count, "ok": 0, "versions": {}, "errors": {}, "samples": 0,
            "samples_intact": 0, "first_error": None}
     t0 = time.monotonic()
     for i in range(args.count):
