@@ -164,14 +164,17 @@ check_eq "... and to its IPv6 ClusterIP (AAAA)" "fd00:96::20" \
 	"$(lab_exec ns1/a getent ahostsv6 reviews.ns1.svc.cluster.local | awk 'NR == 1 { print $1 }')"
 check_eq "a pod on another node resolves another namespace's Service (IPv4 only)" "10.96.0.21" \
 	"$(lab_exec ns2/c getent hosts ratings.ns2.svc.cluster.local | awk '{ print $1 }')"
-check_fails "a Service without an IPv6 ClusterIP has no AAAA" lab_exec ns2/c getent ahostsv6 ratings.ns2.svc.cluster.local
+check_eq "a pod asking for any family gets both ClusterIPs of a dual-stack Service" "10.96.0.20 fd00:96::20" \
+	"$(lab_exec ns1/a getent ahosts reviews.ns1.svc.cluster.local | awk '{ print $1 }' | sort -u | paste -sd' ')"
+check_eq "... and only the IPv4 one of a Service without an IPv6 ClusterIP (no AAAA)" "10.96.0.21" \
+	"$(lab_exec ns2/c getent ahosts ratings.ns2.svc.cluster.local | awk '{ print $1 }' | sort -u | paste -sd' ')"
 check_fails "a Service name in the wrong namespace does not resolve" lab_exec ns1/a getent hosts reviews.ns2.svc.cluster.local
-# Nothing serves a ClusterIP without an agent: curl resolves the name, then the node (no route
-# for the service range, no kube-proxy) refuses at once.
+# Nothing serves a ClusterIP without an agent: curl resolves the name, the pod routes it to its
+# node, and the node (no route for the service range, no kube-proxy) answers net unreachable.
 out=$(lab_exec ns2/c curl -sv -m 3 http://ratings.ns2.svc.cluster.local:9080/ 2>&1)
 check_match "curl resolves a Service name through the lab DNS" 'Trying 10\.96\.0\.21:9080' "$out"
 check_connect_error "... and without an agent nothing answers at the ClusterIP (the node has no route)" \
-	ns2/c 10.96.0.21:9080 EHOSTUNREACH
+	ns2/c 10.96.0.21:9080 ENETUNREACH
 check_connect_error "nothing outside the lab's ranges is routed (no default route)" ns1/a 198.51.100.7:80 ENETUNREACH
 check_connect_error "... over IPv6 neither" ns1/a "[2001:db8::7]:80" ENETUNREACH
 
@@ -313,7 +316,7 @@ check_match "a ClusterIP outside the service range is refused with file:line" \
 	"bad\.conf:7: service x/y: 10\.97\.0\.1 is not in the service range 10\.96\.0\.0/16" "$(lab up "$bad" 2>&1)"
 printf 'lab %s\nunderlay 192.168.80.0/24\nnode n1 192.168.80.11 10.244.1.0/24\nservices 10.96.0.0/16\nservice x/y 10.96.0.1\n' "$BAD" >"$bad"
 check_match "a service without a lab DNS is refused with file:line" "bad\.conf:5: service x/y: needs a 'dns' line" "$(lab up "$bad" 2>&1)"
-printf 'lab %s\nunderlay 192.168.80.0/24\nnode n1 192.168.80.11 10.244.1.0/24\nservices 10.244.0.0/12\n' "$BAD" >"$bad"
+printf 'lab %s\nunderlay 192.168.80.0/24\nnode n1 192.168.80.11 10.244.1.0/24\nservices 10.240.0.0/12\n' "$BAD" >"$bad"
 check_match "a service range overlapping the pods' is refused with file:line" "bad\.conf:4: the service range" "$(lab up "$bad" 2>&1)"
 check_eq "... and nothing is created" "" "$(lab_traces "$BAD")"
 printf 'lab e2e-bad\n' >"$bad"
