@@ -14,7 +14,9 @@
 
 static const char explain_usage[] =
 	"usage: moatctl explain [--config DIR] --from <spiffe://TD/ns/NS/sa/SA | plaintext>\n"
-	"                       [--src-ip IP] --to IP:PORT [-o json]\n";
+	"                       [--src-ip IP] --to IP:PORT [-o json]\n"
+	"  --to a Service VIP:PORT explains every endpoint of that port and which are eligible\n"
+	"  for the weighted choice (exit 0 when at least one is, 1 when none is)\n";
 
 static void print_findings(const struct mc_findings *f, FILE *out)
 {
