@@ -20,6 +20,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
+#include "state/services.h"
 #include "state/verdicts.h"
 
 #define CTL_MAX_REQUEST 65536
@@ -356,16 +357,23 @@ static void verdict_row(void *arg, const struct moat_verdict_key *k, const struc
 {
 	static const char *actions[] = {"NONE", "ALLOW", "DENY"};
 	static const char *reasons[] = {"-", "deny-policy", "no-allow", "unregistered",
-					"strict-plain", "allowed"};
+					"strict-plain", "allowed", "unknown-addr", "spoofed",
+					"no-listener", "no-endpoint"};
 	struct verdict_dump *d = arg;
 	struct agent *a = d->agent;
 	if (v->epoch != a->epoch)
 		return; /* stale: the connect hook ignores it too */
 	const char *src = intern_name(&a->workload_ids, k->src_workload);
 	const char *dst = intern_name(&a->workload_ids, k->dst_workload);
+	char svc_dst[300];
+	if (k->dst_workload & MOAT_SERVICE_ID_BIT) { /* a service verdict (state/svc_maps.c) */
+		const struct svc *s = svc_by_id(a->svcs, k->dst_workload & ~MOAT_SERVICE_ID_BIT);
+		snprintf(svc_dst, sizeof(svc_dst), "service:%s/%s", s ? s->ns : "?", s ? s->name : "?");
+		dst = svc_dst;
+	}
 	const char *pol = intern_name(&a->policy_ids, v->policy);
 	const char *action = actions[v->action < 3 ? v->action : 0];
-	const char *reason = reasons[v->reason < 6 ? v->reason : 0];
+	const char *reason = reasons[v->reason < ARRAY_SIZE(reasons) ? v->reason : 0];
 	if (d->json) {
 		sbuf_printf(d->out, "%s{\"source\":", d->first ? "" : ",");
 		sbuf_json_str(d->out, src);
