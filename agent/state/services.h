@@ -131,4 +131,31 @@ int svc_pick(const struct svc_port *p, const bool *allowed, uint64_t rnd);
 const struct moat_addr *svc_endpoint_addr_like(const struct svc_endpoint *e,
 					       const struct moat_addr *vip);
 
+/* ---- showing and explaining (svc_show.c; `moatctl services`, `moatctl explain`) ---- */
+struct sbuf;
+/* What only the agent knows about an endpoint. Both callbacks may be NULL (offline). */
+struct svc_view {
+	/* The workload an endpoint is (a local pod's synthetic one); NULL: e->wl. */
+	const struct mc_workload *(*workload)(void *arg, const struct svc_endpoint *e);
+	/* Whether the endpoint is usable now, in a word or two; NULL: "ok", or "weight 0" for
+	 * an endpoint never chosen. */
+	const char *(*health)(void *arg, const struct svc *s, const struct svc_port *p,
+			      const struct svc_endpoint *e);
+	void *arg;
+};
+
+/* Every service: VIPs, ports, endpoints (address:targetPort, weight, health); text or one
+ * JSON array. */
+void svc_table_show(const struct svc_table *t, const struct svc_view *v, bool json,
+		    struct sbuf *out);
+/* `moatctl explain --to VIP:PORT`: when `to` is a service port of t, the verdict from
+ * `from` (and src_ip, as authz_explain takes them) for EVERY endpoint of that port, and
+ * which are eligible for the weighted choice (allowed, weight > 0) with their share.
+ * Returns -1 when `to` is not a service VIP:port of t (nothing written: explain it as an
+ * address), 0 when at least one endpoint is eligible, 1 when none is (the connect would
+ * fail with EPERM), 2 on bad input (one line in out). */
+int svc_explain(const struct mesh_config *c, const struct svc_table *t,
+		const struct svc_view *v, const char *from, const char *src_ip, const char *to,
+		bool json, struct sbuf *out);
+
 #endif
