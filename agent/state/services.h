@@ -153,7 +153,8 @@ void svc_table_show(const struct svc_table *t, const struct svc_view *v, bool js
  * which are eligible for the weighted choice (allowed, weight > 0) with their share.
  * Returns -1 when `to` is not a service VIP:port of t (nothing written: explain it as an
  * address), 0 when at least one endpoint is eligible, 1 when none is (the connect would
- * fail with EPERM), 2 on bad input (one line in out). */
+ * fail with EPERM), 2 on bad input (one line in out; also a Service's VIP with a port it
+ * does not have). */
 int svc_explain(const struct mesh_config *c, const struct svc_table *t,
 		const struct svc_view *v, const char *from, const char *src_ip, const char *to,
 		bool json, struct sbuf *out);
