@@ -429,6 +429,15 @@ static int h_certs(struct agent *a, struct request *r, struct sbuf *out)
 	return 0;
 }
 
+/* A service endpoint's workload: its WorkloadEntry, or the local pod's (no WorkloadEntry). */
+static const struct mc_workload *live_workload(void *arg, const struct svc_endpoint *e)
+{
+	if (e->wl)
+		return e->wl;
+	struct pod *p = agent_pod_by_addr(arg, &e->addrs[0]);
+	return p ? pod_workload(p) : NULL;
+}
+
 static int h_explain(struct agent *a, struct request *r, struct sbuf *out)
 {
 	const char *from = arg(r, "from"), *to = arg(r, "to");
@@ -436,7 +445,18 @@ static int h_explain(struct agent *a, struct request *r, struct sbuf *out)
 		sbuf_puts(out, "explain needs from and to\n");
 		return 2;
 	}
-	return authz_explain(a->cfg, from, arg(r, "src_ip"), to, want_json(r), out);
+	struct svc_view v = {.workload = live_workload, .arg = a};
+	int rc = a->svcs ? svc_explain(a->svcs->cfg, a->svcs, &v, from, arg(r, "src_ip"), to,
+				       want_json(r), out)
+			 : -1;
+	return rc >= 0 ? rc : authz_explain(a->cfg, from, arg(r, "src_ip"), to, want_json(r), out);
+}
+
+static int h_services(struct agent *a, struct request *r, struct sbuf *out)
+{
+	struct svc_view v = {.workload = live_workload, .arg = a};
+	svc_table_show(a->svcs, &v, want_json(r), out);
+	return 0;
 }
 
 static int h_reload(struct agent *a, struct request *r, struct sbuf *out)
@@ -459,6 +479,7 @@ static const struct handler handlers[] = {
 	{"enroll", h_enroll},       {"unenroll", h_unenroll}, {"status", h_status},
 	{"workloads", h_workloads}, {"verdicts", h_verdicts}, {"connections", h_connections},
 	{"certs", h_certs},         {"explain", h_explain},   {"reload", h_reload},
+	{"services", h_services},
 };
 
 /* ---- the socket ---- */

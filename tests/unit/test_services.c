@@ -50,6 +50,13 @@ static bool refused_with(const char *yaml, const char *want)
 	return !c && found;
 }
 
+static void done(struct svc_table *t, struct mesh_config *c, struct mc_findings *f)
+{
+	svc_table_unref(t);
+	mesh_config_unref(c);
+	mc_findings_free(f);
+}
+
 static const char *addr_s(const struct moat_addr *a, char *buf)
 {
 	return addr_str(a, buf, ADDR_STRLEN);
@@ -117,6 +124,9 @@ TEST(service_bad_fields_are_errors_at_file_line_field)
 			   "spec.ports: a Service needs at least one port"},
 		{SVC("s", "ns") "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n"
 			   "  type: Foo\n", "spec.type"},
+		{SVC("s", "ns") "spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n"
+		 SVC("s", "ns") "spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}\n",
+		 "svc.yaml:7: Service ns/s: duplicate Service ns/s: also defined at svc.yaml:2"},
 		{SVC("S_1", "ns") "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n",
 			   "metadata.name: \"S_1\" is not a valid Service name"},
 	};
@@ -146,9 +156,7 @@ TEST(service_headless_udp_and_no_selector_are_warnings)
 	REQUIRE(u);
 	CHECK_INT(u->n_ports, 1); /* the UDP port is not served */
 	CHECK_STR(u->ports[0].name, "dns-tcp");
-	svc_table_unref(t);
-	mesh_config_unref(c);
-	mc_findings_free(&f);
+	done(t, c, &f);
 }
 
 TEST(duplicate_vip_port_across_services_is_an_error_naming_both_files)
@@ -283,9 +291,7 @@ TEST(service_table_selects_by_namespace_workload_entries_and_local_pods)
 	CHECK_INT(p->eps[2].weight, 10);
 	CHECK_STR(p->eps[3].name, "bookinfo/reviews-v3");
 	CHECK_INT(p->eps[3].weight, 0);
-	svc_table_unref(t);
-	mesh_config_unref(c);
-	mc_findings_free(&f);
+	done(t, c, &f);
 }
 
 TEST(named_target_port_resolves_per_endpoint_and_skips_those_without_it)
@@ -306,9 +312,7 @@ TEST(named_target_port_resolves_per_endpoint_and_skips_those_without_it)
 	CHECK_STR(p->eps[1].name, "bookinfo/reviews-v3");
 	CHECK_INT(p->eps[1].target_port, 9083);
 	CHECK(!svc_lookup(t, &vip, 81, NULL));
-	svc_table_unref(t);
-	mesh_config_unref(c);
-	mc_findings_free(&f);
+	done(t, c, &f);
 }
 
 TEST(service_entry_target_port_is_the_endpoint_port_of_the_service_port_name)
@@ -338,9 +342,7 @@ TEST(service_entry_target_port_is_the_endpoint_port_of_the_service_port_name)
 	addr_parse("fd00:97::1", &v6);
 	const struct svc_port *p;
 	CHECK(svc_lookup(t, &v6, 81, &p) == s && p == &s->ports[1]);
-	svc_table_unref(t);
-	mesh_config_unref(c);
-	mc_findings_free(&f);
+	done(t, c, &f);
 }
 
 TEST(svc_lookup_finds_every_vip_port_among_many)
@@ -375,9 +377,7 @@ TEST(svc_lookup_finds_every_vip_port_among_many)
 	CHECK_INT(found, 200);
 	for (size_t i = 1; i < svc_vip_count(t); i++)
 		CHECK(memcmp(&svc_vip_at(t, i - 1)->vip, &svc_vip_at(t, i)->vip, 16) <= 0);
-	svc_table_unref(t);
-	mesh_config_unref(c);
-	mc_findings_free(&f);
+	done(t, c, &f);
 }
 
 TEST(service_ids_stay_stable_across_rebuilds_and_reuse_freed_ones)
@@ -487,8 +487,100 @@ TEST(lint_reports_a_selector_selecting_nothing_and_an_undeclared_target_port_nam
 		       "declares the port name \"grpc\"");
 	CHECK_INT(lint.n, 2);
 	CHECK_INT(t->findings.n, 2);
-	svc_table_unref(t);
-	mesh_config_unref(c);
-	mc_findings_free(&f);
+	done(t, c, &f);
 	mc_findings_free(&lint);
+}
+
+TEST(explain_vip_gives_every_endpoint_verdict_and_the_eligible_ones)
+{
+	struct mc_findings f = {0};
+	struct mesh_config *c = load(
+		WEL("v1", "bi", "10.1.0.1", "{app: reviews, version: v1}") "  weight: 90\n"
+		WEL("v2", "bi", "10.2.0.1", "{app: reviews, version: v2}") "  weight: 10\n"
+		WEL("v3", "bi", "10.2.0.2", "{app: reviews, version: v3}") "  weight: 0\n"
+		WEL("client", "bi", "10.3.0.1", "{app: client}") "  serviceAccount: client\n"
+		SVC("reviews", "bi") "spec: {clusterIP: 10.96.0.20, selector: {app: reviews}, "
+		"ports: [{port: 9080}]}\n"
+		"---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+		"metadata: {name: deny-v2, namespace: bi}\n"
+		"spec:\n  selector: {matchLabels: {version: v2}}\n  action: DENY\n"
+		"  rules: [{from: [{source: {principals: [cluster.local/ns/bi/sa/client]}}]}]\n", &f);
+	REQUIRE(c);
+	struct svc_table *t = svc_table_build(c, NULL, 0, NULL, NULL);
+	struct sbuf out;
+	sbuf_init(&out);
+	const char *client = "spiffe://cluster.local/ns/bi/sa/client";
+	CHECK_INT(svc_explain(c, t, NULL, client, NULL, "10.96.0.20:9080", false, &out), 0);
+	CHECK_CONTAINS(out.s, "3 endpoints, 1 eligible for the weighted choice");
+	CHECK_CONTAINS(out.s, "endpoint bi/v1 10.1.0.1:9080 weight 90: eligible, share 100.0%");
+	CHECK_CONTAINS(out.s, "endpoint bi/v2 10.2.0.1:9080 weight 10: not eligible: denied");
+	CHECK_CONTAINS(out.s, "policy: bi/deny-v2 rule 1");
+	CHECK_CONTAINS(out.s, "endpoint bi/v3 10.2.0.2:9080 weight 0: not eligible: weight 0");
+	sbuf_free(&out);
+	sbuf_init(&out);
+	/* plaintext is not denied by deny-v2: v1 and v2 share 90/10 */
+	CHECK_INT(svc_explain(c, t, NULL, "plaintext", NULL, "10.96.0.20:9080", true, &out), 0);
+	CHECK_CONTAINS(out.s, "\"eligible\":2");
+	CHECK_CONTAINS(out.s, "\"endpoint\":\"bi/v2\",\"address\":\"10.2.0.1:9080\",\"weight\":10,"
+		       "\"eligible\":true,\"share\":0.1000");
+	sbuf_free(&out);
+	sbuf_init(&out);
+	/* not a service VIP: the caller explains the address instead */
+	CHECK_INT(svc_explain(c, t, NULL, client, NULL, "10.1.0.1:9080", false, &out), -1);
+	CHECK(!out.s || !*out.s);
+	/* the VIP on a port the Service does not have: bad input naming its ports */
+	CHECK_INT(svc_explain(c, t, NULL, client, NULL, "10.96.0.20:9081", false, &out), 2);
+	CHECK_CONTAINS(out.s, "10.96.0.20 is the VIP of Service bi/reviews, which has no port "
+		       "9081 (its ports: 9080)");
+	sbuf_free(&out);
+	sbuf_init(&out);
+	CHECK_INT(svc_explain(c, t, NULL, "bogus", NULL, "10.96.0.20:9080", false, &out), 2);
+	sbuf_free(&out);
+	done(t, c, &f);
+}
+
+TEST(explain_vip_with_every_endpoint_denied_has_none_eligible)
+{
+	struct mc_findings f = {0};
+	struct mesh_config *c = load(
+		WEL("v1", "bi", "10.1.0.1", "{app: reviews}")
+		SVC("reviews", "bi") "spec: {clusterIP: 10.96.0.20, selector: {app: reviews}, "
+		"ports: [{port: 9080}]}\n"
+		"---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+		"metadata: {name: deny-all, namespace: bi}\n"
+		"spec:\n  action: DENY\n  rules: [{}]\n", &f);
+	REQUIRE(c);
+	struct svc_table *t = svc_table_build(c, NULL, 0, NULL, NULL);
+	struct sbuf out;
+	sbuf_init(&out);
+	CHECK_INT(svc_explain(c, t, NULL, "plaintext", NULL, "10.96.0.20:9080", false, &out), 1);
+	CHECK_CONTAINS(out.s, "DENY  10.96.0.20:9080: Service bi/reviews");
+	CHECK_CONTAINS(out.s, "0 eligible for the weighted choice");
+	sbuf_free(&out);
+	done(t, c, &f);
+}
+
+TEST(services_show_lists_vips_ports_endpoints_weights_and_health)
+{
+	struct mc_findings f = {0};
+	struct mesh_config *c = load(canary, &f);
+	REQUIRE(c);
+	struct svc_table *t = svc_table_build(c, NULL, 0, NULL, NULL);
+	struct sbuf out;
+	sbuf_init(&out);
+	svc_table_show(t, NULL, false, &out);
+	CHECK_CONTAINS(out.s, "Service bookinfo/reviews  id 1  host reviews.bookinfo.svc.cluster.local"
+		       "  VIPs 10.96.0.20");
+	CHECK_CONTAINS(out.s, "port 80 named -> targetPort http: 2 endpoints");
+	CHECK_CONTAINS(out.s, "bookinfo/reviews-v3");
+	CHECK_CONTAINS(out.s, "weight 0 (never chosen)");
+	sbuf_free(&out);
+	sbuf_init(&out);
+	svc_table_show(t, NULL, true, &out);
+	CHECK_CONTAINS(out.s, "{\"endpoint\":\"bookinfo/reviews-v1\",\"kind\":\"WorkloadEntry\","
+		       "\"address\":\"10.1.0.1:9081\",\"targetPort\":9081,\"weight\":90,"
+		       "\"health\":\"ok\"}");
+	CHECK_CONTAINS(out.s, "\"vips\":[\"10.96.0.20\"]");
+	sbuf_free(&out);
+	done(t, c, &f);
 }
