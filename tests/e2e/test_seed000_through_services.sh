@@ -74,7 +74,7 @@ for w in "${SPOKES[@]}"; do
 		access_log_has "$n" '.type == "connection" and .direction == "inbound" and .dst_addr == $d and .security == $sec' \
 		--arg d "$(pod_target "$w")" --arg sec "$sec"
 	check "... node1 logs it outbound ($path) to the chosen endpoint $NS/$w" \
-		access_log_has node1 '.type == "connection" and .direction == "outbound" and .path == $p and .dst_workload == $w and any(.. | strings; contains($svc)) and .bytes_received >= '$MIB \
+		access_log_has node1 '.type == "connection" and .direction == "outbound" and .path == $p and .dst_workload == $w and .service == $svc and .endpoint == $w and .bytes_received >= '$MIB \
 		--arg p "$path" --arg w "$NS/$w" --arg svc "$(svc_name "$w")"
 done
 

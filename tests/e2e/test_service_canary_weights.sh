@@ -126,8 +126,10 @@ check_wait "node3 logs all 1,000 outbound connections" 20 \
 	test "$(outbound_records | wc -l)" -ge $BATCH
 check_eq "... every one over HBONE with mutual TLS" "$BATCH" \
 	"$(outbound_records | jq -s '[.[] | select(.path == "hbone" and .security == "mutual_tls")] | length')"
-check_eq "... every one names the Service" "$BATCH" \
-	"$(outbound_records | jq -s --arg svc "$SVC" '[.[] | select(any(.. | strings; contains($svc)))] | length')"
+check_eq "... every one names the Service and its ClusterIP" "$BATCH" \
+	"$(outbound_records | jq -s --arg svc "$SVC" --arg vip "$VIP:9080" '[.[] | select(.service == $svc and .service_addr == $vip)] | length')"
+check_eq "... and the endpoints it names are where the apps counted them" "$(served reviews-v1) $(served reviews-v2)" \
+	"$(outbound_records | jq -rs '"\([.[] | select(.endpoint == "bookinfo/reviews-v1")] | length) \([.[] | select(.endpoint == "bookinfo/reviews-v2")] | length)"')"
 check_wait "the endpoints log them inbound over mutual TLS from the client's identity (as many as the apps served)" 20 \
 	test "$(inbound_from_client node1) $(inbound_from_client node2)" = "$(served reviews-v1) $(served reviews-v2)"
 check "the apps saw the client's own address" grep -q '"peer": "10.244.3.30:' "$(app_log reviews-v1)"
@@ -178,9 +180,9 @@ out=$(lab_exec $NS/client python3 "$APP" errno "$VIP:9080" 2>&1)
 check_json "with both endpoints denied, connect() to the ClusterIP fails with EPERM (python3 socket)" "$out" \
 	'.connect == "EPERM"' '.errno == 1'
 check_connect_denied "... at once, also by name (moat-probe)" $NS/client "$SVC:9080"
-check_wait "node3 logs a deny naming the service and the deciding policy" 5 \
-	access_log_has node3 '.type == "deny" and .src_workload == $s and any(.. | strings; contains($svc)) and (tostring | contains("deny-client-to-reviews"))' \
-	--arg s "$NS/client" --arg svc "$SVC"
+check_wait "node3 logs a deny naming the service, each endpoint and its deciding policy" 5 \
+	access_log_has node3 '.type == "deny" and .src_workload == $s and .dst_addr == $vip and (.reason | contains($svc) and contains("bookinfo/reviews-v1") and contains("bookinfo/reviews-v2") and contains("bookinfo/deny-client-to-reviews"))' \
+	--arg s "$NS/client" --arg svc "$SVC" --arg vip "$VIP:9080"
 check_eq "... and no app saw a connection" "$v1 $v2" "$(served reviews-v1) $(served reviews-v2)"
 
 # ---------------------------------------------------------------- teardown
