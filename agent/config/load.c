@@ -490,10 +490,12 @@ static void begin(struct loadctx *lc)
 static void cap_errors(struct mc_findings *f)
 {
 	size_t kept = 0, dropped = 0;
+	const struct mc_finding *first_dropped = NULL;
 	struct mc_findings out = {0};
 	for (size_t i = 0; i < f->n; i++) {
 		struct mc_finding *it = &f->items[i];
 		if (it->severity == MC_ERROR && kept == MC_MAX_ERRORS) {
+			first_dropped = first_dropped ? first_dropped : it;
 			dropped++;
 			continue;
 		}
@@ -505,9 +507,10 @@ static void cap_errors(struct mc_findings *f)
 		mc_findings_free(&out);
 		return;
 	}
-	mc_finding_add(&out, MC_ERROR, NULL, 0, NULL, NULL, 0, NULL,
-		       "%zu more errors not shown (MC_MAX_ERRORS = %d): fix the ones above first",
-		       dropped, MC_MAX_ERRORS);
+	/* Placed where the first unshown error is, like every finding (a file, a line). */
+	mc_finding_add(&out, MC_ERROR, first_dropped->file, first_dropped->line, NULL, NULL, 0,
+		       NULL, "%zu more errors not shown (MC_MAX_ERRORS = %d), the first here: "
+		       "fix the ones above first", dropped, MC_MAX_ERRORS);
 	mc_findings_free(f);
 	*f = out;
 }

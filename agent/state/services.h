@@ -9,8 +9,9 @@
  *    the local pods of the Service's namespace that spec.selector selects; host
  *    name.ns.svc.<trust domain>.
  *  - `ServiceEntry` with location MESH_INTERNAL and spec.workloadSelector: VIPs =
- *    spec.addresses (single IPs; CIDR blocks are not VIPs), endpoints = the selected
- *    WorkloadEntries of its namespace; host = its first spec.hosts entry.
+ *    spec.addresses (single IPs; the load refuses CIDR blocks there), endpoints = the
+ *    WorkloadEntries and local pods of its namespace that workloadSelector.labels selects;
+ *    host = its first spec.hosts entry.
  * A port's endpoint is a workload plus its resolved target port: a numeric targetPort is used
  * as is; a named one resolves through the workload's spec.ports (name -> number) and a
  * workload that does not declare the name is not an endpoint of that port. For a
@@ -18,7 +19,9 @@
  * Weight = WorkloadEntry.spec.weight (default 1); weight 0 keeps the endpoint listed but it
  * is never chosen. Local pods without a WorkloadEntry have weight 1 and declare no ports.
  *
- * Everything here is pure (no agent, no I/O): unit-tested in tests/unit/test_services.c. */
+ * Everything here is pure (no agent, no I/O): unit-tested in tests/unit/test_services.c.
+ * The reference count is not atomic: moatd builds, swaps and drops tables on its loop
+ * thread only (state/svc_sync.c). */
 #ifndef MOAT_STATE_SERVICES_H
 #define MOAT_STATE_SERVICES_H
 
@@ -153,7 +156,8 @@ void svc_table_show(const struct svc_table *t, const struct svc_view *v, bool js
  * which are eligible for the weighted choice (allowed, weight > 0) with their share.
  * Returns -1 when `to` is not a service VIP:port of t (nothing written: explain it as an
  * address), 0 when at least one endpoint is eligible, 1 when none is (the connect would
- * fail with EPERM), 2 on bad input (one line in out). */
+ * fail with EPERM), 2 on bad input (one line in out; also a Service's VIP with a port it
+ * does not have). */
 int svc_explain(const struct mesh_config *c, const struct svc_table *t,
 		const struct svc_view *v, const char *from, const char *src_ip, const char *to,
 		bool json, struct sbuf *out);

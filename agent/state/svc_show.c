@@ -241,6 +241,27 @@ static void explain_json(const struct svc *s, const struct svc_port *p, const ch
 	sbuf_puts(out, "]}\n");
 }
 
+/* A Service's VIP dialed on a port it does not have: say which ports it has (2, bad input).
+ * Anything else (-1) is explained as an address (a selecting ServiceEntry's VIP on another
+ * port is that ServiceEntry's egress address). */
+static int wrong_port(const struct svc_table *t, const struct moat_addr *vip, uint16_t port,
+		      struct sbuf *out)
+{
+	char a[ADDR_STRLEN];
+	for (size_t i = 0; i < svc_vip_count(t); i++) {
+		const struct svc *s = &t->svcs[svc_vip_at(t, i)->svc_index];
+		if (!addr_eq(&svc_vip_at(t, i)->vip, vip) || s->kind != SVC_KUBERNETES)
+			continue;
+		sbuf_printf(out, "--to %s:%u: %s is the VIP of Service %s/%s, which has no port %u "
+			    "(its ports:", addr_str(vip, a, sizeof(a)), port, a, s->ns, s->name, port);
+		for (size_t j = 0; j < s->n_ports; j++)
+			sbuf_printf(out, " %u", s->ports[j].port);
+		sbuf_puts(out, ")\n");
+		return 2;
+	}
+	return -1;
+}
+
 int svc_explain(const struct mesh_config *c, const struct svc_table *t,
 		const struct svc_view *v, const char *from, const char *src_ip, const char *to,
 		bool json, struct sbuf *out)
@@ -252,7 +273,7 @@ int svc_explain(const struct mesh_config *c, const struct svc_table *t,
 		return -1;
 	const struct svc *s = svc_lookup(t, &vip, port, &p);
 	if (!s)
-		return -1;
+		return wrong_port(t, &vip, port, out);
 	struct authz_peer peer;
 	const struct mc_workload *inferred = NULL;
 	int rc = authz_explain_source(c, from, src_ip, &peer, &inferred, out);

@@ -124,6 +124,9 @@ TEST(service_bad_fields_are_errors_at_file_line_field)
 			   "spec.ports: a Service needs at least one port"},
 		{SVC("s", "ns") "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n"
 			   "  type: Foo\n", "spec.type"},
+		{SVC("s", "ns") "spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n"
+		 SVC("s", "ns") "spec: {clusterIP: 10.96.0.2, ports: [{port: 80}]}\n",
+		 "svc.yaml:7: Service ns/s: duplicate Service ns/s: also defined at svc.yaml:2"},
 		{SVC("S_1", "ns") "spec:\n  clusterIP: 10.96.0.1\n  ports: [{port: 80}]\n",
 			   "metadata.name: \"S_1\" is not a valid Service name"},
 	};
@@ -522,9 +525,15 @@ TEST(explain_vip_gives_every_endpoint_verdict_and_the_eligible_ones)
 		       "\"eligible\":true,\"share\":0.1000");
 	sbuf_free(&out);
 	sbuf_init(&out);
-	/* not a service port: the caller explains the address instead */
-	CHECK_INT(svc_explain(c, t, NULL, client, NULL, "10.96.0.20:9081", false, &out), -1);
+	/* not a service VIP: the caller explains the address instead */
+	CHECK_INT(svc_explain(c, t, NULL, client, NULL, "10.1.0.1:9080", false, &out), -1);
 	CHECK(!out.s || !*out.s);
+	/* the VIP on a port the Service does not have: bad input naming its ports */
+	CHECK_INT(svc_explain(c, t, NULL, client, NULL, "10.96.0.20:9081", false, &out), 2);
+	CHECK_CONTAINS(out.s, "10.96.0.20 is the VIP of Service bi/reviews, which has no port "
+		       "9081 (its ports: 9080)");
+	sbuf_free(&out);
+	sbuf_init(&out);
 	CHECK_INT(svc_explain(c, t, NULL, "bogus", NULL, "10.96.0.20:9080", false, &out), 2);
 	sbuf_free(&out);
 	done(t, c, &f);
