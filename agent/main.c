@@ -24,6 +24,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
+#include "state/services.h"
 #include "state/verdicts.h"
 
 static const char usage[] =
@@ -497,6 +498,8 @@ static void agent_stop(struct agent *a)
 		ca_free(a->ca);
 	if (a->metrics)
 		metrics_free(a->metrics);
+	svc_table_unref(a->svcs);
+	agent_svc_state_free(a);
 	if (a->cfg)
 		mesh_config_unref(a->cfg);
 	if (a->signal_fd > 0)

@@ -46,6 +46,14 @@ struct {
 } pods SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MOAT_SERVICES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct moat_service_key);
+	__type(value, struct moat_service);
+} services SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, MOAT_VERDICTS_MAX);
 	__type(key, struct moat_verdict_key);

@@ -2,7 +2,8 @@
 /* moat's kernel side: one object, six programs (see agent/bpf/dataplane.h and docs/bpf.md).
  *
  *   capture4/capture6  cgroup connect hooks on each pod's cgroup: fast deny, REGISTRY_ONLY,
- *                      rewrite mesh connects to the in-pod outbound listener (15001).
+ *                      service VIPs, rewrite mesh connects to the in-pod outbound listener
+ *                      (15001).
  *   sock_ops           moves the original destination to a key moatd can build at accept().
  *   ingress            TC ingress on the pod interface: drop plaintext SYNs to STRICT pods.
  *   lo_ingress         TC ingress on the pod netns' lo: remembers in-pod connections so
@@ -70,6 +71,59 @@ static __always_inline struct moat_verdict *verdict_lookup(__u32 src_wl, __u32 d
 	return NULL;
 }
 
+/* Remember where a captured connect was going (pending_dst, by socket cookie) and rewrite
+ * it. Without the record moatd cannot tell where the connection was going: refuse the
+ * connect rather than send it to the listener anonymously. */
+static __always_inline enum capture_result capture_record(void *ctx,
+							  const struct moat_orig_dst *od,
+							  bool cached)
+{
+	struct moat_pending_key ck = {.socket_cookie = bpf_get_socket_cookie(ctx)};
+	if (bpf_map_update_elem(&pending_dst, &ck, od, BPF_ANY) != 0)
+		return CAPTURE_DENY;
+	if (!cached)
+		STAT_INC(verdict_misses);
+	STAT_INC(connects_captured);
+	return CAPTURE_REWRITE;
+}
+
+/* A connect to a service VIP:port. Always captured (ALLOW_ANY included: the VIP is not a
+ * place plaintext may go, kube-proxy would send it to a pod uncaptured), unless moatd has
+ * computed that no endpoint allows this source: then EPERM at once. The service verdict has
+ * only its exact port (no port-0 entry) and is valid only in the current epoch; a miss goes
+ * to moatd, which decides with the full engine. */
+static __always_inline enum capture_result capture_service(void *ctx, struct connect_info *ci,
+							   const struct moat_pod *pod,
+							   const struct moat_service *svc,
+							   __u64 epoch)
+{
+	__u32 sid = svc->id | MOAT_SERVICE_ID_BIT;
+	struct moat_verdict_key k = {.src_workload = pod->workload, .dst_workload = sid,
+				     .dst_port = ci->port};
+	struct moat_verdict *v = bpf_map_lookup_elem(&verdicts, &k);
+	if (v && v->epoch != epoch)
+		v = NULL;
+	if (v && v->action == MOAT_ACTION_DENY) {
+		STAT_INC(connects_denied);
+		STAT_INC(service_denied);
+		emit_connect_denied(ci, pod->workload, sid, v->reason, v->policy);
+		return CAPTURE_DENY;
+	}
+	struct moat_orig_dst od = {
+		.addr = ci->dst,
+		.port = ci->port,
+		.family = ci->family,
+		.src_workload = pod->workload,
+		.action = v ? v->action : MOAT_ACTION_NONE,
+		.policy = v ? v->policy : 0,
+		.service = svc->id,
+	};
+	enum capture_result r = capture_record(ctx, &od, v != NULL);
+	if (r == CAPTURE_REWRITE)
+		STAT_INC(service_captured);
+	return r;
+}
+
 static __always_inline enum capture_result capture_decide(void *ctx, struct connect_info *ci)
 {
 	ci->netns_cookie = bpf_get_netns_cookie(ctx);
@@ -84,6 +138,11 @@ static __always_inline enum capture_result capture_decide(void *ctx, struct conn
 		STAT_INC(connects_passed);
 		return CAPTURE_PASS;
 	}
+
+	struct moat_service_key sk = {.addr = ci->dst, .port = ci->port};
+	struct moat_service *svc = bpf_map_lookup_elem(&services, &sk);
+	if (svc)
+		return capture_service(ctx, ci, pod, svc, set->epoch);
 
 	struct moat_workload_key wk = {.addr = ci->dst};
 	struct moat_workload *wl = bpf_map_lookup_elem(&workloads, &wk);
@@ -117,15 +176,7 @@ static __always_inline enum capture_result capture_decide(void *ctx, struct conn
 		.action = v ? v->action : MOAT_ACTION_NONE,
 		.policy = v ? v->policy : 0,
 	};
-	struct moat_pending_key ck = {.socket_cookie = bpf_get_socket_cookie(ctx)};
-	/* Without the record moatd cannot tell where the connection was going: refuse the
-	 * connect rather than send it to the listener anonymously. */
-	if (bpf_map_update_elem(&pending_dst, &ck, &od, BPF_ANY) != 0)
-		return CAPTURE_DENY;
-	if (!v)
-		STAT_INC(verdict_misses);
-	STAT_INC(connects_captured);
-	return CAPTURE_REWRITE;
+	return capture_record(ctx, &od, v != NULL);
 }
 
 SEC("cgroup/connect4")

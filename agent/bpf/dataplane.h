@@ -4,7 +4,8 @@
  *
  * Programs (bpf/moat.bpf.c):
  *   capture4 / capture6  cgroup/connect4, connect6 on each pod's cgroup: fast deny (EPERM),
- *                        REGISTRY_ONLY, rewrite captured connects to 127.0.0.1|::1:15001 and
+ *                        REGISTRY_ONLY, service VIPs (always captured; EPERM when no endpoint
+ *                        allows the source), rewrite captured connects to 127.0.0.1|::1:15001 and
  *                        record the original destination under the socket cookie.
  *   sock_ops             (section sockops) on each pod's cgroup: at TCP_CONNECT move the
  *                        original destination to (netns cookie, client addr, client port).
@@ -68,6 +69,12 @@ int dataplane_workload_put(struct dataplane *dp, const struct moat_addr *a,
 int dataplane_workload_del(struct dataplane *dp, const struct moat_addr *a);
 /* Iterate keys currently in the workloads map (to remove stale ones); the caller frees *keys. */
 int dataplane_workload_keys(struct dataplane *dp, struct moat_addr **keys, size_t *n);
+/* services: (VIP, port) -> service (the connect hook captures these). */
+int dataplane_service_put(struct dataplane *dp, const struct moat_service_key *k,
+			  const struct moat_service *v, struct err *e);
+int dataplane_service_del(struct dataplane *dp, const struct moat_service_key *k);
+/* Keys currently in the services map (to remove stale ones); the caller frees *keys. */
+int dataplane_service_keys(struct dataplane *dp, struct moat_service_key **keys, size_t *n);
 int dataplane_port_mtls_put(struct dataplane *dp, const struct moat_port_mtls_key *k,
 			    const struct moat_port_mtls *v, struct err *e);
 int dataplane_port_mtls_clear(struct dataplane *dp);

@@ -100,6 +100,28 @@ int dataplane_workload_keys(struct dataplane *dp, struct moat_addr **keys, size_
 	return rc;
 }
 
+int dataplane_service_put(struct dataplane *dp, const struct moat_service_key *k,
+			  const struct moat_service *v, struct err *e)
+{
+	char buf[ADDR_STRLEN + 8], what[ADDR_STRLEN + MOAT_NAME_LEN + 24];
+	snprintf(what, sizeof(what), "service %.*s VIP %s", MOAT_NAME_LEN, v->name,
+		 addr_port_str(&k->addr, k->port, buf, sizeof(buf)));
+	return map_put(dp->skel->maps.services, k, sizeof(*k), v, sizeof(*v), what, e);
+}
+
+int dataplane_service_del(struct dataplane *dp, const struct moat_service_key *k)
+{
+	return map_del(dp->skel->maps.services, k, sizeof(*k));
+}
+
+int dataplane_service_keys(struct dataplane *dp, struct moat_service_key **keys, size_t *n)
+{
+	void *raw;
+	int rc = map_keys(dp->skel->maps.services, &raw, n);
+	*keys = raw;
+	return rc;
+}
+
 int dataplane_port_mtls_put(struct dataplane *dp, const struct moat_port_mtls_key *k,
 			    const struct moat_port_mtls *v, struct err *e)
 {

@@ -4,7 +4,7 @@
  * good configuration (the caller keeps the previous snapshot).
  *
  * Kinds: security.istio.io/v1 AuthorizationPolicy, PeerAuthentication;
- *        networking.istio.io/v1 WorkloadEntry, ServiceEntry;  v1 Namespace;
+ *        networking.istio.io/v1 WorkloadEntry, ServiceEntry;  v1 Namespace, Service;
  *        moat.dev/v1 MeshConfig.
  * Files: *.yaml and *.yml directly in the directory, read in name order; several documents
  * per file separated by `---`. Every object remembers the file and line it came from. */
@@ -30,6 +30,9 @@
 #define MC_MAX_ANCHORS 1000                   /* anchors (&name) per document */
 #define MC_MAX_ERRORS 200                     /* errors kept per load; the rest are counted */
 #define MC_SHOW_MAX 48                        /* longest file value quoted in a message */
+#define MC_MAX_SERVICES 10000                 /* Services + MESH_INTERNAL ServiceEntries with a
+					       * workloadSelector, together */
+#define MC_MAX_SERVICE_PORTS 64               /* spec.ports of one Service / ServiceEntry */
 
 /* A file value as it may appear in a message: itself when short and made of name
  * characters, else "<N bytes, not shown>". SHOW(v) is valid until the end of the statement. */
@@ -140,7 +143,7 @@ struct mc_workload {
 	struct mc_labels labels;  /* spec.labels (selectors match these, then metadata.labels) */
 	char *service_account;    /* spec.serviceAccount, default "default" */
 	char *network;
-	uint32_t weight;
+	uint32_t weight;          /* spec.weight, default 1; 0 = never chosen as a Service endpoint */
 	struct mc_port *ports;    /* spec.ports: name -> number */
 	size_t n_ports, cap_ports;
 	/* istio.io/dataplane-mode: ambient on spec.labels, metadata.labels, or its Namespace:
@@ -171,6 +174,12 @@ struct mc_se_endpoint {
 
 struct mc_service_entry {
 	struct mc_meta meta;
+	/* spec.workloadSelector.labels (MESH_INTERNAL only): the endpoints are the
+	 * WorkloadEntries of the ServiceEntry's namespace these select (Istio), and the
+	 * service table (state/services.h) balances over them. */
+	bool has_workload_selector;
+	struct mc_labels workload_selector;
+	int workload_selector_line;
 	struct mc_strs hosts;
 	struct cidr *addresses;   /* spec.addresses (IP or CIDR) */
 	size_t n_addresses, cap_addresses;
@@ -180,6 +189,33 @@ struct mc_service_entry {
 	enum mc_resolution resolution;
 	struct mc_se_endpoint *endpoints;
 	size_t n_endpoints, cap_endpoints;
+};
+
+/* ---- Service (v1): a Kubernetes Service, a VIP balanced over selected workloads ---- */
+struct mc_svc_port {
+	char *name;         /* spec.ports[].name, NULL when absent */
+	uint16_t port;      /* spec.ports[].port */
+	uint16_t target_port; /* numeric targetPort (default = port); 0 when target_name is set */
+	char *target_name;  /* named targetPort: resolved per endpoint through its ports map */
+	bool tcp;           /* protocol TCP (default); UDP / SCTP ports are kept, never served */
+	char *protocol;     /* as written, "TCP" when absent */
+	int line;
+};
+
+/* A Service has at most this many cluster IPs (spec.clusterIPs: one per family). */
+#define MC_SVC_MAX_VIPS 2
+
+struct mc_kservice {
+	struct mc_meta meta;
+	struct moat_addr vips[MC_SVC_MAX_VIPS]; /* spec.clusterIP / clusterIPs, as written */
+	size_t n_vips;
+	bool headless;      /* clusterIP "None": no VIP, nothing to capture (warning) */
+	int vips_line;
+	struct mc_svc_port *ports;
+	size_t n_ports, cap_ports;
+	bool has_selector;  /* spec.selector present and non-empty */
+	struct mc_labels selector; /* spec.selector: label map, namespace-scoped */
+	int selector_line;
 };
 
 /* ---- AuthorizationPolicy (security.istio.io/v1) ---- */
@@ -315,6 +351,8 @@ struct mesh_config {
 	size_t n_workloads, cap_workloads;
 	struct mc_service_entry *services;
 	size_t n_services, cap_services;
+	struct mc_kservice *kservices; /* kind Service (v1) */
+	size_t n_kservices, cap_kservices;
 	struct mc_authz *policies;
 	size_t n_policies, cap_policies;
 	struct mc_peer_auth *peer_auths;
@@ -357,6 +395,8 @@ const struct mc_namespace *mc_namespace_by_name(const struct mesh_config *c, con
 const struct mc_service_entry *mc_service_by_addr(const struct mesh_config *c, const struct moat_addr *a);
 const struct mc_service_entry *mc_service_by_name(const struct mesh_config *c, const char *ns, const char *name);
 bool mc_service_has_port(const struct mc_service_entry *se, uint16_t port);
+const struct mc_kservice *mc_kservice_by_name(const struct mesh_config *c, const char *ns,
+					      const char *name);
 /* matchLabels semantics: every selector label present with the same value. */
 bool mc_labels_match(const struct mc_labels *selector, const struct mc_labels *labels);
 const char *mc_label_get(const struct mc_labels *l, const char *key);

@@ -35,6 +35,9 @@ int mc_compose(yaml_parser_t *p, yaml_document_t *doc, struct mc_compose_error *
 /* ---- findings ---- */
 void perr(struct pctx *x, const yaml_node_t *n, const char *field, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* The same as a warning: the load goes on, the finding stays in the snapshot (lint). */
+void pwarn(struct pctx *x, const yaml_node_t *n, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 /* ---- nodes ---- */
 int yline(const yaml_node_t *n);
@@ -57,6 +60,8 @@ yaml_node_t *y_get(struct pctx *x, yaml_node_t *map, const char *key);
 bool y_expect(struct pctx *x, yaml_node_t *n, yaml_node_type_t type, const char *path);
 /* String field: NULL when absent; reports a non-string. */
 const char *y_str(struct pctx *x, yaml_node_t *map, const char *key, const char *parent);
+/* s is one or more decimal digits and nothing else. */
+bool all_digits(const char *s);
 /* A port number 1..65535 (scalar). */
 bool y_port(struct pctx *x, yaml_node_t *n, const char *path, uint16_t *out);
 bool y_uint32(struct pctx *x, yaml_node_t *n, const char *path, uint32_t *out);
@@ -88,6 +93,10 @@ void parse_authz(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta);
 void parse_peer_auth(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta);
 void parse_workload_entry(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta);
 void parse_service_entry(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta);
+void parse_kservice(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta);
+/* Whole-set checks of Services (parse_service.c): bounds, VIP:port claimed twice, a VIP
+ * that is a workload's address. Each error counts in *errors. */
+void mc_check_services(struct mesh_config *c, struct mc_findings *f, int *errors);
 
 /* ---- freeing ---- */
 void mc_strs_free(struct mc_strs *s);

@@ -77,6 +77,19 @@ static void service_free(struct mc_service_entry *se)
 		ports_free(ep->ports, ep->n_ports);
 	}
 	free(se->endpoints);
+	mc_labels_free(&se->workload_selector);
+}
+
+static void kservice_free(struct mc_kservice *k)
+{
+	mc_meta_free(&k->meta);
+	for (size_t i = 0; i < k->n_ports; i++) {
+		free(k->ports[i].name);
+		free(k->ports[i].target_name);
+		free(k->ports[i].protocol);
+	}
+	free(k->ports);
+	mc_labels_free(&k->selector);
 }
 
 static void source_free(struct mc_source *s)
@@ -171,6 +184,9 @@ void mc_config_free(struct mesh_config *c)
 	for (size_t i = 0; i < c->n_services; i++)
 		service_free(&c->services[i]);
 	free(c->services);
+	for (size_t i = 0; i < c->n_kservices; i++)
+		kservice_free(&c->kservices[i]);
+	free(c->kservices);
 	for (size_t i = 0; i < c->n_policies; i++)
 		authz_free(&c->policies[i]);
 	free(c->policies);

@@ -18,7 +18,15 @@
 
 #define AMBIENT_LABEL "istio.io/dataplane-mode"
 
-enum obj_kind { K_AUTHZ, K_PEER_AUTH, K_WORKLOAD_ENTRY, K_SERVICE_ENTRY, K_NAMESPACE, K_MESH };
+enum obj_kind {
+	K_AUTHZ,
+	K_PEER_AUTH,
+	K_WORKLOAD_ENTRY,
+	K_SERVICE_ENTRY,
+	K_NAMESPACE,
+	K_MESH,
+	K_SERVICE
+};
 
 static const char *const security_versions[] = {"security.istio.io/v1",
 						"security.istio.io/v1beta1", NULL};
@@ -39,12 +47,13 @@ static const struct kind_info {
 	{"ServiceEntry", networking_versions, K_SERVICE_ENTRY},
 	{"Namespace", core_versions, K_NAMESPACE},
 	{"MeshConfig", moat_versions, K_MESH},
+	{"Service", core_versions, K_SERVICE},
 };
 
 static const char *const kind_names[] = {"AuthorizationPolicy", "PeerAuthentication",
 					 "WorkloadEntry",	"ServiceEntry",
 					 "Namespace",		"MeshConfig",
-					 NULL};
+					 "Service",		NULL};
 
 static const char *const top_keys[] = {"apiVersion", "kind", "metadata", "spec", "status", NULL};
 /* Kubernetes bookkeeping fields are accepted (objects exported with kubectl carry them). */
@@ -226,7 +235,7 @@ static const struct kind_info *find_kind(struct pctx *x, yaml_node_t *root)
 	const char *kind = y_str(x, root, "kind", NULL);
 	if (!kind) {
 		perr(x, root, "kind", "missing kind: moat reads AuthorizationPolicy, "
-		     "PeerAuthentication, WorkloadEntry, ServiceEntry, Namespace and MeshConfig");
+		     "PeerAuthentication, WorkloadEntry, ServiceEntry, Service, Namespace and MeshConfig");
 		return NULL;
 	}
 	const struct kind_info *ki = NULL;
@@ -237,7 +246,7 @@ static const struct kind_info *find_kind(struct pctx *x, yaml_node_t *root)
 		const char *near = nearest_word(kind, kind_names);
 		perr(x, y_get(x, root, "kind"), "kind",
 		     "unknown kind \"%s\"%s%s%s: moat reads AuthorizationPolicy, PeerAuthentication, "
-		     "WorkloadEntry, ServiceEntry, Namespace and MeshConfig", SHOW(kind),
+		     "WorkloadEntry, ServiceEntry, Service, Namespace and MeshConfig", SHOW(kind),
 		     near ? " (did you mean \"" : "", near ? near : "", near ? "\"?)" : "");
 		return NULL;
 	}
@@ -289,6 +298,7 @@ static void parse_document(struct pctx *x, yaml_node_t *root)
 	case K_SERVICE_ENTRY: parse_service_entry(x, spec, &meta); break;
 	case K_NAMESPACE: parse_namespace(x, spec, &meta); break;
 	case K_MESH: parse_mesh(x, spec, &meta); break;
+	case K_SERVICE: parse_kservice(x, spec, &meta); break;
 	}
 	mc_meta_free(&meta);
 	x->object = NULL;
@@ -479,10 +489,12 @@ static void begin(struct loadctx *lc)
 static void cap_errors(struct mc_findings *f)
 {
 	size_t kept = 0, dropped = 0;
+	const struct mc_finding *first_dropped = NULL;
 	struct mc_findings out = {0};
 	for (size_t i = 0; i < f->n; i++) {
 		struct mc_finding *it = &f->items[i];
 		if (it->severity == MC_ERROR && kept == MC_MAX_ERRORS) {
+			first_dropped = first_dropped ? first_dropped : it;
 			dropped++;
 			continue;
 		}
@@ -494,9 +506,10 @@ static void cap_errors(struct mc_findings *f)
 		mc_findings_free(&out);
 		return;
 	}
-	mc_finding_add(&out, MC_ERROR, NULL, 0, NULL, NULL, 0, NULL,
-		       "%zu more errors not shown (MC_MAX_ERRORS = %d): fix the ones above first",
-		       dropped, MC_MAX_ERRORS);
+	/* Placed where the first unshown error is, like every finding (a file, a line). */
+	mc_finding_add(&out, MC_ERROR, first_dropped->file, first_dropped->line, NULL, NULL, 0,
+		       NULL, "%zu more errors not shown (MC_MAX_ERRORS = %d), the first here: "
+		       "fix the ones above first", dropped, MC_MAX_ERRORS);
 	mc_findings_free(f);
 	*f = out;
 }
@@ -517,8 +530,10 @@ static int finish(struct loadctx *lc, struct mesh_config **out, struct mc_findin
 	DUP_CHECK(lc, "WorkloadEntry", c->workloads, c->n_workloads);
 	DUP_CHECK(lc, "ServiceEntry", c->services, c->n_services);
 	DUP_CHECK(lc, "Namespace", c->namespaces, c->n_namespaces);
+	DUP_CHECK(lc, "Service", c->kservices, c->n_kservices);
 	mc_build_indexes(c);
 	check_addresses(lc);
+	mc_check_services(c, &lc->all, &lc->errors);
 	complete(c);
 	cap_errors(&lc->all);
 	if (findings)

@@ -101,6 +101,15 @@ const struct mc_service_entry *mc_service_by_name(const struct mesh_config *c, c
 	return NULL;
 }
 
+const struct mc_kservice *mc_kservice_by_name(const struct mesh_config *c, const char *ns,
+					      const char *name)
+{
+	for (size_t i = 0; i < c->n_kservices; i++)
+		if (!strcmp(c->kservices[i].meta.ns, ns) && !strcmp(c->kservices[i].meta.name, name))
+			return &c->kservices[i];
+	return NULL;
+}
+
 bool mc_service_has_port(const struct mc_service_entry *se, uint16_t port)
 {
 	for (size_t i = 0; i < se->n_ports; i++)

@@ -353,6 +353,50 @@ static void parse_se_lists(struct pctx *x, yaml_node_t *spec, struct mc_service_
 				       se);
 }
 
+/* workloadSelector: {labels: {...}} selects WorkloadEntries of the ServiceEntry's
+ * namespace as its endpoints (Istio); moat balances them behind spec.addresses. */
+static void parse_workload_selector(struct pctx *x, yaml_node_t *v, struct mc_service_entry *se)
+{
+	static const char *const keys[] = {"labels", NULL};
+	if (!y_expect(x, v, YAML_MAPPING_NODE, "spec.workloadSelector"))
+		return;
+	y_check_keys(x, v, "spec.workloadSelector", keys);
+	yaml_node_t *l = y_get(x, v, "labels");
+	se->workload_selector_line = yline(v);
+	if (l)
+		y_labels(x, l, "spec.workloadSelector.labels", &se->workload_selector);
+	if (!se->workload_selector.n)
+		perr(x, l ? l : v, "spec.workloadSelector.labels",
+		     "a workloadSelector needs at least one label");
+	se->has_workload_selector = true;
+}
+
+/* Istio's rules for a ServiceEntry that selects workloads, plus moat's: its VIPs are single
+ * addresses. */
+static void check_selecting_entry(struct pctx *x, yaml_node_t *spec, struct mc_service_entry *se)
+{
+	yaml_node_t *ws = y_get(x, spec, "workloadSelector");
+	if (se->location != MC_MESH_INTERNAL)
+		perr(x, ws, "spec.workloadSelector", "workloadSelector needs location: "
+		     "MESH_INTERNAL (selected workloads are in the mesh)");
+	if (y_get(x, spec, "endpoints"))
+		perr(x, y_get(x, spec, "endpoints"), "spec.endpoints", "endpoints and "
+		     "workloadSelector together: keep one (Istio allows only one)");
+	if (se->resolution == MC_RES_DNS)
+		perr(x, y_get(x, spec, "resolution"), "spec.resolution", "resolution DNS with a "
+		     "workloadSelector: the selected workloads have addresses, use STATIC");
+	for (size_t i = 0; i < se->n_addresses; i++)
+		if (se->addresses[i].prefix != 128)
+			perr(x, y_get(x, spec, "addresses"), "spec.addresses",
+			     "a CIDR block cannot be the VIP of a ServiceEntry that selects "
+			     "workloads: list single addresses");
+	if (!se->n_addresses)
+		pwarn(x, ws, "spec.addresses", "no addresses: moat has no VIP to capture for this "
+		      "ServiceEntry; its workloads are reached by their own addresses");
+	if (!se->n_ports)
+		perr(x, ws, "spec.ports", "a ServiceEntry that selects workloads needs ports");
+}
+
 void parse_service_entry(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta)
 {
 	struct mc_service_entry se = {0};
@@ -378,8 +422,7 @@ void parse_service_entry(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta
 			se.resolution = r < 0 ? MC_RES_NONE : r == 3 ? MC_RES_DNS : (enum mc_resolution)r;
 		}
 		if ((v = y_get(x, spec, "workloadSelector")))
-			perr(x, v, "spec.workloadSelector",
-			     "workloadSelector is not supported by moat: list the endpoints instead");
+			parse_workload_selector(x, v, &se);
 		struct mc_strs ignored = {0};
 		if ((v = y_get(x, spec, "exportTo")))
 			y_strlist(x, v, "spec.exportTo", &ignored);
@@ -387,6 +430,8 @@ void parse_service_entry(struct pctx *x, yaml_node_t *spec, struct mc_meta *meta
 			y_strlist(x, v, "spec.subjectAltNames", &ignored);
 		mc_strs_free(&ignored);
 		parse_se_lists(x, spec, &se);
+		if (se.has_workload_selector)
+			check_selecting_entry(x, spec, &se);
 	}
 	struct mesh_config *c = x->c;
 	*VEC_PUSH(c->services, c->n_services, c->cap_services) = se;

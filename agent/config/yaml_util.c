@@ -26,6 +26,14 @@ void perr(struct pctx *x, const yaml_node_t *n, const char *field, const char *f
 	va_end(ap);
 }
 
+void pwarn(struct pctx *x, const yaml_node_t *n, const char *field, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	pfind(x, MC_WARNING, n, field, fmt, ap);
+	va_end(ap);
+}
+
 int yline(const yaml_node_t *n)
 {
 	return (int)n->start_mark.line + 1;
@@ -235,7 +243,7 @@ const char *y_str(struct pctx *x, yaml_node_t *map, const char *key, const char 
 	return y_text(n);
 }
 
-static bool all_digits(const char *s)
+bool all_digits(const char *s)
 {
 	if (!*s)
 		return false;

@@ -16,6 +16,7 @@ static const struct {
 	{MOAT_REASON_SPOOFED, "SPOOFED_SOURCE", "a pod sent from an address that is not its own"},
 	{MOAT_REASON_NO_LISTENER, "NO_PLAINTEXT_LISTENER",
 	 "PERMISSIVE plaintext while no 15006 listener (moatd down)"},
+	{MOAT_REASON_NO_ENDPOINT, "NO_ENDPOINT", "a service VIP: no endpoint allows this source"},
 	{MOAT_REASON_AGENT_PORT, "AGENT_PORT",
 	 "agent ports 15001/15006/15008 are not valid destinations"},
 	{MOAT_REASON_DESTINATION_DENIED, "DESTINATION_DENIED",

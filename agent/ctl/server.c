@@ -21,6 +21,7 @@
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
+#include "state/services.h"
 #include "state/verdicts.h"
 
 #define CTL_MAX_REQUEST 65536
@@ -359,6 +360,12 @@ static void verdict_row(void *arg, const struct moat_verdict_key *k, const struc
 		return; /* stale: the connect hook ignores it too */
 	const char *src = intern_name(&a->workload_ids, k->src_workload);
 	const char *dst = intern_name(&a->workload_ids, k->dst_workload);
+	char svc_dst[300];
+	if (k->dst_workload & MOAT_SERVICE_ID_BIT) { /* a service verdict (state/svc_maps.c) */
+		const struct svc *s = svc_by_id(a->svcs, k->dst_workload & ~MOAT_SERVICE_ID_BIT);
+		snprintf(svc_dst, sizeof(svc_dst), "service:%s/%s", s ? s->ns : "?", s ? s->name : "?");
+		dst = svc_dst;
+	}
 	const char *pol = intern_name(&a->policy_ids, v->policy);
 	const char *action = actions[v->action < 3 ? v->action : 0];
 	const char *reason = v->reason ? moat_reason_code(v->reason) : "-";
@@ -417,6 +424,15 @@ static int h_certs(struct agent *a, struct request *r, struct sbuf *out)
 	return 0;
 }
 
+/* A service endpoint's workload: its WorkloadEntry, or the local pod's (no WorkloadEntry). */
+static const struct mc_workload *live_workload(void *arg, const struct svc_endpoint *e)
+{
+	if (e->wl)
+		return e->wl;
+	struct pod *p = agent_pod_by_addr(arg, &e->addrs[0]);
+	return p ? pod_workload(p) : NULL;
+}
+
 static int h_explain(struct agent *a, struct request *r, struct sbuf *out)
 {
 	const char *from = arg(r, "from"), *to = arg(r, "to");
@@ -424,7 +440,18 @@ static int h_explain(struct agent *a, struct request *r, struct sbuf *out)
 		sbuf_puts(out, "explain needs from and to\n");
 		return 2;
 	}
-	return authz_explain(a->cfg, from, arg(r, "src_ip"), to, want_json(r), out);
+	struct svc_view v = {.workload = live_workload, .arg = a};
+	int rc = a->svcs ? svc_explain(a->svcs->cfg, a->svcs, &v, from, arg(r, "src_ip"), to,
+				       want_json(r), out)
+			 : -1;
+	return rc >= 0 ? rc : authz_explain(a->cfg, from, arg(r, "src_ip"), to, want_json(r), out);
+}
+
+static int h_services(struct agent *a, struct request *r, struct sbuf *out)
+{
+	struct svc_view v = {.workload = live_workload, .arg = a};
+	svc_table_show(a->svcs, &v, want_json(r), out);
+	return 0;
 }
 
 static int h_reload(struct agent *a, struct request *r, struct sbuf *out)
@@ -447,6 +474,7 @@ static const struct handler handlers[] = {
 	{"enroll", h_enroll},       {"unenroll", h_unenroll}, {"status", h_status},
 	{"workloads", h_workloads}, {"verdicts", h_verdicts}, {"connections", h_connections},
 	{"certs", h_certs},         {"explain", h_explain},   {"reload", h_reload},
+	{"services", h_services},
 };
 
 /* ---- the socket ---- */

@@ -153,6 +153,8 @@ static const struct {
 	 "CONNECTs on pooled HBONE connections still awaiting their response"},
 	{"moat_hbone_streams_refused_total", "counter",
 	 "New outbound HBONE connections refused by a cap (reason)"},
+	{"moat_service_endpoint_retries_total", "counter",
+	 "Service connections moved to another endpoint after connecting to one failed"},
 };
 
 void obs_describe_metrics(struct metrics *m)

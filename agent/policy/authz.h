@@ -127,5 +127,18 @@ void authz_decision_text(const struct authz_decision *d, const struct authz_targ
  * Returns the exit code: 0 ALLOW, 1 DENY, 2 bad input. */
 int authz_explain(const struct mesh_config *c, const char *from, const char *src_ip,
 		  const char *to, bool json, struct sbuf *out);
+/* The source half of explain (also for a service VIP, state/svc_show.c): from and src_ip
+ * into a peer; *inferred = the WorkloadEntry whose address was taken as the source IP, or
+ * NULL. Returns 0, or 2 with one line in out saying what is wrong. */
+int authz_explain_source(const struct mesh_config *c, const char *from, const char *src_ip,
+			struct authz_peer *peer, const struct mc_workload **inferred,
+			struct sbuf *out);
+/* The note explain adds about the source IP (inferred, or unknown while it matters). */
+void authz_explain_source_note(const struct mesh_config *c, const struct authz_peer *peer,
+			       const struct mc_workload *inferred, const struct authz_target *t,
+			       struct sbuf *out);
+/* For a NO_ALLOW denial: each ALLOW policy that applies to t and what its rules expect. */
+void explain_allow_policies(const struct mesh_config *c, const struct authz_target *t,
+			    const char *principal, struct sbuf *out);
 
 #endif

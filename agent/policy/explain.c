@@ -255,7 +255,7 @@ static void hint_service_account(const struct mc_authz *p, size_t ri, const char
 }
 
 /* For a NO_ALLOW denial: each ALLOW policy that applies and what its rules expect. */
-static void explain_allow_policies(const struct mesh_config *c, const struct authz_target *t,
+void explain_allow_policies(const struct mesh_config *c, const struct authz_target *t,
 				   const char *principal, struct sbuf *out)
 {
 	struct sbuf hints;
@@ -282,12 +282,11 @@ static void explain_allow_policies(const struct mesh_config *c, const struct aut
 	sbuf_free(&hints);
 }
 
-int authz_explain(const struct mesh_config *c, const char *from, const char *src_ip,
-		  const char *to, bool json, struct sbuf *out)
+int authz_explain_source(const struct mesh_config *c, const char *from, const char *src_ip,
+			struct authz_peer *peer, const struct mc_workload **inferred,
+			struct sbuf *out)
 {
 	struct explain_in in;
-	struct authz_decision d;
-	char ip[ADDR_STRLEN];
 	memset(&in, 0, sizeof(in));
 	int rc = parse_from(from, &in, out);
 	if (rc)
@@ -300,6 +299,36 @@ int authz_explain(const struct mesh_config *c, const char *from, const char *src
 		infer_source_ip(c, &in);
 	}
 	in.peer.principal = in.principal;
+	*peer = in.peer;
+	*inferred = in.src_workload;
+	return 0;
+}
+
+void authz_explain_source_note(const struct mesh_config *c, const struct authz_peer *peer,
+			       const struct mc_workload *inferred, const struct authz_target *t,
+			       struct sbuf *out)
+{
+	char ip[ADDR_STRLEN];
+	if (inferred)
+		sbuf_printf(out, "  source IP %s: the address of WorkloadEntry %s/%s (the only "
+			    "one with this identity); pass --src-ip to choose another\n",
+			    addr_str(&peer->ip, ip, sizeof(ip)), inferred->meta.ns,
+			    inferred->meta.name);
+	else if (!peer->has_ip && authz_depends_on_source_ip(c, t))
+		sbuf_puts(out, "  source IP unknown: conditions on it fail closed; pass "
+			  "--src-ip\n");
+}
+
+int authz_explain(const struct mesh_config *c, const char *from, const char *src_ip,
+		  const char *to, bool json, struct sbuf *out)
+{
+	struct explain_in in;
+	struct authz_decision d;
+	memset(&in, 0, sizeof(in));
+	int rc = authz_explain_source(c, from, src_ip, &in.peer, &in.src_workload, out);
+	if (rc)
+		return rc;
+	in.principal = in.peer.principal;
 	if ((rc = parse_target(c, to, &in, out)))
 		return rc;
 	memset(&d, 0, sizeof(d));
@@ -309,14 +338,7 @@ int authz_explain(const struct mesh_config *c, const char *from, const char *src
 		sbuf_puts(out, "\n");
 	} else {
 		authz_decision_text(&d, &in.target, &in.peer, out);
-		if (in.src_workload)
-			sbuf_printf(out, "  source IP %s: the address of WorkloadEntry %s/%s (the only "
-				    "one with this identity); pass --src-ip to choose another\n",
-				    addr_str(&in.peer.ip, ip, sizeof(ip)), in.src_workload->meta.ns,
-				    in.src_workload->meta.name);
-		else if (!in.peer.has_ip && authz_depends_on_source_ip(c, &in.target))
-			sbuf_puts(out, "  source IP unknown: conditions on it fail closed; pass "
-				  "--src-ip\n");
+		authz_explain_source_note(c, &in.peer, in.src_workload, &in.target, out);
 		if (in.target.kind == AUTHZ_TARGET_SERVICE && in.target.service->n_ports &&
 		    !mc_service_has_port(in.target.service, in.target.port))
 			sbuf_printf(out, "  note: ServiceEntry %s/%s does not list port %u\n",

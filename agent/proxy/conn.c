@@ -74,6 +74,30 @@ void conn_set_policy(struct conn *c, const char *policy)
 	c->policy = conn_string(c, c->policy, policy);
 }
 
+void conn_set_service(struct conn *c, const char *host, const char *name, const char *ns,
+		      const struct moat_addr *vip, uint16_t port)
+{
+	c->svc_host = conn_string(c, c->svc_host, host);
+	c->svc_name = conn_string(c, c->svc_name, name);
+	c->svc_ns = conn_string(c, c->svc_ns, ns);
+	c->svc_vip = *vip;
+	c->svc_port = port;
+}
+
+void conn_set_endpoint(struct conn *c, const char *endpoint)
+{
+	c->svc_endpoint = conn_string(c, c->svc_endpoint, endpoint);
+}
+
+void conn_copy_service(struct conn *c, const struct conn *from)
+{
+	if (!from || !from->svc_host)
+		return;
+	conn_set_service(c, from->svc_host, from->svc_name, from->svc_ns, &from->svc_vip,
+			 from->svc_port);
+	conn_set_endpoint(c, from->svc_endpoint);
+}
+
 void conn_set_engine(struct conn *c, const char *engine)
 {
 	c->engine = engine;
@@ -101,9 +125,14 @@ static void conn_labels(const struct conn *c, struct metric_labels *l, char bufs
 	metric_label(l, "source_app", access_or_unknown(bufs[1]));
 	metric_label(l, "source_version", "unknown");
 	metric_label(l, "source_cluster", "Kubernetes");
-	metric_label(l, "destination_service", access_or_unknown(c->dst_workload));
-	metric_label(l, "destination_service_namespace", access_or_unknown(bufs[2]));
-	metric_label(l, "destination_service_name", access_or_unknown(bufs[3]));
+	/* Dialed as a service: Istio's destination_service is its host; a pod dialed directly
+	 * keeps the workload's names (what moat always reported). */
+	metric_label(l, "destination_service",
+		     access_or_unknown(c->svc_host ? c->svc_host : c->dst_workload));
+	metric_label(l, "destination_service_namespace",
+		     access_or_unknown(c->svc_host ? c->svc_ns : bufs[2]));
+	metric_label(l, "destination_service_name",
+		     access_or_unknown(c->svc_host ? c->svc_name : bufs[3]));
 	metric_label(l, "destination_workload", access_or_unknown(bufs[3]));
 	metric_label(l, "destination_workload_namespace", access_or_unknown(bufs[2]));
 	metric_label(l, "destination_principal", access_or_unknown(c->dst_identity));
@@ -118,6 +147,7 @@ static void conn_labels(const struct conn *c, struct metric_labels *l, char bufs
 void conn_opened(struct conn *c)
 {
 	c->opened = true;
+	svc_attempt_free(c); /* carried: no retry any more */
 	struct metric_labels l = {0};
 	char bufs[4][128];
 	conn_labels(c, &l, bufs, "-");
@@ -126,6 +156,18 @@ void conn_opened(struct conn *c)
 	metric_label(&el, "engine", c->engine);
 	metric_label(&el, "direction", c->dir == CONN_OUTBOUND ? "outbound" : "inbound");
 	metrics_counter_add(c->agent->metrics, "moat_engine_connections_total", &el, 1);
+}
+
+/* "service", "service_addr" (VIP:port) and "endpoint" of a connection dialed as a service;
+ * null for a direct one. */
+static void json_service(struct sbuf *b, const struct conn *c)
+{
+	static const struct moat_addr zero;
+	sbuf_puts(b, ",\"service\":");
+	sbuf_json_str(b, c->svc_host);
+	access_json_addr(b, "service_addr", c->svc_host ? &c->svc_vip : &zero, c->svc_port);
+	sbuf_puts(b, ",\"endpoint\":");
+	sbuf_json_str(b, c->svc_endpoint);
 }
 
 void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char *error)
@@ -176,6 +218,7 @@ void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char
 	sbuf_json_str(&b, c->dst_workload);
 	sbuf_puts(&b, ",\"dst_identity\":");
 	sbuf_json_str(&b, c->dst_identity);
+	json_service(&b, c);
 	sbuf_puts(&b, ",\"verdict\":\"ALLOW\",\"policy\":");
 	sbuf_json_str(&b, c->policy);
 	/* mutual_tls only for a tunnel that was actually established. */
@@ -203,8 +246,9 @@ void conn_discard(struct conn *c)
 		a->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	svc_attempt_free(c);
 	const char *names[] = {c->src_workload, c->src_identity, c->dst_workload, c->dst_identity,
-			       c->policy};
+			       c->policy, c->svc_host, c->svc_name, c->svc_ns, c->svc_endpoint};
 	for (size_t i = 0; i < ARRAY_SIZE(names); i++)
 		intern_release_str(&a->strings, names[i], now_ms());
 	free(c->note);
@@ -239,15 +283,28 @@ void conns_count(struct agent *a, int *all, int *sockmap)
 	}
 }
 
+/* The choice, for people: "host (VIP:port) -> endpoint", or "-" for a direct connection. */
+static void service_text(struct sbuf *out, const struct conn *c)
+{
+	char vip[ADDR_STRLEN + 8];
+	if (!c->svc_host) {
+		sbuf_puts(out, "-\n");
+		return;
+	}
+	sbuf_printf(out, "%s (%s) -> %s\n", c->svc_host,
+		    addr_port_str(&c->svc_vip, c->svc_port, vip, sizeof(vip)),
+		    c->svc_endpoint ? c->svc_endpoint : "-");
+}
+
 void conns_dump(struct agent *a, bool json, struct sbuf *out)
 {
 	char s[ADDR_STRLEN + 8], d[ADDR_STRLEN + 8];
 	if (json)
 		sbuf_puts(out, "[");
 	else
-		sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %-9s %s\n", "DIR", "SOURCE",
-			    "DESTINATION", "SRC-WORKLOAD", "DST-WORKLOAD", "PATH", "ENGINE",
-			    "AGE-MS");
+		sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %-9s %-8s %s\n", "DIR",
+			    "SOURCE", "DESTINATION", "SRC-WORKLOAD", "DST-WORKLOAD", "PATH",
+			    "ENGINE", "AGE-MS", "SERVICE");
 	bool first = true;
 	for (struct conn *c = a->conns; c; c = c->next) {
 		addr_port_str(&c->src, c->sport, s, sizeof(s));
@@ -255,10 +312,11 @@ void conns_dump(struct agent *a, bool json, struct sbuf *out)
 		const char *dir = c->dir == CONN_OUTBOUND ? "outbound" : "inbound";
 		unsigned long long age = (unsigned long long)(now_ms() - c->start_ms);
 		if (!json) {
-			sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %-9s %llu\n", dir, s,
+			sbuf_printf(out, "%-8s %-22s %-22s %-28s %-28s %-10s %-9s %-8llu ", dir, s,
 				    d, c->src_workload ? c->src_workload : "-",
 				    c->dst_workload ? c->dst_workload : "-", path_name(c->path),
 				    c->engine, age);
+			service_text(out, c);
 			continue;
 		}
 		sbuf_printf(out, "%s{\"direction\":\"%s\",\"src_addr\":\"%s\",\"dst_addr\":\"%s\"",
@@ -271,6 +329,7 @@ void conns_dump(struct agent *a, bool json, struct sbuf *out)
 		sbuf_json_str(out, c->dst_workload);
 		sbuf_puts(out, ",\"policy\":");
 		sbuf_json_str(out, c->policy);
+		json_service(out, c);
 		sbuf_printf(out, ",\"path\":\"%s\",\"engine\":\"%s\",\"opened\":%s,\"age_ms\":%llu}",
 			    path_name(c->path), c->engine, c->opened ? "true" : "false", age);
 		first = false;

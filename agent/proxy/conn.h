@@ -50,6 +50,13 @@ struct conn {
 	bool closed_as_deny; /* refused by the peer: logged as a deny, not as a connection */
 	bool rechecked_deny; /* a policy change denied it: being closed */
 	bool closed;
+	/* A connection to a service VIP (proxy/svc_out.c); all NULL / 0 for a direct one. */
+	const char *svc_host;     /* name.ns.svc.<domain> (ServiceEntry: its first host) */
+	const char *svc_name, *svc_ns;
+	const char *svc_endpoint; /* the chosen endpoint "ns/name" */
+	struct moat_addr svc_vip;
+	uint16_t svc_port;
+	struct svc_attempt *attempt; /* endpoint choice and retries, until opened */
 };
 
 struct conn *conn_new(struct agent *a, enum conn_dir dir, enum conn_path path, struct pod *pod);
@@ -58,6 +65,12 @@ void conn_set_src(struct conn *c, const struct moat_addr *a, uint16_t port, cons
 void conn_set_dst(struct conn *c, const struct moat_addr *a, uint16_t port, const char *workload,
 		  const char *identity);
 void conn_set_policy(struct conn *c, const char *policy);
+/* The service the connection was dialed as (host, "name", "ns"), its VIP and port. */
+void conn_set_service(struct conn *c, const char *host, const char *name, const char *ns,
+		      const struct moat_addr *vip, uint16_t port);
+void conn_set_endpoint(struct conn *c, const char *endpoint);
+/* Copy the service fields of from (NULL: none) to c. */
+void conn_copy_service(struct conn *c, const struct conn *from);
 /* The engine carrying the connection ("sockmap", "userspace"; a static string). */
 void conn_set_engine(struct conn *c, const char *engine);
 /* The connection is authorized and carried: count it as opened. */

@@ -279,7 +279,7 @@ static struct conn *record(struct agent *a, enum conn_dir dir, struct pod *owner
 
 void join_start(struct agent *a, struct pod *src, struct pod *dst_pod, int app_fd,
 		const struct dest *d, const struct moat_addr *dst, uint16_t dport, uint16_t sport,
-		const char *dec_policy)
+		const char *dec_policy, const struct conn *svc)
 {
 	struct join *j = xcalloc(1, sizeof(*j));
 	j->agent = a;
@@ -291,6 +291,7 @@ void join_start(struct agent *a, struct pod *src, struct pod *dst_pod, int app_f
 	loop_timer_init(&j->flush, on_flush);
 	j->rec[0] = record(a, CONN_OUTBOUND, src, src, d, dst, dport, sport, dec_policy, j);
 	j->rec[1] = record(a, CONN_INBOUND, dst_pod, src, d, dst, dport, sport, dec_policy, j);
+	conn_copy_service(j->rec[0], svc);
 	/* As the destination's inbound path would: from inside its netns, from the source
 	 * pod's address where policy routing allows (the app sees the real client). */
 	j->connecting = pod_app_connect(a, dst_pod, pod_addr_like(src, dst), dst, dport,

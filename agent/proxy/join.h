@@ -16,10 +16,11 @@ struct join;
 
 /* The app's connection (app_fd, accepted on the source pod's 15001) to dst:dport, already
  * authorized by the destination pod's policies for the source pod's identity (dec_policy:
- * the deciding ALLOW policy or NULL). Takes app_fd. */
+ * the deciding ALLOW policy or NULL). Takes app_fd. svc: a record whose service fields
+ * (dialed as a service) the outbound record copies, or NULL. */
 void join_start(struct agent *a, struct pod *src, struct pod *dst_pod, int app_fd,
 		const struct dest *d, const struct moat_addr *dst, uint16_t dport, uint16_t sport,
-		const char *dec_policy);
+		const char *dec_policy, const struct conn *svc);
 /* End now with RST on both sockets (policy change, unenroll, shutdown). */
 void join_reset(struct join *j, const char *why);
 

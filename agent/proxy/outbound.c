@@ -44,7 +44,7 @@ static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr 
 
 /* ---- direct paths: plaintext workloads and egress ---- */
 
-static void go_direct(struct agent *a, struct conn *c)
+void outbound_direct(struct agent *a, struct conn *c, connector_cb cb)
 {
 	char who[300];
 	snprintf(who, sizeof(who), "pod %s", c->pod->key);
@@ -55,7 +55,12 @@ static void go_direct(struct agent *a, struct conn *c)
 		.timeout_ms = CONNECT_TIMEOUT_MS,
 		.who = who,
 	};
-	c->connecting = connector_start(a->loop, &r, conn_upstream_relay, c);
+	c->connecting = connector_start(a->loop, &r, cb, c);
+}
+
+static void go_direct(struct agent *a, struct conn *c)
+{
+	outbound_direct(a, c, conn_upstream_relay);
 }
 
 /* ---- HBONE ---- */
@@ -83,6 +88,8 @@ static void hbone_close(struct h2stream *s, void *user, const struct h2stream_st
 	c->stream = NULL;
 	if (c->closed_as_deny)
 		conn_discard(c);
+	else if (!c->opened && svc_retry(c, error ? error : "HBONE stream failed"))
+		return;
 	else
 		conn_close(c, st->bytes_to_peer, st->bytes_from_peer, error);
 }
@@ -112,7 +119,7 @@ static void trace_parent(char *buf, size_t len)
 	snprintf(buf, len, "00-%.32s-%.16s-01", hex, hex + 32);
 }
 
-static void go_hbone(struct agent *a, struct conn *c, const struct dest *d)
+void outbound_hbone(struct agent *a, struct conn *c, const struct dest *d)
 {
 	char authority[ADDR_STRLEN + 8], fwd[ADDR_STRLEN + 16], src[ADDR_STRLEN + 8];
 	char baggage[512], tp[64];
@@ -156,6 +163,8 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		close_rst(fd);
 		return;
 	}
+	if (od.service && svc_outbound(a, p, fd, &od, cport))
+		return;
 	struct moat_addr dst = od.addr;
 	uint16_t dport = od.port;
 	/* The pod speaks from its address of the family it dialed (dual stack). */
@@ -189,7 +198,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		if (d.kind == DEST_WORKLOAD && d.local && d.local != p &&
 		    a->opts.engine == ENGINE_SOCKMAP) {
 			join_start(a, p, d.local, fd, &d, &dst, dport, cport,
-				   dec.policy ? dec.policy->id_name : NULL);
+				   dec.policy ? dec.policy->id_name : NULL, NULL);
 			return;
 		}
 		enum conn_path path = d.kind == DEST_SERVICE ? PATH_EGRESS : PATH_HBONE;
@@ -199,7 +208,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		c->app_fd = fd;
 		conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
 		if (path == PATH_HBONE)
-			go_hbone(a, c, &d);
+			outbound_hbone(a, c, &d);
 		else
 			go_direct(a, c);
 		return;

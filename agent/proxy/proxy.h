@@ -37,6 +37,26 @@ struct connector *pod_app_connect(struct agent *a, struct pod *p, const struct m
 int listener_open(struct agent *a, struct pod *p, struct listener *l, enum listener_kind kind,
 		  int family, struct err *e);
 void listener_close(struct agent *a, struct listener *l);
+/* The outbound paths (outbound.c), for a connection record whose destination is set:
+ * HBONE to the agent in front of d (CONNECT authority = c->dst:c->dport), or a direct
+ * connect from the pod's netns that calls cb (conn_upstream_relay unless the caller needs
+ * to see a failure first). */
+void outbound_hbone(struct agent *a, struct conn *c, const struct dest *d);
+void outbound_direct(struct agent *a, struct conn *c, connector_cb cb);
+
+/* Services (svc_out.c). A connect the hook captured as service od->service: choose an
+ * endpoint by weight among those that allow the pod and reach it as a direct connection to
+ * it would be. Takes fd and returns true; false (fd untouched) when od's VIP:port is no
+ * service any more: the caller decides it as a direct connect to that address. */
+bool svc_outbound(struct agent *a, struct pod *p, int fd, const struct moat_orig_dst *od,
+		  uint16_t cport);
+/* Reaching c's endpoint failed before anything was carried: true when another endpoint will
+ * be tried (bounded, counted, logged; c stays alive and the caller leaves it alone), false
+ * when the caller should close c as usual. */
+bool svc_retry(struct conn *c, const char *error);
+/* Drop c's endpoint-choice state (opened, closed or discarded). */
+void svc_attempt_free(struct conn *c);
+
 /* Accept handlers: one accepted connection each (the listener's acceptor, core/accept.c,
  * runs the accept loop and its back-off). */
 void outbound_accept(struct agent *a, struct listener *l, int fd, const struct sockaddr *sa);

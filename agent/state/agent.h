@@ -30,6 +30,11 @@ struct conn;
 struct srv_conn;
 struct reload_job;
 struct verdict_cache;
+struct svc_table;
+struct svc_vstate;
+struct svc_endpoint;
+struct svc_port;
+struct svc_ep_verdict;
 
 /* --engine: what carries allowed connections between two pods of this node. */
 enum agent_engine {
@@ -156,6 +161,10 @@ struct agent {
 	struct agent_opts opts;
 	struct loop *loop;
 	struct mesh_config *cfg;      /* the configuration in force (last good one) */
+	/* Services of cfg + the local pods (state/services.h): rebuilt whole at every dataplane
+	 * sync (reload, enroll, unenroll), never modified; hold a reference across waits. */
+	struct svc_table *svcs;
+	struct svc_vstate *svc_vstate; /* the service verdicts the BPF map holds (state/svc_maps.c) */
 	struct dataplane *dp;
 	struct moat_ca *ca;
 	struct identity_store *ids;
@@ -229,6 +238,28 @@ const struct mc_service_entry *agent_service_by_resolved(struct agent *a, const 
 
 /* The configuration in force and the pods as JSON (/config_dump; state/dump.c). */
 void agent_config_dump(struct agent *a, struct sbuf *b);
+/* ---- services (state/svc_sync.c) ---- */
+/* Rebuild a->svcs from a->cfg and the pods (ids kept from the previous table); called by
+ * agent_sync_dataplane before it writes the maps. Warnings that differ from the previous
+ * build's are logged. */
+void agent_services_rebuild(struct agent *a);
+/* ---- services in the kernel (state/svc_maps.c) ---- */
+/* Write the services map and the service verdicts (by difference); after the verdict sync. */
+void agent_sync_services(struct agent *a);
+void agent_svc_state_free(struct agent *a);
+/* The verdict a direct connection from pod p to endpoint ep (its address of vip's family, at
+ * its target port) would get: the rule for "this endpoint allows p". */
+void agent_svc_decide(struct agent *a, const struct pod *p, const struct moat_addr *vip,
+		      const struct svc_endpoint *ep, struct svc_ep_verdict *out);
+/* Every endpoint of port: v[i], allowed[i] (n_eps entries each); returns how many allowed. */
+size_t agent_svc_decide_port(struct agent *a, const struct pod *p, const struct moat_addr *vip,
+			     const struct svc_port *port, struct svc_ep_verdict *v, bool *allowed);
+/* A deny of pod p's connect to the service at vip:port, explained: why gets "service <host>
+ * (ns/name) port N: no endpoint allows this source: <each endpoint and its deciding policy>",
+ * *policy the first deciding policy, *name the service host (valid until the next sync).
+ * False when vip:port is no service now. */
+bool agent_svc_deny_why(struct agent *a, const struct pod *p, const struct moat_addr *vip,
+			uint16_t port, struct sbuf *why, const char **policy, const char **name);
 
 /* ---- config (state/reload.c) ---- */
 int agent_config_watch(struct agent *a, struct err *e);

@@ -21,8 +21,46 @@ static struct pod *pod_by_cookie(struct agent *a, uint64_t cookie)
 	return NULL;
 }
 
+/* One deny line for a connect() the hook refused (p: the source pod, when still enrolled). */
+static void log_connect_deny(struct agent *a, const struct moat_event *ev, const struct pod *p,
+			     const char *dst_name, const char *policy, const char *why)
+{
+	struct deny_record r = {
+		.phase = "connect",
+		.src_workload = p ? p->key : intern_name(&a->workload_ids, ev->src_workload),
+		.src_identity = p ? p->spiffe_id : NULL,
+		.src = p ? pod_addr_like(p, &ev->dst) : NULL,
+		.dst = &ev->dst,
+		.dport = ev->dst_port,
+		.dst_workload = dst_name,
+		.policy = policy,
+		.reason = why,
+		.reason_code = moat_reason_code(ev->reason),
+	};
+	access_log_deny(a->metrics, &r);
+}
+
+/* A connect to a service VIP that no endpoint allows: the deny line names the service and
+ * each endpoint's deciding policy (recomputed now, from the configuration in force). */
+static void service_connect_denied(struct agent *a, const struct moat_event *ev)
+{
+	struct pod *p = pod_by_cookie(a, ev->netns_cookie);
+	struct sbuf why;
+	sbuf_init(&why);
+	const char *policy = intern_name(&a->policy_ids, ev->policy), *name = NULL;
+	if (!p || !agent_svc_deny_why(a, p, &ev->dst, ev->dst_port, &why, &policy, &name))
+		sbuf_printf(&why, "service id %u: no endpoint allows this source (cached verdict)",
+			    ev->dst_workload & ~MOAT_SERVICE_ID_BIT);
+	log_connect_deny(a, ev, p, name, policy, why.s);
+	sbuf_free(&why);
+}
+
 static void connect_denied(struct agent *a, const struct moat_event *ev)
 {
+	if (ev->dst_workload & MOAT_SERVICE_ID_BIT) {
+		service_connect_denied(a, ev);
+		return;
+	}
 	struct pod *p = pod_by_cookie(a, ev->netns_cookie);
 	struct dest d;
 	bool known = agent_lookup_dest(a, &ev->dst, &d);
@@ -42,19 +80,7 @@ static void connect_denied(struct agent *a, const struct moat_event *ev)
 							 ? "a DENY policy matched"
 							 : "no ALLOW policy matched");
 	}
-	struct deny_record r = {
-		.phase = "connect",
-		.src_workload = p ? p->key : intern_name(&a->workload_ids, ev->src_workload),
-		.src_identity = p ? p->spiffe_id : NULL,
-		.src = p ? pod_addr_like(p, &ev->dst) : NULL,
-		.dst = &ev->dst,
-		.dport = ev->dst_port,
-		.dst_workload = known ? d.name : NULL,
-		.policy = policy,
-		.reason = why,
-		.reason_code = moat_reason_code(ev->reason),
-	};
-	access_log_deny(a->metrics, &r);
+	log_connect_deny(a, ev, p, known ? d.name : NULL, policy, why);
 }
 
 static const char *tc_drop_why(uint32_t kind)
@@ -145,6 +171,8 @@ static void export_stats(struct loop_timer *t)
 			 o->plaintext_no_listener},
 			{"moat_bpf_join_redirected_total", st.join_redirected, o->join_redirected},
 			{"moat_bpf_join_unpaired_total", st.join_unpaired, o->join_unpaired},
+			{"moat_bpf_service_captured_total", st.service_captured, o->service_captured},
+			{"moat_bpf_service_denied_total", st.service_denied, o->service_denied},
 		};
 		struct metric_labels none = {0};
 		for (size_t i = 0; i < ARRAY_SIZE(rows); i++)

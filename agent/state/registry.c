@@ -625,6 +625,7 @@ void agent_sync_dataplane(struct agent *a)
 					   ? MOAT_OUTBOUND_REGISTRY_ONLY
 					   : MOAT_OUTBOUND_ALLOW_ANY,
 	};
+	agent_services_rebuild(a);
 	struct err e;
 	if (dataplane_settings_set(a->dp, &st, &e) < 0)
 		log_error("BPF settings: %s", e.msg);
@@ -635,6 +636,7 @@ void agent_sync_dataplane(struct agent *a)
 	write_port_mtls(a);
 	write_pods(a);
 	write_verdicts(&s);
+	agent_sync_services(a);
 	const struct verdict_stats *vs = verdicts_stats(a->verdicts);
 	log_info("dataplane synced: epoch %llu, %zu addresses, %zu verdicts (%zu written, %zu "
 		 "deleted, %zu evaluated; %zu pairs left to moatd: past the bound or the verdict "

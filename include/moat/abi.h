@@ -18,7 +18,7 @@
 #include <linux/types.h>
 #endif
 
-#define MOAT_ABI_VERSION 3
+#define MOAT_ABI_VERSION 4
 
 /* Agent ports inside every enrolled pod's network namespace (same numbers as ztunnel). */
 #define MOAT_PORT_OUTBOUND      15001 /* captured outbound connections (127.0.0.1 / ::1) */
@@ -41,12 +41,15 @@
 #define MOAT_MAP_POD_IFS     "pod_ifs"
 #define MOAT_MAP_JOINED      "joined"
 #define MOAT_MAP_JOIN_BYTES  "join_bytes"
+#define MOAT_MAP_SERVICES    "services"
 
 #define MOAT_WORKLOADS_MAX   65536
 #define MOAT_PODS_MAX        1024
 #define MOAT_VERDICTS_MAX    262144
 #define MOAT_CONNTRACK_MAX   65536
 #define MOAT_EVENTS_BYTES    (256 * 1024)
+/* (VIP, port) pairs of Services and MESH_INTERNAL ServiceEntries with endpoints. */
+#define MOAT_SERVICES_MAX    65536
 /* Same-node connections joined in the kernel at once (two sockets each). */
 #define MOAT_JOINED_MAX      16384
 /* Addresses one pod may have on its interface (declared + learned); beyond this they are
@@ -142,6 +145,7 @@ enum moat_reason {
 	MOAT_REASON_UNKNOWN_ADDR  = 6, /* new TCP connection to a pod address moat did not register */
 	MOAT_REASON_SPOOFED       = 7, /* a pod sent from an address that is not its own */
 	MOAT_REASON_NO_LISTENER   = 8, /* PERMISSIVE plaintext while no 15006 listener (moatd down) */
+	MOAT_REASON_NO_ENDPOINT   = 9, /* a service VIP: no endpoint allows this source */
 };
 
 struct moat_verdict_key {
@@ -157,6 +161,33 @@ struct moat_verdict {
 	__u32 policy; /* stable policy id ("namespace/name"), 0 = none */
 	__u32 pad;
 	__u64 epoch;  /* valid only while equal to settings.epoch */
+};
+
+/* ---- services: (VIP, port) -> the service behind it ----
+ * A Kubernetes Service's clusterIP(s) x spec.ports, or a MESH_INTERNAL ServiceEntry with a
+ * workloadSelector: its addresses x ports. The connect hook captures a connect to such a pair
+ * from an enrolled pod (even under ALLOW_ANY) and moatd picks the endpoint. Its verdict lives
+ * in `verdicts` under dst_workload = id | MOAT_SERVICE_ID_BIT and the exact service port (no
+ * port-0 entry): DENY = moatd computed that no endpoint allows this source (EPERM at once);
+ * ALLOW = at least one does; a miss is decided by moatd, never allowed by default. */
+#define MOAT_SERVICE_ID_BIT 0x80000000u
+
+enum moat_service_flags {
+	MOAT_SVC_KUBERNETES    = 1 << 0, /* a Kubernetes Service (else a ServiceEntry) */
+	MOAT_SVC_NO_ENDPOINTS  = 1 << 1, /* selects nothing right now */
+};
+
+struct moat_service_key {
+	struct moat_addr addr; /* VIP */
+	__u16 port;            /* service port, host order */
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct moat_service {
+	__u32 id;    /* stable service id (without MOAT_SERVICE_ID_BIT) */
+	__u32 flags; /* enum moat_service_flags */
+	char name[MOAT_NAME_LEN]; /* "namespace/name" */
 };
 
 /* ---- settings: one entry (key 0) ---- */
@@ -194,7 +225,8 @@ struct moat_orig_dst {
 	__u32 dst_workload;    /* 0 when the destination is not registered */
 	__u32 action;          /* cached action seen at connect (NONE = moatd decides) */
 	__u32 policy;
-	__u32 pad;
+	__u32 service;         /* the destination was this service's VIP (id, 0 = none); then
+				* dst_workload is 0 and action is the service verdict */
 };
 
 /* ---- plain_listeners (sockhash): pod address -> its 15006 listener (sk_lookup) ---- */
@@ -237,7 +269,7 @@ struct moat_event {
 	__u32 kind;   /* enum moat_event_kind */
 	__u32 reason; /* enum moat_reason */
 	__u32 src_workload;
-	__u32 dst_workload;
+	__u32 dst_workload; /* | MOAT_SERVICE_ID_BIT: a service id (connect to its VIP) */
 	__u32 policy;
 	__u16 src_port;
 	__u16 dst_port;
@@ -261,6 +293,8 @@ struct moat_stats {
 	__u64 plaintext_no_listener; /* sk_lookup dropped PERMISSIVE plaintext: no 15006 listener */
 	__u64 join_redirected;       /* join_verdict moved an skb to the peer socket */
 	__u64 join_unpaired;         /* join_verdict found no peer: passed to user space */
+	__u64 service_captured;      /* connects to a service VIP:port captured (in captured too) */
+	__u64 service_denied;        /* failed at connect(): no endpoint allows (in denied too) */
 };
 
 #ifndef __VMLINUX_H__
@@ -274,7 +308,9 @@ _Static_assert(sizeof(struct moat_settings) == 16, "moat_settings");
 _Static_assert(sizeof(struct moat_conn_key) == 32, "moat_conn_key");
 _Static_assert(sizeof(struct moat_orig_dst) == 40, "moat_orig_dst");
 _Static_assert(sizeof(struct moat_event) == 80, "moat_event");
-_Static_assert(sizeof(struct moat_stats) == 14 * 8, "moat_stats");
+_Static_assert(sizeof(struct moat_stats) == 16 * 8, "moat_stats");
+_Static_assert(sizeof(struct moat_service_key) == 24, "moat_service_key");
+_Static_assert(sizeof(struct moat_service) == 8 + MOAT_NAME_LEN, "moat_service");
 _Static_assert(sizeof(struct moat_pod_if) == 8 + MOAT_NAME_LEN, "moat_pod_if");
 _Static_assert(sizeof(struct moat_join_key) == 8, "moat_join_key");
 _Static_assert(sizeof(struct moat_join_bytes) == 8, "moat_join_bytes");

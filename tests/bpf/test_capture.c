@@ -22,14 +22,6 @@ static struct conn_req pod_connect(struct world *w, int family, const char *ip, 
 	return r;
 }
 
-static struct moat_stats stats_now(struct world *w)
-{
-	struct moat_stats s;
-	if (dataplane_stats(w->dp, &s) < 0)
-		test_fail(__FILE__, __LINE__, "dataplane_stats failed");
-	return s;
-}
-
 static const char *astr(const struct moat_addr *a, char *buf)
 {
 	return addr_str(a, buf, ADDR_STRLEN);
@@ -94,7 +86,7 @@ static void allow_body(struct world *w)
 	CHECK_INT(od.dst_workload, DST_WL);
 	CHECK_INT(od.action, MOAT_ACTION_ALLOW);
 	CHECK_INT(od.policy, 9);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.connects_captured, 1);
 	CHECK_INT(s.verdict_misses, 0);
 	CHECK_INT(s.orig_dst_recorded, 1);
@@ -140,7 +132,7 @@ static void deny_body(struct world *w)
 		CHECK_STR(astr(&ev[0].dst, b), DST_IP);
 		CHECK_INT(ev[0].dst_port, APP_PORT);
 	}
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.connects_denied, 1);
 	CHECK_INT(s.connects_captured, 0);
 	CHECK_INT(s.events_lost, 0);
@@ -199,7 +191,7 @@ static void stale_body(struct world *w)
 	REQUIRE(captured_connect(w, AF_INET, DST_IP, lsn, &od) == 0);
 	CHECK_INT(od.action, MOAT_ACTION_NONE);
 	CHECK_INT(od.policy, 0);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.connects_denied, 0);
 	CHECK_INT(s.verdict_misses, 1);
 	CHECK_INT(s.connects_captured, 1);
@@ -243,7 +235,7 @@ static void registry_only_body(struct world *w)
 	CHECK_MSG(r.err == 0, "loopback under REGISTRY_ONLY: %s", strerror(r.err));
 	CHECK_INT(r.peer_port, 7000);
 	CHECK(world_accept(w, lsn, 1000) >= 0);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.connects_unregistered, 1);
 	CHECK_INT(s.connects_passed, 1);
 }
@@ -273,7 +265,7 @@ static void allow_any_body(struct world *w)
 	CHECK_INT(r.peer_port, APP_PORT);
 	CHECK(world_accept(w, lsn, 1000) >= 0);
 	CHECK(world_accept(w, outbound, 50) < 0);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.connects_passed, 1);
 	CHECK_INT(s.connects_captured, 0);
 }
@@ -302,7 +294,7 @@ static void udp_body(struct world *w)
 	char b[ADDR_STRLEN];
 	CHECK_STR(astr(&r.peer, b), DST_IP);
 	CHECK_INT(r.peer_port, APP_PORT);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.connects_denied + s.connects_captured + s.connects_unregistered, 0);
 }
 
@@ -403,7 +395,7 @@ static void outside_body(struct world *w)
 	CHECK_MSG(r.err == 0, "connect from outside the pod cgroup: %s", strerror(r.err));
 	CHECK(world_accept(w, lsn, 1000) >= 0);
 	CHECK(world_accept(w, outbound, 50) < 0);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.connects_denied + s.connects_captured + s.connects_passed, 0);
 }
 
@@ -451,7 +443,7 @@ static void self_body(struct world *w)
 	REQUIRE(child_connect(w, &req, &r) == 0);
 	CHECK_MSG(r.err == 0, "connect to self: %s", strerror(r.err));
 	CHECK(world_accept(w, lsn, 1000) >= 0);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.connects_passed, 1);
 	CHECK_INT(s.connects_captured, 0);
 }

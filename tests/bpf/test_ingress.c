@@ -148,14 +148,6 @@ static int run_quiet(int prog_fd, const struct pkt *k)
 	return (int)opts.retval;
 }
 
-static struct moat_stats stats_now(struct world *w)
-{
-	struct moat_stats s;
-	if (dataplane_stats(w->dp, &s) < 0)
-		test_fail(__FILE__, __LINE__, "dataplane_stats failed");
-	return s;
-}
-
 static void strict_v4_body(struct world *w, int fd)
 {
 	REQUIRE(put_workload(w, WL_IP, WL_ID, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
@@ -176,7 +168,7 @@ static void strict_v4_body(struct world *w, int fd)
 	struct pkt other = pkt4(PEER_IP, "10.88.0.99", 40005, 8080, F_SYN, 0);
 	CHECK_INT(run(fd, &other), TC_SHOT);
 
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.plaintext_dropped, 2);
 	CHECK_INT(s.unknown_dst_dropped, 1);
 	struct moat_event ev[4];
@@ -223,7 +215,7 @@ static void strict_v6_body(struct world *w, int fd)
 	CHECK_INT(run(fd, &hbone), TC_OK);
 	struct pkt synack = pkt6(PEER_IP6, WL_IP6, 8080, 40003, F_SYN | F_ACK, false);
 	CHECK_INT(run(fd, &synack), TC_OK);
-	CHECK_INT(stats_now(w).plaintext_dropped, 2);
+	CHECK_INT(world_stats(w).plaintext_dropped, 2);
 	struct moat_event ev[4];
 	int n = world_events(w, ev, 4);
 	CHECK_INT(n, 2);
@@ -258,13 +250,13 @@ static void permissive_body(struct world *w, int fd)
 	CHECK_INT(run(fd, &syn), TC_OK);
 	struct pkt remote = pkt4(PEER_IP, "10.88.0.3", 40000, 8080, F_SYN, 0);
 	CHECK_INT(run(fd, &remote), TC_SHOT);
-	CHECK_INT(stats_now(w).unknown_dst_dropped, 1);
+	CHECK_INT(world_stats(w).unknown_dst_dropped, 1);
 	(void)world_events(w, NULL, 0);
 	/* not TCP: UDP to the STRICT-by-port address passes */
 	struct pkt udp = pkt4(PEER_IP, WL_IP, 40000, 8080, F_SYN, 0);
 	udp.b[14 + 9] = 17;
 	CHECK_INT(run(fd, &udp), TC_OK);
-	CHECK_INT(stats_now(w).plaintext_dropped, 0);
+	CHECK_INT(world_stats(w).plaintext_dropped, 0);
 	struct moat_event ev[2];
 	CHECK_INT(world_events(w, ev, 2), 0);
 }
@@ -307,7 +299,7 @@ static void port_level_body(struct world *w, int fd)
 	CHECK_INT(run(fd, &c), TC_SHOT);
 	struct pkt d = pkt4(PEER_IP, "10.88.0.3", 40000, 9091, F_SYN, 0);
 	CHECK_INT(run(fd, &d), TC_OK);
-	CHECK_INT(stats_now(w).plaintext_dropped, 2);
+	CHECK_INT(world_stats(w).plaintext_dropped, 2);
 
 	/* cleared: back to the workload modes */
 	REQUIRE(dataplane_port_mtls_clear(w->dp) == 0);
@@ -383,7 +375,7 @@ static void ring_full_body(struct world *w, int fd)
 		    .repeat = 4000);
 	REQUIRE(bpf_prog_test_run_opts(fd, &opts) == 0);
 	CHECK_INT(opts.retval, TC_SHOT);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.plaintext_dropped, 4000);
 	int kept = world_events(w, NULL, 0);
 	CHECK_MSG(s.events_lost > 0, "events_lost = %llu", (unsigned long long)s.events_lost);
@@ -464,7 +456,7 @@ static void to_pod_body(struct world *w, int fd)
 	udp.b[14 + 9] = 17;
 	CHECK_INT(run(fd, &udp), TC_OK);
 
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.unknown_dst_dropped, 4);
 	CHECK_INT(s.plaintext_dropped, 0);
 	struct moat_event ev[8];
@@ -485,7 +477,7 @@ static void to_pod_body(struct world *w, int fd)
 	CHECK_INT(run(fd, &ok), TC_SHOT);
 	struct pkt hbone = pkt4(PEER_IP, WL_IP, 40006, MOAT_PORT_HBONE, F_SYN, 0);
 	CHECK_INT(run(fd, &hbone), TC_OK);
-	CHECK_INT(stats_now(w).plaintext_dropped, 1);
+	CHECK_INT(world_stats(w).plaintext_dropped, 1);
 	/* an interface moat attached to but cannot name: nothing is the pod's */
 	REQUIRE(put_pod_if(w, 1, 0) == 0);
 	CHECK_INT(run(fd, &hbone), TC_SHOT);
@@ -546,7 +538,7 @@ static void from_pod_body(struct world *w, int fd)
 	struct pkt ll_tcp = pkt6("fe80::1", PEER_IP6, 40005, 8080, F_SYN, false);
 	CHECK_INT(run(fd, &ll_tcp), TC_SHOT);
 
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.spoofed_dropped, 6);
 	struct moat_event ev[8];
 	int n = world_events(w, ev, 8);

@@ -32,14 +32,6 @@ static struct conn_req from_client(struct world *w, const char *ip, uint16_t por
 	return r;
 }
 
-static struct moat_stats stats_now(struct world *w)
-{
-	struct moat_stats s;
-	if (dataplane_stats(w->dp, &s) < 0)
-		test_fail(__FILE__, __LINE__, "dataplane_stats failed");
-	return s;
-}
-
 static int register_listener(struct world *w, const char *pod_ip, const char *lsn_ip)
 {
 	int lsn = world_listen(w, w->netns_fd, lsn_ip, MOAT_PORT_INBOUND_PLAIN);
@@ -92,8 +84,8 @@ static void permissive_body(struct world *w)
 	REQUIRE(lsn6 >= 0);
 	expect_steered(w, lsn, POD_IP, 8080);
 	expect_steered(w, lsn6, POD_IP6, 8080);
-	CHECK_INT(stats_now(w).plaintext_redirected, 2);
-	CHECK_INT(stats_now(w).plaintext_dropped, 0);
+	CHECK_INT(world_stats(w).plaintext_redirected, 2);
+	CHECK_INT(world_stats(w).plaintext_dropped, 0);
 
 	/* HBONE is never steered: with nothing on 15008 the connect is refused */
 	struct conn_result r;
@@ -110,8 +102,8 @@ static void permissive_body(struct world *w)
 	REQUIRE(child_connect(w, &req, &r) == 0);
 	CHECK_MSG(r.err == ECONNREFUSED, "after del: expected ECONNREFUSED, got %s",
 		  strerror(r.err));
-	CHECK_INT(stats_now(w).plaintext_redirected, 2);
-	CHECK_INT(stats_now(w).plaintext_no_listener, 1);
+	CHECK_INT(world_stats(w).plaintext_redirected, 2);
+	CHECK_INT(world_stats(w).plaintext_no_listener, 1);
 }
 
 TEST(sklookup_permissive_steered_to_15006)
@@ -139,7 +131,7 @@ static void strict_body(struct world *w)
 		  r.err ? strerror(r.err) : "a connection");
 	CHECK(world_accept(w, lsn, 50) < 0);
 	CHECK(world_accept(w, app, 50) < 0);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.plaintext_redirected, 0);
 	CHECK_MSG(s.plaintext_dropped >= 1, "plaintext_dropped = %llu",
 		  (unsigned long long)s.plaintext_dropped);
@@ -189,7 +181,7 @@ static void no_listener_body(struct world *w)
 		  "got %s", r.err ? strerror(r.err) : "a connection");
 	CHECK(world_accept(w, app, 200) < 0);
 	CHECK(world_accept(w, lsn, 50) < 0);
-	struct moat_stats s = stats_now(w);
+	struct moat_stats s = world_stats(w);
 	CHECK_INT(s.plaintext_redirected, 0);
 	CHECK_INT(s.plaintext_no_listener, 1);
 	struct moat_event ev[4];
@@ -247,7 +239,7 @@ static void loopback_body(struct world *w)
 		  strerror(r.err));
 	CHECK(world_accept(w, app, 1000) >= 0);
 	CHECK(world_accept(w, lsn, 50) < 0);
-	CHECK_INT(stats_now(w).plaintext_redirected, 0);
+	CHECK_INT(world_stats(w).plaintext_redirected, 0);
 	/* and IPv6 */
 	REQUIRE(put_workload(w, POD_IP6, POD_WL, MOAT_WL_AMBIENT | MOAT_WL_LOCAL,
 			     MOAT_MTLS_PERMISSIVE) == 0);
@@ -262,7 +254,7 @@ static void loopback_body(struct world *w)
 	CHECK_MSG(r.err == 0, "pod to its own IPv6 address: %s", strerror(r.err));
 	CHECK(world_accept(w, app6, 1000) >= 0);
 	CHECK(world_accept(w, lsn6, 50) < 0);
-	CHECK_INT(stats_now(w).plaintext_redirected, 0);
+	CHECK_INT(world_stats(w).plaintext_redirected, 0);
 	/* while from the network it is still steered */
 	expect_steered(w, lsn, POD_IP, 8080);
 	expect_steered(w, lsn6, POD_IP6, 8080);
@@ -311,7 +303,7 @@ static void host_side_body(struct world *w)
 		  r.err ? strerror(r.err) : "a connection");
 	CHECK(world_accept(w, app, 50) < 0);
 	CHECK(world_accept(w, lsn, 50) < 0);
-	CHECK(stats_now(w).unknown_dst_dropped >= 1);
+	CHECK(world_stats(w).unknown_dst_dropped >= 1);
 
 	/* the pod sends from an address that is not its own */
 	int node = world_listen(w, w->peer_netns_fd, CLIENT_IP, 9999);
@@ -329,7 +321,7 @@ static void host_side_body(struct world *w)
 	CHECK_MSG(r.err == ETIMEDOUT, "from a forged source: expected a timeout, got %s",
 		  r.err ? strerror(r.err) : "a connection");
 	CHECK(world_accept(w, node, 50) < 0);
-	CHECK(stats_now(w).spoofed_dropped >= 1);
+	CHECK(world_stats(w).spoofed_dropped >= 1);
 	struct moat_event ev[16];
 	int n = world_events(w, ev, 16);
 	bool saw_unknown = false, saw_forged = false;

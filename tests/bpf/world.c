@@ -460,6 +460,14 @@ int put_verdict(struct world *w, uint32_t src, uint32_t dst, uint16_t port, uint
 	return 0;
 }
 
+struct moat_stats world_stats(struct world *w)
+{
+	struct moat_stats s;
+	if (dataplane_stats(w->dp, &s) < 0)
+		test_fail(__FILE__, __LINE__, "dataplane_stats failed");
+	return s;
+}
+
 int set_settings(struct world *w, uint64_t epoch, uint32_t outbound)
 {
 	struct moat_settings s = {.epoch = epoch, .outbound_policy = outbound};

@@ -83,6 +83,9 @@ int child_connect(struct world *w, const struct conn_req *req, struct conn_resul
 /* Events: drain the ring buffer into out (at most max); returns the count. */
 int world_events(struct world *w, struct moat_event *out, int max);
 
+/* The per-CPU stats summed (a failed read is reported as a test failure). */
+struct moat_stats world_stats(struct world *w);
+
 /* Map helpers with test-friendly arguments. */
 struct moat_addr addr_of(const char *text);
 int put_workload(struct world *w, const char *ip, uint32_t id, uint32_t flags, uint32_t mtls);

@@ -159,6 +159,18 @@ e2e_abort() {
 	e2e_finish
 }
 
+# e2e_require_agent [TOOL...]: moatd and moatctl are built and every TOOL is installed (a
+# Debian package of scripts/deps.sh), or the test stops here naming what is missing.
+e2e_require_agent() {
+	local bin tool
+	for bin in "$MOATD" "$MOATCTL"; do
+		[ -x "$bin" ] || e2e_abort "$(basename "$bin") is built" "missing $bin"
+	done
+	for tool in "$@"; do
+		command -v "$tool" >/dev/null || e2e_abort "$tool is installed" "apt-get install $tool (make deps)"
+	done
+}
+
 e2e_finish() {
 	trap - EXIT
 	e2e_teardown
@@ -308,6 +320,77 @@ peer_auth_yaml() {
 		"$2" "$1" "$sel" "$3"
 }
 
+# service_yaml NS NAME CLUSTER-IP PORT [TARGET-PORT [APP]]: a Kubernetes Service (ClusterIP,
+# one TCP port) selecting the workloads labelled app=APP (default NAME).
+service_yaml() {
+	printf -- '---\napiVersion: v1\nkind: Service\nmetadata: {name: %s, namespace: %s}\nspec:\n  clusterIP: %s\n  selector: {app: %s}\n  ports:\n  - {name: tcp-app, port: %s, targetPort: %s, protocol: TCP}\n' \
+		"$2" "$1" "$3" "${6:-$2}" "$4" "${5:-$4}"
+}
+
+# ---------------------------------------------------------------- seed 000, Diagram 8
+# agensys_matrix: seed 000's agents (deploy/examples/agensys) as the three-node tests place
+# them: ADDR (IPv4), ADDR6, PORT (the app's port), NODE, and SPOKES (all but the hub,
+# orchestrator-agent). Policies 01 and 02 allow hub -> spoke only.
+agensys_matrix() {
+	declare -gA ADDR=([orchestrator-agent]=10.244.1.10 [pr-agent]=10.244.1.11 [summary-agent]=10.244.2.10
+		[mcp-code-scanning]=10.244.2.11 [github-mcp-server]=10.244.3.10)
+	declare -gA ADDR6=([orchestrator-agent]=fd00:10:244:1::10 [pr-agent]=fd00:10:244:1::11
+		[summary-agent]=fd00:10:244:2::10 [mcp-code-scanning]=fd00:10:244:2::11
+		[github-mcp-server]=fd00:10:244:3::10)
+	declare -gA PORT=([orchestrator-agent]=8080 [pr-agent]=8080 [summary-agent]=8080
+		[mcp-code-scanning]=3000 [github-mcp-server]=3000)
+	declare -gA NODE=([orchestrator-agent]=node1 [pr-agent]=node1 [summary-agent]=node2
+		[mcp-code-scanning]=node2 [github-mcp-server]=node3)
+	declare -ga SPOKES=(pr-agent summary-agent mcp-code-scanning github-mcp-server)
+}
+
+# agensys_pod_lines NS [6]: the lab description's pod lines for the agents (with their IPv6
+# addresses when 6); call agensys_matrix first.
+agensys_pod_lines() {
+	local w
+	for w in orchestrator-agent "${SPOKES[@]}"; do
+		echo "pod ${NODE[$w]} $1/$w ${ADDR[$w]}${2:+ ${ADDR6[$w]}}"
+	done
+}
+
+# agensys_start SERVE-BYTES [moat-probe serve args]: moatd on node1-3 (one CA), every agent
+# enrolled on its node, a moat-probe server on each spoke's port answering SERVE-BYTES.
+agensys_start() {
+	local bytes=$1 w
+	shift
+	start_agents_with_ca node1 node2 node3
+	for w in orchestrator-agent "${SPOKES[@]}"; do
+		check "enroll $w on ${NODE[$w]}" enroll "$w"
+	done
+	for w in "${SPOKES[@]}"; do
+		E2E_SERVE_BYTES=$bytes probe_serve "$w" "${PORT[$w]}" "$@" || e2e_abort "servers start"
+	done
+}
+
+# agensys_denied_pairs: "SRC DST" for every path Diagram 8 blocks (a spoke to any other agent).
+agensys_denied_pairs() {
+	local src dst
+	for src in "${SPOKES[@]}"; do
+		for dst in orchestrator-agent "${SPOKES[@]}"; do
+			[ "$src" = "$dst" ] || echo "$src $dst"
+		done
+	done
+}
+
+# check_agensys_denied NS LABEL DIAL LOGGED: every blocked path fails at connect() with EPERM
+# when the source dials `DIAL DST` (a command printing host:port, e.g. "target 6"), and the
+# source's node logs the deny with its identity and `LOGGED DST` as the destination.
+check_agensys_denied() {
+	local ns=$1 label=$2 dial=$3 logged=$4 src dst to
+	while read -r src dst <&3; do # fd 3: the probes must not eat the list from stdin
+		to=$($dial "$dst")
+		check_connect_denied "$label$src -> $to fails at connect() with EPERM" "$src" "$to"
+		check "... logged on ${NODE[$src]} with source identity, destination and reason" \
+			access_log_has "${NODE[$src]}" '.type == "deny" and .src_workload == $s and .src_identity == $i and .dst_addr == $d and (.reason | length > 0)' \
+			--arg s "$ns/$src" --arg i "spiffe://cluster.local/ns/$ns/sa/$src" --arg d "$($logged "$dst")"
+	done 3< <(agensys_denied_pairs)
+}
+
 # ---------------------------------------------------------------- moatd in the lab
 agent_dir() { echo "$LAB_RUN/$E2E_LAB/$1"; }
 agent_bpf_dir() { echo "/sys/fs/bpf/moatlab-$E2E_LAB-$1"; }
@@ -417,6 +500,17 @@ underlay_capture_stop() {
 	kill -INT "$UNDERLAY_TCPDUMP" 2>/dev/null
 	wait "$UNDERLAY_TCPDUMP" 2>/dev/null
 	tcpdump -nn -r "$UNDERLAY_PCAP" 2>/dev/null >"$1"
+}
+
+# underlay_pod_flows_off_15008 TEXT: the packets of a decoded capture between pod addresses
+# (IPv4 10.244/16 or IPv6 fd00:10:244::/48) where neither port is 15008 (nothing, when every
+# pod-to-pod byte went through HBONE).
+underlay_pod_flows_off_15008() {
+	awk '($2 == "IP" && $3 ~ /^10\.244\./ && $5 ~ /^10\.244\./) ||
+	     ($2 == "IP6" && $3 ~ /^fd00:10:244:/ && $5 ~ /^fd00:10:244:/) {
+		s = $3; d = $5; sub(":$", "", d);
+		sp = s; sub(/.*\./, "", sp); dp = d; sub(/.*\./, "", dp);
+		if (sp != "15008" && dp != "15008") print }' "$1"
 }
 
 agent_alive() { local pid; pid=$(agent_pid "$1"); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }

@@ -16,11 +16,9 @@ e2e_init
 
 NS=agensys-demo-1
 MIB=1048576
-for bin in "$MOATD" "$MOATCTL"; do
-	[ -x "$bin" ] || e2e_abort "$(basename "$bin") is built" "missing $bin"
-done
-command -v tcpdump >/dev/null || e2e_abort "tcpdump is installed" "apt-get install tcpdump (make deps)"
+e2e_require_agent tcpdump
 
+agensys_matrix # ADDR, ADDR6, PORT, NODE, SPOKES (lib.sh)
 lab_up <<EOF
 lab ds$E2E_RUN_ID
 underlay 192.168.81.0/24
@@ -29,24 +27,9 @@ cluster6 fd00:10:244::/48
 node node1 192.168.81.11 10.244.1.0/24 fd00:81::11 fd00:10:244:1::/64
 node node2 192.168.81.12 10.244.2.0/24 fd00:81::12 fd00:10:244:2::/64
 node node3 192.168.81.13 10.244.3.0/24 fd00:81::13 fd00:10:244:3::/64
-pod node1 $NS/orchestrator-agent 10.244.1.10 fd00:10:244:1::10
-pod node1 $NS/pr-agent 10.244.1.11 fd00:10:244:1::11
-pod node2 $NS/summary-agent 10.244.2.10 fd00:10:244:2::10
-pod node2 $NS/mcp-code-scanning 10.244.2.11 fd00:10:244:2::11
-pod node3 $NS/github-mcp-server 10.244.3.10 fd00:10:244:3::10
+$(agensys_pod_lines $NS 6)
 pod node2 default/outsider 10.244.2.50 fd00:10:244:2::50
 EOF
-
-declare -A ADDR=([orchestrator-agent]=10.244.1.10 [pr-agent]=10.244.1.11 [summary-agent]=10.244.2.10
-	[mcp-code-scanning]=10.244.2.11 [github-mcp-server]=10.244.3.10)
-declare -A ADDR6=([orchestrator-agent]=fd00:10:244:1::10 [pr-agent]=fd00:10:244:1::11
-	[summary-agent]=fd00:10:244:2::10 [mcp-code-scanning]=fd00:10:244:2::11
-	[github-mcp-server]=fd00:10:244:3::10)
-declare -A PORT=([orchestrator-agent]=8080 [pr-agent]=8080 [summary-agent]=8080
-	[mcp-code-scanning]=3000 [github-mcp-server]=3000)
-declare -A NODE=([orchestrator-agent]=node1 [pr-agent]=node1 [summary-agent]=node2
-	[mcp-code-scanning]=node2 [github-mcp-server]=node3)
-SPOKES=(pr-agent summary-agent mcp-code-scanning github-mcp-server)
 
 # target FAMILY POD: "ip:port" (4) or "[ip6]:port" (6) of a pod's app port
 target() { if [ "$1" = 6 ]; then echo "[${ADDR6[$2]}]:${PORT[$2]}"; else echo "${ADDR[$2]}:${PORT[$2]}"; fi; }
@@ -65,15 +48,9 @@ workloads() {
 agensys_strict_config $NS workloads
 check "the dual-stack configuration passes moatctl lint" "$MOATCTL" lint "$E2E_CONFIG"
 
-start_agents_with_ca node1 node2 node3
-for w in orchestrator-agent "${SPOKES[@]}"; do
-	check "enroll $w on ${NODE[$w]}" enroll "$w"
-done
+agensys_start $MIB --bind :: # one socket on :: serves both families
 check "the enroll log names both addresses of a pod" \
 	grep -q "enrolled pod $NS/summary-agent: address 10.244.2.10,fd00:10:244:2::10" <(agent_log node2)
-for w in "${SPOKES[@]}"; do # one socket on :: serves both families
-	E2E_SERVE_BYTES=$MIB probe_serve "$w" "${PORT[$w]}" --bind :: || e2e_abort "servers start"
-done
 check_match "summary-agent's agent listens on 15008 over IPv6 in the pod" '\[::\]:15008|\*:15008' \
 	"$(nsenter --net=/run/netns/moatlab-$E2E_LAB-pod-${NS}_summary-agent ss -Hltn6 'sport = :15008')"
 
@@ -116,16 +93,7 @@ check "a text payload crosses node1 -> node2 over IPv6" \
 
 # ---------------------------------------------------------------- blocked: Diagram 8
 for fam in 6 4; do
-	for src in "${SPOKES[@]}"; do
-		for dst in orchestrator-agent "${SPOKES[@]}"; do
-			[ "$src" = "$dst" ] && continue
-			check_connect_denied "IPv$fam: $src -> $(target $fam "$dst") fails at connect() with EPERM" \
-				"$src" "$(target $fam "$dst")"
-			check "... logged on ${NODE[$src]} with source identity, destination and reason" \
-				access_log_has "${NODE[$src]}" '.type == "deny" and .src_workload == $s and .src_identity == $i and .dst_addr == $d and (.reason | length > 0)' \
-				--arg s "$NS/$src" --arg i "spiffe://cluster.local/ns/$NS/sa/$src" --arg d "$(target $fam "$dst")"
-		done
-	done
+	check_agensys_denied $NS "IPv$fam: " "target $fam" "target $fam"
 done
 
 # ---------------------------------------------------------------- what crossed the underlay
@@ -133,15 +101,8 @@ underlay_capture_stop "$E2E_TMP/underlay.txt"
 check "the capture saw HBONE over IPv6 between pod addresses (to [v6]:15008)" \
 	grep -qE 'IP6 fd00:10:244:1::10\.[0-9]+ > fd00:10:244:2::10\.15008:' "$E2E_TMP/underlay.txt"
 check "... and over IPv4" grep -qE 'IP 10\.244\.1\.10\.[0-9]+ > 10\.244\.2\.10\.15008:' "$E2E_TMP/underlay.txt"
-pod_flows_off_15008() { # packets between pod addresses (either family) where neither port is 15008
-	awk '($2 == "IP" && $3 ~ /^10\.244\./ && $5 ~ /^10\.244\./) ||
-	     ($2 == "IP6" && $3 ~ /^fd00:10:244:/ && $5 ~ /^fd00:10:244:/) {
-		s = $3; d = $5; sub(":$", "", d);
-		sp = s; sub(/.*\./, "", sp); dp = d; sub(/.*\./, "", dp);
-		if (sp != "15008" && dp != "15008") print }' "$E2E_TMP/underlay.txt"
-}
 check_eq "pod-to-pod traffic on the underlay (IPv4 and IPv6) uses only port 15008" "" \
-	"$(pod_flows_off_15008 | head -5)"
+	"$(underlay_pod_flows_off_15008 "$E2E_TMP/underlay.txt" | head -5)"
 check_fails "the IPv6 text canary never crossed the underlay in clear" grep -aq "$CANARY" "$PCAP"
 check_fails "neither did the app's response header" grep -aq "sha256=" "$PCAP"
 

@@ -15,7 +15,7 @@ MIB=1048576
 desc=$E2E_TMP/lab.conf
 cat >"$desc" <<EOF
 # lab self-test: two dual-stack nodes, three pods (b IPv4 only), an internet with one named
-# host and a DNS server
+# host and a DNS server, two Services (ClusterIPs the DNS answers for)
 lab $LAB_NAME
 underlay 192.168.77.0/24
 underlay6 fd00:77::/64
@@ -30,6 +30,9 @@ internet 203.0.113.0/24 203.0.113.1
 host svc.example.test 203.0.113.10
 host other.example.test 203.0.113.11
 dns 203.0.113.53
+services 10.96.0.0/16 fd00:96::/112
+service ns1/reviews 10.96.0.20 fd00:96::20
+service ns2/ratings 10.96.0.21
 EOF
 lab_up "$desc"
 
@@ -58,8 +61,8 @@ lo_up_everywhere() {
 }
 check "lo is up in every lab namespace" lo_up_everywhere
 
-check_eq "pod routes: gateway link route, cluster, underlay and internet via 169.254.1.1, nothing else" \
-	"10.244.0.0/16 via 169.254.1.1 dev eth0|169.254.1.1 dev eth0 scope link|192.168.77.0/24 via 169.254.1.1 dev eth0|203.0.113.0/24 via 169.254.1.1 dev eth0" \
+check_eq "pod routes: gateway link route, services, cluster, underlay and internet via 169.254.1.1, nothing else" \
+	"10.244.0.0/16 via 169.254.1.1 dev eth0|10.96.0.0/16 via 169.254.1.1 dev eth0|169.254.1.1 dev eth0 scope link|192.168.77.0/24 via 169.254.1.1 dev eth0|203.0.113.0/24 via 169.254.1.1 dev eth0" \
 	"$(ip -n moatlab-$LAB_NAME-pod-ns1_a route show | sed 's/ *$//' | sort | paste -sd'|')"
 check_eq "pod address is a /32 on eth0" "10.244.1.10/32" \
 	"$(ip -n moatlab-$LAB_NAME-pod-ns1_a -4 -o addr show dev eth0 | awk '{ print $4 }')"
@@ -76,7 +79,7 @@ check_match "interface names fit in 15 characters" '^mp[0-9a-f]{10}$' "$hostif"
 check_eq "pod IPv6 address is a /128 on eth0" "fd00:10:244:1::10/128" \
 	"$(ip -n moatlab-$LAB_NAME-pod-ns1_a -6 -o addr show dev eth0 scope global | awk '{ print $4 }')"
 check_eq "pod IPv6 routes: cluster6 and underlay6 via fe80::1, nothing else (besides the kernel's own address routes)" \
-	"fd00:10:244::/48 via fe80::1 dev eth0|fd00:77::/64 via fe80::1 dev eth0" \
+	"fd00:10:244::/48 via fe80::1 dev eth0|fd00:77::/64 via fe80::1 dev eth0|fd00:96::/112 via fe80::1 dev eth0" \
 	"$(ip -n moatlab-$LAB_NAME-pod-ns1_a -6 route show | grep -v ' proto kernel' | sed -E 's/ metric [0-9]+//; s/ pref medium//; s/ *$//' | sort | paste -sd'|')"
 check_eq "an IPv4-only pod has no global IPv6 address" "" \
 	"$(ip -n moatlab-$LAB_NAME-pod-ns1_b -6 -o addr show scope global)"
@@ -153,6 +156,25 @@ check_eq "an unknown name does not resolve" 2 "$rc"
 check "... and fails fast (dnsmasq answers, no resolver timeout): $(((t1 - t0) / 1000000)) ms" \
 	test $(((t1 - t0) / 1000000)) -lt 1500
 check_connect_ok "a pod reaches an internet host by name, 1 MiB each way" ns2/c svc.example.test:443 $MIB $MIB
+
+# Services: the lab DNS answers NAME.NAMESPACE.svc.cluster.local with the ClusterIPs.
+check_eq "a pod resolves a Service name to its ClusterIP (A)" "10.96.0.20" \
+	"$(lab_exec ns1/a getent ahostsv4 reviews.ns1.svc.cluster.local | awk 'NR == 1 { print $1 }')"
+check_eq "... and to its IPv6 ClusterIP (AAAA)" "fd00:96::20" \
+	"$(lab_exec ns1/a getent ahostsv6 reviews.ns1.svc.cluster.local | awk 'NR == 1 { print $1 }')"
+check_eq "a pod on another node resolves another namespace's Service (IPv4 only)" "10.96.0.21" \
+	"$(lab_exec ns2/c getent hosts ratings.ns2.svc.cluster.local | awk '{ print $1 }')"
+check_eq "a pod asking for any family gets both ClusterIPs of a dual-stack Service" "10.96.0.20 fd00:96::20" \
+	"$(lab_exec ns1/a getent ahosts reviews.ns1.svc.cluster.local | awk '{ print $1 }' | sort -u | paste -sd' ')"
+check_eq "... and only the IPv4 one of a Service without an IPv6 ClusterIP (no AAAA)" "10.96.0.21" \
+	"$(lab_exec ns2/c getent ahosts ratings.ns2.svc.cluster.local | awk '{ print $1 }' | sort -u | paste -sd' ')"
+check_fails "a Service name in the wrong namespace does not resolve" lab_exec ns1/a getent hosts reviews.ns2.svc.cluster.local
+# Nothing serves a ClusterIP without an agent: curl resolves the name, the pod routes it to its
+# node, and the node (no route for the service range, no kube-proxy) answers net unreachable.
+out=$(lab_exec ns2/c curl -sv -m 3 http://ratings.ns2.svc.cluster.local:9080/ 2>&1)
+check_match "curl resolves a Service name through the lab DNS" 'Trying 10\.96\.0\.21:9080' "$out"
+check_connect_error "... and without an agent nothing answers at the ClusterIP (the node has no route)" \
+	ns2/c 10.96.0.21:9080 ENETUNREACH
 check_connect_error "nothing outside the lab's ranges is routed (no default route)" ns1/a 198.51.100.7:80 ENETUNREACH
 check_connect_error "... over IPv6 neither" ns1/a "[2001:db8::7]:80" ENETUNREACH
 
@@ -288,6 +310,14 @@ check_match "IPv6 node fields without underlay6/cluster6 are refused with file:l
 	"bad\.conf:3: node n1 has IPv6 fields" "$(lab up "$bad" 2>&1)"
 printf 'lab %s\nunderlay 192.168.80.0/24\nunderlay6 fd00:80::1/64\n' "$BAD" >"$bad"
 check_match "a bad underlay6 CIDR is refused with file:line" "bad\.conf:3: 'fd00:80::1/64' is not an IPv6 network CIDR" "$(lab up "$bad" 2>&1)"
+check_eq "... and nothing is created" "" "$(lab_traces "$BAD")"
+printf 'lab %s\nunderlay 192.168.80.0/24\nnode n1 192.168.80.11 10.244.1.0/24\ninternet 203.0.113.0/24 203.0.113.1\ndns 203.0.113.53\nservices 10.96.0.0/16\nservice x/y 10.97.0.1\n' "$BAD" >"$bad"
+check_match "a ClusterIP outside the service range is refused with file:line" \
+	"bad\.conf:7: service x/y: 10\.97\.0\.1 is not in the service range 10\.96\.0\.0/16" "$(lab up "$bad" 2>&1)"
+printf 'lab %s\nunderlay 192.168.80.0/24\nnode n1 192.168.80.11 10.244.1.0/24\nservices 10.96.0.0/16\nservice x/y 10.96.0.1\n' "$BAD" >"$bad"
+check_match "a service without a lab DNS is refused with file:line" "bad\.conf:5: service x/y: needs a 'dns' line" "$(lab up "$bad" 2>&1)"
+printf 'lab %s\nunderlay 192.168.80.0/24\nnode n1 192.168.80.11 10.244.1.0/24\nservices 10.240.0.0/12\n' "$BAD" >"$bad"
+check_match "a service range overlapping the pods' is refused with file:line" "bad\.conf:4: the service range" "$(lab up "$bad" 2>&1)"
 check_eq "... and nothing is created" "" "$(lab_traces "$BAD")"
 printf 'lab e2e-bad\n' >"$bad"
 check_match "a lab name with '-' is refused (names are prefixes)" "bad\.conf:1: lab name" "$(lab up "$bad" 2>&1)"

@@ -15,44 +15,24 @@ e2e_init
 NS=agensys-demo-1
 MIB=1048576
 MIB10=10485760
-for bin in "$MOATD" "$MOATCTL"; do
-	[ -x "$bin" ] || e2e_abort "$(basename "$bin") is built" "missing $bin"
-done
-command -v tcpdump >/dev/null || e2e_abort "tcpdump is installed" "apt-get install tcpdump (make deps)"
+e2e_require_agent tcpdump
 
+agensys_matrix # ADDR, PORT, NODE, SPOKES (lib.sh)
 lab_up <<EOF
 lab i3n$E2E_RUN_ID
 underlay 192.168.79.0/24
 node node1 192.168.79.11 10.244.1.0/24
 node node2 192.168.79.12 10.244.2.0/24
 node node3 192.168.79.13 10.244.3.0/24
-pod node1 $NS/orchestrator-agent 10.244.1.10
-pod node1 $NS/pr-agent 10.244.1.11
-pod node2 $NS/summary-agent 10.244.2.10
-pod node2 $NS/mcp-code-scanning 10.244.2.11
-pod node3 $NS/github-mcp-server 10.244.3.10
+$(agensys_pod_lines $NS)
 pod node2 default/outsider 10.244.2.50
 EOF
-
-declare -A ADDR=([orchestrator-agent]=10.244.1.10 [pr-agent]=10.244.1.11 [summary-agent]=10.244.2.10
-	[mcp-code-scanning]=10.244.2.11 [github-mcp-server]=10.244.3.10)
-declare -A PORT=([orchestrator-agent]=8080 [pr-agent]=8080 [summary-agent]=8080
-	[mcp-code-scanning]=3000 [github-mcp-server]=3000)
-declare -A NODE=([orchestrator-agent]=node1 [pr-agent]=node1 [summary-agent]=node2
-	[mcp-code-scanning]=node2 [github-mcp-server]=node3)
-SPOKES=(pr-agent summary-agent mcp-code-scanning github-mcp-server)
 
 # ---------------------------------------------------------------- configuration
 workloads() { for w in orchestrator-agent "${SPOKES[@]}"; do workload_yaml "$NS" "$w" "${ADDR[$w]}"; done; }
 agensys_strict_config $NS workloads
 
-start_agents_with_ca node1 node2 node3
-for w in orchestrator-agent "${SPOKES[@]}"; do
-	check "enroll $w on ${NODE[$w]}" enroll "$w"
-done
-for w in "${SPOKES[@]}"; do
-	E2E_SERVE_BYTES=$MIB10 probe_serve "$w" "${PORT[$w]}" || e2e_abort "servers start"
-done
+agensys_start $MIB10
 
 # ---------------------------------------------------------------- capture the underlay
 PCAP=$E2E_TMP/underlay.pcap
@@ -78,26 +58,14 @@ check "a text payload crosses node1 -> node2" \
 	lab_exec orchestrator-agent sh -c "printf '%s\n' '$CANARY$CANARY' | nc -N -w 5 ${ADDR[summary-agent]} 8080 >/dev/null"
 
 # ---------------------------------------------------------------- blocked: Diagram 8
-for src in "${SPOKES[@]}"; do
-	for dst in orchestrator-agent "${SPOKES[@]}"; do
-		[ "$src" = "$dst" ] && continue
-		check_connect_denied "$src -> $dst:${PORT[$dst]} fails at connect() with EPERM" \
-			"$src" "${ADDR[$dst]}:${PORT[$dst]}"
-		check "... logged on ${NODE[$src]} with source identity, destination and reason" \
-			access_log_has "${NODE[$src]}" '.type == "deny" and .src_workload == $s and .src_identity == $i and .dst_addr == $d and (.reason | length > 0)' \
-			--arg s "$NS/$src" --arg i "spiffe://cluster.local/ns/$NS/sa/$src" --arg d "${ADDR[$dst]}:${PORT[$dst]}"
-	done
-done
+pod_target() { echo "${ADDR[$1]}:${PORT[$1]}"; }
+check_agensys_denied $NS "" pod_target pod_target
 
 # ---------------------------------------------------------------- what crossed the underlay
 underlay_capture_stop "$E2E_TMP/underlay.txt"
 check "the capture saw HBONE traffic between nodes" grep -q '\.15008[ :]' "$E2E_TMP/underlay.txt"
-pod_flows_off_15008() { # packets between pod addresses where neither port is 15008
-	awk '$2 == "IP" && $3 ~ /^10\.244\./ && $5 ~ /^10\.244\./ {
-		split($3, s, "."); split($5, d, "."); sub(":", "", d[5]);
-		if (s[5] != "15008" && d[5] != "15008") print }' "$E2E_TMP/underlay.txt"
-}
-check_eq "pod-to-pod traffic on the underlay uses only port 15008" "" "$(pod_flows_off_15008 | head -5)"
+check_eq "pod-to-pod traffic on the underlay uses only port 15008" "" \
+	"$(underlay_pod_flows_off_15008 "$E2E_TMP/underlay.txt" | head -5)"
 check_fails "the text canary never crossed the underlay in clear" grep -aq "$CANARY" "$PCAP"
 check_fails "neither did the app's response header" grep -aq "sha256=" "$PCAP"
 

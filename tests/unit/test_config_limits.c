@@ -253,7 +253,14 @@ TEST(config_limit_errors_kept_per_load_are_bounded)
 	struct mc_findings f = {0};
 	CHECK(th_load_fails(b.s, &f));
 	CHECK_INT(mc_findings_count(&f, MC_ERROR), MC_MAX_ERRORS + 1);
-	CHECK(th_find(&f, MC_ERROR, NULL, "800 more errors not shown (MC_MAX_ERRORS = 200)") != NULL);
+	const struct mc_finding *more = th_find(&f, MC_ERROR, NULL,
+						"800 more errors not shown (MC_MAX_ERRORS = 200)");
+	char buf[512];
+	REQUIRE(more);
+	/* at the first error not shown (bogus200 on line 205), like every finding */
+	CHECK_STR(mc_finding_str(more, buf, sizeof(buf)),
+		  "error: test.yaml:205: 800 more errors not shown (MC_MAX_ERRORS = 200), the first "
+		  "here: fix the ones above first");
 	mc_findings_free(&f);
 	sbuf_free(&b);
 }

@@ -121,7 +121,7 @@ int cmd_unenroll(int argc, char **argv)
 	return call("unenroll", "unenroll", args, 2, -1);
 }
 
-/* status | workloads | verdicts | connections | certs | reload [-o json] */
+/* status | workloads | services | verdicts | connections | certs | reload [-o json] */
 int cmd_show(int argc, char **argv)
 {
 	const char *output = "text";

@@ -10,10 +10,13 @@
 #include "ctl/ctl.h"
 #include "moatctl.h"
 #include "policy/authz.h"
+#include "state/services.h"
 
 static const char explain_usage[] =
 	"usage: moatctl explain [--config DIR] --from <spiffe://TD/ns/NS/sa/SA | plaintext>\n"
-	"                       [--src-ip IP] --to IP:PORT [-o json]\n";
+	"                       [--src-ip IP] --to IP:PORT [-o json]\n"
+	"  --to a Service VIP:PORT explains every endpoint of that port and which are eligible\n"
+	"  for the weighted choice (exit 0 when at least one is, 1 when none is)\n";
 
 static void print_findings(const struct mc_findings *f, FILE *out)
 {
@@ -44,7 +47,12 @@ static int explain_offline(const char *dir, const char *from, const char *src_ip
 	mc_findings_free(&f);
 	struct sbuf out;
 	sbuf_init(&out);
-	int rc = authz_explain(c, from, src_ip, to, json, &out);
+	/* A service VIP:port first (offline there are no enrolled pods: WorkloadEntries only). */
+	struct svc_table *t = svc_table_build(c, NULL, 0, NULL, NULL);
+	int rc = svc_explain(c, t, NULL, from, src_ip, to, json, &out);
+	svc_table_unref(t);
+	if (rc < 0)
+		rc = authz_explain(c, from, src_ip, to, json, &out);
 	if (rc == 2)
 		fprintf(stderr, "moatctl explain: %s", out.s ? out.s : "bad input\n");
 	else
@@ -158,6 +166,8 @@ int cmd_lint(int argc, char **argv)
 	int rc = lint_load(argv[1], &c, &f);
 	if (rc == 0)
 		authz_lint_loaded(c, &f);
+	if (rc == 0) /* Services: selectors and targetPort names against the WorkloadEntries */
+		svc_table_unref(svc_table_build(c, NULL, 0, NULL, &f));
 	print_findings(&f, stdout);
 	print_summary(&f, stdout);
 	mc_findings_free(&f);

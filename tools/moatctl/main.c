@@ -28,6 +28,8 @@ static const char usage[] =
 	"  unenroll --namespace NS --name NAME\n"
 	"  status [-o json]     agent, configuration, BPF counters\n"
 	"  workloads [-o json]  addresses moatd knows and how they are reached\n"
+	"  services [-o json]   Services and selecting ServiceEntries: VIPs, ports, endpoints\n"
+	"                       (address:targetPort), weights and health\n"
 	"  verdicts [-o json]   the verdict cache the connect hook uses\n"
 	"  connections [-o json] live proxied connections and the HBONE pool\n"
 	"  certs [-o json]      workload certificates: identity, serial, validity\n"
@@ -37,9 +39,12 @@ static const char usage[] =
 	"  explain [--config DIR] --from <spiffe://TD/ns/NS/sa/SA | plaintext> [--src-ip IP]\n"
 	"          --to IP:PORT [-o json]\n"
 	"                       would this source reach IP:PORT, and which policy decides?\n"
+	"                       a service VIP:PORT: the verdict for every endpoint, and which\n"
+	"                       are eligible for the weighted choice (exit 0: at least one)\n"
 	"                       offline with --config, else asks moatd; exit 0 ALLOW, 1 DENY,\n"
 	"                       2 bad input\n"
-	"  lint DIR             check a configuration directory: what cannot be enforced at L4\n"
+	"  lint DIR             check a configuration directory: what cannot be enforced at L4,\n"
+	"                       Services selecting nothing, targetPort names no endpoint has\n"
 	"\n"
 	"CA:\n"
 	"  ca init --trust-domain TD --out DIR\n";
@@ -76,7 +81,7 @@ int main(int argc, char **argv)
 		{"enroll", cmd_enroll},     {"unenroll", cmd_unenroll}, {"status", cmd_show},
 		{"workloads", cmd_show},    {"verdicts", cmd_show},     {"connections", cmd_show},
 		{"certs", cmd_show},        {"reload", cmd_show},       {"explain", cmd_explain},
-		{"lint", cmd_lint},         {"ca", cmd_ca},
+		{"lint", cmd_lint},         {"ca", cmd_ca},             {"services", cmd_show},
 	};
 	for (size_t k = 0; k < sizeof(cmds) / sizeof(cmds[0]); k++)
 		if (strcmp(cmds[k].name, cmd) == 0)
