@@ -1188,6 +1188,13 @@ const char *h2conn_engine(const struct h2conn *c)
 	return c->tp ? c->tp->ops->engine : "userspace";
 }
 
+int h2conn_key_update(struct h2conn *c, bool request_peer)
+{
+	if (c->state != C_OPEN || !c->tp->ops->key_update)
+		return -1;
+	return c->tp->ops->key_update(c->tp, request_peer);
+}
+
 void h2conn_ktls_stats(const struct h2conn *c, struct h2_ktls_stats *st)
 {
 	*st = (struct h2_ktls_stats){0};

@@ -127,6 +127,9 @@ struct h2_ktls_stats {
 	uint32_t tickets_ignored, key_updates, rekey_failed;
 };
 void h2conn_ktls_stats(const struct h2conn *c, struct h2_ktls_stats *st);
+/* Send a TLS 1.3 KeyUpdate now (user-space engine only; -1 otherwise). For long-lived
+ * connections and for the tests that prove the kTLS engine handles a peer's KeyUpdate. */
+int h2conn_key_update(struct h2conn *c, bool request_peer);
 /* Orderly shutdown: GOAWAY, finish open streams, then close. */
 void h2conn_shutdown(struct h2conn *c);
 /* Close now: every stream is reset. */

@@ -98,6 +98,19 @@ static void ossl_free(struct transport *t)
 	free(o);
 }
 
+/* OpenSSL only schedules the KeyUpdate; a handshake call sends it at once. */
+static int ossl_key_update(struct transport *t, bool request_peer)
+{
+	SSL *ssl = ossl_of(t);
+	ERR_clear_error();
+	if (SSL_key_update(ssl, request_peer ? SSL_KEY_UPDATE_REQUESTED
+					     : SSL_KEY_UPDATE_NOT_REQUESTED) != 1)
+		return -1;
+	SSL_do_handshake(ssl);
+	ERR_clear_error();
+	return 0;
+}
+
 static const struct transport_ops ossl_ops = {
 	.engine = "userspace",
 	.read = ossl_read,
@@ -105,6 +118,7 @@ static const struct transport_ops ossl_ops = {
 	.pending = ossl_pending,
 	.shutdown = ossl_shutdown,
 	.free = ossl_free,
+	.key_update = ossl_key_update,
 };
 
 struct transport *transport_ossl_new(SSL *ssl, int fd)

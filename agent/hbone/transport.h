@@ -36,6 +36,9 @@ struct transport_ops {
 	/* Best-effort close_notify; never blocks. */
 	void (*shutdown)(struct transport *t);
 	void (*free)(struct transport *t);
+	/* Optional: send a TLS 1.3 KeyUpdate now (request_peer: ask the peer to update too).
+	 * 0, or -1 when this transport cannot. */
+	int (*key_update)(struct transport *t, bool request_peer);
 };
 
 /* Non-data records the kernel engine met (the user-space engine leaves them to OpenSSL). */
