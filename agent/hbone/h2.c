@@ -61,6 +61,8 @@ struct h2conn {
 	struct loop_io io;
 	SSL *ssl;             /* the handshake's; handed to tp once it is done */
 	struct transport *tp; /* after the handshake: OpenSSL or kernel TLS */
+	const char *engine;   /* tp's engine name, kept after tp is freed */
+	struct transport_stats tp_stats; /* ... and its counts (on_closed reads them) */
 	bool want_ktls;       /* try the kernel engine after the handshake */
 	char ktls_reason[32]; /* why the kernel engine was not taken (metric label) */
 	char ktls_why[256];   /* ... in words, for the log */
@@ -865,7 +867,9 @@ static void conn_free(struct h2conn *c)
 {
 	if (c->tp) {
 		c->tp->ops->shutdown(c->tp); /* best effort close_notify; never blocks */
+		c->tp_stats = c->tp->stats;
 		c->tp->ops->free(c->tp);
+		c->tp = NULL;
 	} else if (c->ssl) {
 		SSL_shutdown(c->ssl); /* best effort close_notify; never blocks (non-blocking fd) */
 		SSL_free(c->ssl);
@@ -1024,6 +1028,7 @@ static void conn_pick_transport(struct h2conn *c)
 	if (!c->tp)
 		c->tp = transport_ossl_new(c->ssl, c->fd);
 	c->ssl = NULL; /* the transport's now */
+	c->engine = c->tp->ops->engine;
 }
 
 static void conn_handshake(struct h2conn *c)
@@ -1185,7 +1190,7 @@ void h2conn_want_ktls(struct h2conn *c)
 
 const char *h2conn_engine(const struct h2conn *c)
 {
-	return c->tp ? c->tp->ops->engine : "userspace";
+	return c->engine ? c->engine : "userspace";
 }
 
 int h2conn_key_update(struct h2conn *c, bool request_peer)
@@ -1197,12 +1202,10 @@ int h2conn_key_update(struct h2conn *c, bool request_peer)
 
 void h2conn_ktls_stats(const struct h2conn *c, struct h2_ktls_stats *st)
 {
-	*st = (struct h2_ktls_stats){0};
-	if (c->tp) {
-		st->tickets_ignored = c->tp->stats.tickets_ignored;
-		st->key_updates = c->tp->stats.key_updates;
-		st->rekey_failed = c->tp->stats.rekey_failed;
-	}
+	const struct transport_stats *ts = c->tp ? &c->tp->stats : &c->tp_stats;
+	*st = (struct h2_ktls_stats){.tickets_ignored = ts->tickets_ignored,
+				     .key_updates = ts->key_updates,
+				     .rekey_failed = ts->rekey_failed};
 }
 
 const char *h2conn_ktls_fallback(const struct h2conn *c, const char **why)
