@@ -2,18 +2,20 @@
  * engine, with apps in threads checking every byte. For the vm layer (a kernel with TLS);
  * on a kernel without it the same runs report engine "userspace" and the fallback reason.
  *
- *   hbone-ktls pair [--bytes N] [--key-update] [--timeout S]
+ *   hbone-ktls pair [--bytes N] [--key-update] [--no-ktls] [--timeout S]
  *       a moat client and a moat server (both asking for kTLS) joined by 127.0.0.1 TCP; one
  *       CONNECT stream carries N bytes each way (client app -> server app, then back).
  *       --key-update: the client stays on OpenSSL and sends a KeyUpdate (update_requested)
  *       once the server app has half of its bytes: the kTLS server must follow it (kernels
  *       that can rekey) or close the connection saying so and counting it; never misread.
+ *       --no-ktls: neither end asks for kTLS (the same run on OpenSSL, for comparison).
  *   hbone-ktls node --script tests/interop/h2_server.js [--bytes N] [--timeout S]
  *       moat's client (asking for kTLS) against Node's http2 echo server (which sends
  *       TLS 1.3 session tickets right after the handshake): N bytes out, the echo back.
  *
  * Prints one JSON line (engines, fallback reasons, byte counts, sha256 verdicts, the
- * non-data records handled, errors, /proc/net/tls_stat deltas) and exits 0 when the run
+ * non-data records handled, errors, /proc/net/tls_stat deltas, elapsed_ms: a figure to
+ * compare within one machine, never judged) and exits 0 when the run
  * met its checks, 1 when not, 2 on a setup error. Every wait is bounded by --timeout. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,7 +48,7 @@
 struct opts {
 	const char *mode, *script;
 	size_t bytes;
-	bool key_update;
+	bool key_update, no_ktls;
 	int timeout_s;
 };
 
@@ -420,6 +422,7 @@ static void parse(int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {{"bytes", required_argument, 0, 'b'},
 					   {"key-update", no_argument, 0, 'k'},
+					   {"no-ktls", no_argument, 0, 'n'},
 					   {"timeout", required_argument, 0, 't'},
 					   {"script", required_argument, 0, 's'},
 					   {0, 0, 0, 0}};
@@ -433,6 +436,8 @@ static void parse(int argc, char **argv, struct opts *o)
 			o->bytes = strtoull(optarg, NULL, 0);
 		else if (c == 'k')
 			o->key_update = true;
+		else if (c == 'n')
+			o->no_ktls = true;
 		else if (c == 't')
 			o->timeout_s = atoi(optarg);
 		else if (c == 's')
@@ -488,10 +493,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hbone-ktls: %s\n", e.msg);
 		return 2;
 	}
-	if (!r.o.key_update)
+	if (!r.o.key_update && !r.o.no_ktls)
 		h2conn_want_ktls(r.client);
-	if (r.server)
+	if (r.server && !r.o.no_ktls)
 		h2conn_want_ktls(r.server);
+	uint64_t t0 = now_ms();
 	int ap[2];
 	if (tcp_pair(ap) < 0 || !(r.cstream = h2conn_open_stream(r.client, "127.0.0.1:9", NULL, 0,
 								 ap[0], &client_stream_ops,
@@ -514,6 +520,7 @@ int main(int argc, char **argv)
 	if (r.o.key_update)
 		loop_timer_arm(r.loop, &r.poll, 2);
 	loop_run(r.loop);
+	uint64_t elapsed = now_ms() - t0;
 	loop_timer_cancel(r.loop, &r.poll);
 	loop_timer_cancel(r.loop, &r.deadline);
 	if (r.client) {
@@ -563,6 +570,7 @@ int main(int argc, char **argv)
 	report_flow("to_client", &r.c_recv);
 	if (!node)
 		report_flow("to_server", &r.s_recv);
+	printf("\"elapsed_ms\":%llu,", (unsigned long long)elapsed);
 	printf("\"status\":%d,\"timed_out\":%s,\"key_update_sent\":%s,", r.status,
 	       r.timed_out ? "true" : "false", r.key_update_sent ? "true" : "false");
 	printf("\"client_ktls\":{\"tickets_ignored\":%u,\"key_updates\":%u,\"rekey_failed\":%u},",

@@ -54,6 +54,7 @@ hbone_ktls() { # NAME ARGS...
 hbone_ktls pair pair
 hbone_ktls node node --script tests/interop/h2_server.js
 hbone_ktls keyupdate pair --key-update
+hbone_ktls pair-userspace pair --no-ktls # a figure only: the same pair on OpenSSL
 
 if [ -z "$VM_SKIP_BPF" ]; then
 	say "running the BPF layer (tests/bpf/run, $VM_BUILD/tests/bpf_tests)"
