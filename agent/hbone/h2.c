@@ -980,9 +980,10 @@ static void conn_read(struct h2conn *c)
 		conn_teardown(c, c->tp->why);
 		return;
 	}
-	/* Still more to read: come back after the other ready connections had their turn
-	 * (bytes already inside OpenSSL would not wake epoll again). */
-	if (c->state == C_OPEN)
+	/* Still more to read: come back after the other ready connections had their turn.
+	 * What is still in the socket wakes epoll again (level-triggered); bytes already
+	 * inside the transport (OpenSSL's buffers) would not: a timer brings us back. */
+	if (c->state == C_OPEN && c->tp->ops->pending(c->tp))
 		loop_timer_arm(c->loop, &c->resume_timer, 0);
 }
 
