@@ -334,6 +334,16 @@ static int certs_init(struct certs *c, const char *server_id)
 	return 0;
 }
 
+static void certs_free(struct certs *c)
+{
+	SSL_CTX_free(c->cctx);
+	SSL_CTX_free(c->sctx);
+	svid_unref(c->cs);
+	svid_unref(c->ss);
+	bundle_unref(c->b);
+	ca_free(c->ca);
+}
+
 static int write_pem(const char *dir, const char *name, X509 *x, EVP_PKEY *k)
 {
 	char p[512];
@@ -584,5 +594,8 @@ int main(int argc, char **argv)
 	json_str("client_conn_error", r.client_conn_error, true);
 	json_str("server_conn_error", r.server_conn_error, true);
 	printf("\"ok\":%s}\n", ok ? "true" : "false");
+	fflush(stdout);
+	loop_free(r.loop);
+	certs_free(&c);
 	return ok ? 0 : 1;
 }
