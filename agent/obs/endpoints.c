@@ -153,6 +153,12 @@ static const struct {
 	 "CONNECTs on pooled HBONE connections still awaiting their response"},
 	{"moat_hbone_streams_refused_total", "counter",
 	 "New outbound HBONE connections refused by a cap (reason)"},
+	{"moat_ktls_fallbacks_total", "counter",
+	 "HBONE connections that asked for kTLS and stayed on OpenSSL, by reason"},
+	{"moat_ktls_control_records_total", "counter",
+	 "Non-data TLS records handled on kTLS RX (session_ticket, key_update)"},
+	{"moat_ktls_rekey_failures_total", "counter",
+	 "kTLS connections closed because the kernel could not follow a KeyUpdate"},
 	{"moat_service_endpoint_retries_total", "counter",
 	 "Service connections moved to another endpoint after connecting to one failed"},
 };

@@ -9,6 +9,7 @@
 #include "obs/metrics.h"
 #include "proxy/proxy.h"
 #include "proxy/connector.h"
+#include "proxy/engine.h"
 #include "proxy/pool.h"
 #include "proxy/join.h"
 #include "proxy/relay.h"
@@ -274,12 +275,14 @@ void conns_trim_heap(struct loop_timer *t)
 		loop_timer_arm(a->loop, &a->trim_timer, 5000);
 }
 
-void conns_count(struct agent *a, int *all, int *sockmap)
+void conns_count(struct agent *a, int *all, int *sockmap, int *ktls, int *ktls_splice)
 {
-	*all = *sockmap = 0;
+	*all = *sockmap = *ktls = *ktls_splice = 0;
 	for (struct conn *c = a->conns; c; c = c->next) {
 		(*all)++;
 		*sockmap += strcmp(c->engine, "sockmap") == 0;
+		*ktls += strcmp(c->engine, "ktls") == 0;
+		*ktls_splice += strcmp(c->engine, "ktls-splice") == 0;
 	}
 }
 
@@ -425,6 +428,6 @@ void proxy_export_gauges(struct agent *a)
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_connections", &none, conns);
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_streams", &none, streams);
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_waiting", &none, hbone_pool_waiting(a->pool));
-	metric_label(&eng, "engine", "userspace-openssl");
+	metric_label(&eng, "engine", engine_uses_ktls(a) ? "ktls" : "userspace-openssl");
 	metrics_gauge_set(a->metrics, "moat_relay_engine", &eng, 1);
 }

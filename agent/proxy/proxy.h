@@ -74,8 +74,9 @@ void inbound_free_all(struct agent *a);
 void conns_drop_pod(struct agent *a, struct pod *p);
 /* /metrics is about to render: the HBONE pool's gauges and the relay engine in use. */
 void proxy_export_gauges(struct agent *a);
-/* Live connection records, and how many of them the kernel carries (sockmap). */
-void conns_count(struct agent *a, int *all, int *sockmap);
+/* Live connection records, and how many each kernel engine carries (sockmap, ktls,
+ * ktls-splice); the rest are userspace. */
+void conns_count(struct agent *a, int *all, int *sockmap, int *ktls, int *ktls_splice);
 /* Live connections as text (moatctl connections) or JSON. */
 void conns_dump(struct agent *a, bool json, struct sbuf *out);
 

@@ -6,7 +6,7 @@
 # Always powers off: PID 1 must never exit.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb LANG=C.UTF-8 SHELL=/bin/sh
-. /run/vm/env # VM_REPO VM_BUILD VM_KTLS_BYTES VM_KTLS_TIMEOUT VM_BPF_TIMEOUT
+. /run/vm/env # VM_REPO VM_BUILD VM_KTLS_BYTES VM_KTLS_TIMEOUT VM_BPF_TIMEOUT VM_HBONE_BYTES VM_SKIP_BPF
 out=/run/vm/out
 mkdir -p $out
 cut -d' ' -f1 /proc/uptime >$out/stage2-uptime
@@ -41,11 +41,28 @@ timeout -k 5 "$VM_KTLS_TIMEOUT" "$VM_BUILD/tests/ktls-check" --bytes "$VM_KTLS_B
 echo $? >$out/ktls.rc
 cat /proc/net/tls_stat >$out/tls_stat 2>&1
 
-say "running the BPF layer (tests/bpf/run, $VM_BUILD/tests/bpf_tests)"
-t0=$(cut -d' ' -f1 /proc/uptime)
-MOAT_BUILD=$VM_BUILD timeout -k 5 "$VM_BPF_TIMEOUT" bash tests/bpf/run >$out/bpf.out 2>&1
-echo $? >$out/bpf.rc
-echo "$t0 $(cut -d' ' -f1 /proc/uptime)" >$out/bpf.time
+# moat's own HBONE code on kTLS (tests/tools/hbone-ktls.c): a moat pair, moat's client
+# against Node's http2 server (session tickets), and a peer KeyUpdate mid-stream.
+hbone_ktls() { # NAME ARGS...
+	name=$1
+	shift
+	say "running hbone-ktls $name"
+	timeout -k 5 "$VM_KTLS_TIMEOUT" "$VM_BUILD/tests/hbone-ktls" "$@" --bytes "$VM_HBONE_BYTES" \
+		--timeout $((VM_KTLS_TIMEOUT - 10)) >$out/hbone-$name.json 2>$out/hbone-$name.err
+	echo $? >$out/hbone-$name.rc
+}
+hbone_ktls pair pair
+hbone_ktls node node --script tests/interop/h2_server.js
+hbone_ktls keyupdate pair --key-update
+hbone_ktls pair-userspace pair --no-ktls # a figure only: the same pair on OpenSSL
+
+if [ -z "$VM_SKIP_BPF" ]; then
+	say "running the BPF layer (tests/bpf/run, $VM_BUILD/tests/bpf_tests)"
+	t0=$(cut -d' ' -f1 /proc/uptime)
+	MOAT_BUILD=$VM_BUILD timeout -k 5 "$VM_BPF_TIMEOUT" bash tests/bpf/run >$out/bpf.out 2>&1
+	echo $? >$out/bpf.rc
+	echo "$t0 $(cut -d' ' -f1 /proc/uptime)" >$out/bpf.time
+fi
 
 say "done at $(cut -d' ' -f1 /proc/uptime) s"
 echo ok >$out/done
