@@ -4,7 +4,8 @@
  * CONNECTs awaiting a response (per destination, per pod) and on connections per key
  * (--pool-max-connections) refuse at once with the flag named; after a certificate renewal
  * new streams go to a new connection made with the new certificate, and the old one takes
- * none and closes when its last stream ends. */
+ * none and closes when its last stream ends; a connection left without streams is released
+ * after --pool-idle. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -484,5 +485,40 @@ TEST(hbone_pool_drains_connections_made_with_a_renewed_certificate)
 	CHECK(f->srv.conns[1] != NULL);
 	CHECK(!r[1].closed && !r[2].closed);
 	creqs_close(r, 3);
+	pfx_free(f);
+}
+
+static bool no_conns(void *arg)
+{
+	struct pfx *f = arg;
+	return srv_open_conns(&f->srv) == 0 && pool_conns(f) == 0;
+}
+
+TEST(hbone_pool_releases_a_connection_left_without_streams_after_pool_idle)
+{
+	struct pfx *f = pfx_new(3600);
+	REQUIRE(f->a.pool);
+	f->a.opts.pool_idle_ms = 100;
+	f->srv.answer = true;
+	struct creq r[2];
+	submit(f, &f->pods[0], &r[0]);
+	struct all_ok w = {r, 1};
+	REQUIRE(run_until(f->a.loop, all_answered, &w, 10000));
+	/* while a stream is open the connection stays, idle deadline or not */
+	run_until(f->a.loop, NULL, NULL, 300);
+	CHECK_INT(pool_conns(f), 1);
+	CHECK_INT(srv_open_conns(&f->srv), 1);
+	/* the stream ends: the connection is released once idle */
+	close(r[0].app);
+	r[0].app = -1;
+	close(f->srv.up[0]);
+	f->srv.up[0] = -1;
+	CHECK(run_until(f->a.loop, no_conns, f, 10000));
+	/* and the next request opens a new one */
+	submit(f, &f->pods[0], &r[1]);
+	struct all_ok w1 = {&r[1], 1};
+	CHECK(run_until(f->a.loop, all_answered, &w1, 10000));
+	CHECK_INT(f->srv.accepted, 2);
+	creqs_close(r, 2);
 	pfx_free(f);
 }
