@@ -13,7 +13,10 @@ ARCH     := x86
 ROOMS     ?= $(notdir $(wildcard agent/*))
 LIB_SRC   := $(sort $(foreach r,$(ROOMS),$(wildcard agent/$(r)/*.c)))
 CTL_SRC   := $(sort $(wildcard tools/moatctl/*.c))
-UNIT_SRC  ?= $(sort $(wildcard tests/unit/*.c))
+UNIT_SRC  ?= $(filter-out tests/unit/fake_dataplane.c,$(sort $(wildcard tests/unit/*.c)))
+# Unit tests of state/ and proxy/ against the in-memory dataplane (no root, no BPF): linked
+# with every room but bpf/, whose functions tests/unit/fake_dataplane.c provides.
+FAKEDP_SRC := tests/unit/main.c tests/unit/fake_dataplane.c $(sort $(wildcard tests/unit/fakedp/*.c))
 BPFT_SRC  := $(sort $(wildcard tests/bpf/*.c))
 BPF_SRC   := $(sort $(wildcard bpf/*.bpf.c))
 HELPER_SRC := $(sort $(wildcard tests/tools/*.c))
@@ -43,7 +46,8 @@ all:
 	@bash scripts/deps.sh
 	@$(MAKE) --no-print-directory build
 
-build: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/tests/unit_tests $(BUILD)/tests/bpf_tests $(HELPERS) \
+build: $(BUILD)/moatd $(BUILD)/moatctl $(BUILD)/tests/unit_tests $(BUILD)/tests/unit_fakedp_tests \
+       $(BUILD)/tests/bpf_tests $(HELPERS) \
        $(BENCH_TOOL) $(BUILD)/bench/moat-scale
 
 deps:
@@ -103,6 +107,9 @@ $(BUILD)/libmoat.a: $(LIB_OBJ)
 $(BUILD)/libmoat-san.a: $(LIB_SAN)
 	rm -f $@ && ar rcs $@ $^
 
+$(BUILD)/libmoat-san-nobpf.a: $(filter-out $(BUILD)/san/agent/bpf/%,$(LIB_SAN))
+	rm -f $@ && ar rcs $@ $^
+
 $(BUILD)/moatd: $(BUILD)/obj/agent/main.o $(BUILD)/libmoat.a
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -111,6 +118,9 @@ $(BUILD)/moatctl: $(CTL_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libmoat.a
 
 # Unit tests always run under ASan+UBSan.
 $(BUILD)/tests/unit_tests: $(UNIT_SRC:%.c=$(BUILD)/san/%.o) $(TESTFW_SRC:%.c=$(BUILD)/san/%.o) $(BUILD)/libmoat-san.a | $(BUILD)/tests
+	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/unit_fakedp_tests: $(FAKEDP_SRC:%.c=$(BUILD)/san/%.o) $(TESTFW_SRC:%.c=$(BUILD)/san/%.o) $(BUILD)/libmoat-san-nobpf.a | $(BUILD)/tests
 	$(CC) $(SANFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/bpf_tests: $(BPFT_SRC:%.c=$(BUILD)/obj/%.o) $(TESTFW_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/libmoat.a | $(BUILD)/tests

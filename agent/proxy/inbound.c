@@ -16,9 +16,9 @@
 #include "identity/identity.h"
 #include "hbone/h2.h"
 #include "proxy/conn.h"
-#include "proxy/connect_req.h"
 #include "proxy/connector.h"
 #include "proxy/engine.h"
+#include "proxy/decide.h"
 #include "proxy/join.h"
 #include "proxy/proxy.h"
 #include "proxy/relay.h"
@@ -125,39 +125,26 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 	struct srv_conn *sc = h2conn_owner(h);
 	struct agent *a = sc->agent;
 	struct pod *p = sc->pod;
-	char why[600];
-	struct moat_addr dst;
-	uint16_t dport;
-	/* The dialed pod is the one owning the address the tunnel reached; the authority may be
-	 * any of its addresses (dual stack: a peer may tunnel over one family to the other). */
-	int refusal = hbone_connect_check(r, p->n_addrs ? p->addrs : &p->addr,
-					  p->n_addrs ? p->n_addrs : 1, &dst, &dport, why, sizeof(why));
-	if (refusal) {
-		refuse(s, sc, r, refusal, why);
+	struct inbound_decision in;
+	inbound_hbone_decide(a, p, r, &in);
+	if (in.status != 200 && in.status != 401) {
+		refuse(s, sc, r, in.status, in.why);
 		return;
 	}
-	struct dest d;
-	if (!agent_lookup_dest(a, &dst, &d) || d.local != p) {
-		refuse(s, sc, r, 503, "no such workload on this node");
-		return;
-	}
-	const char *principal = spiffe_principal(r->peer_id);
-	struct authz_decision dec;
-	agent_authorize(a, &d, &dst, dport, principal, &r->peer_addr, &dec);
 	const char *src_name = src_workload_name(a, &r->peer_addr);
-	if (dec.action != MOAT_ACTION_ALLOW) {
+	if (in.status == 401) {
 		struct deny_record dr = {
 			.phase = "inbound",
 			.src_workload = src_name,
 			.src_identity = r->peer_id,
 			.src = &r->peer_addr,
 			.sport = r->peer_port,
-			.dst = &dst,
-			.dport = dport,
+			.dst = &in.dst,
+			.dport = in.dport,
 			.dst_workload = p->key,
-			.policy = dec.policy ? dec.policy->id_name : NULL,
-			.reason = dec.why,
-			.reason_code = moat_reason_code(dec.reason),
+			.policy = in.policy,
+			.reason = in.why,
+			.reason_code = in.code,
 		};
 		access_log_deny(a->metrics, &dr);
 		h2stream_respond(s, 401);
@@ -165,8 +152,8 @@ static void on_request(struct h2conn *h, struct h2stream *s, const struct hbone_
 	}
 	struct conn *c = conn_new(a, CONN_INBOUND, PATH_HBONE, p);
 	conn_set_src(c, &r->peer_addr, r->peer_port, src_name, r->peer_id);
-	conn_set_dst(c, &dst, dport, p->key, p->spiffe_id);
-	conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
+	conn_set_dst(c, &in.dst, in.dport, p->key, p->spiffe_id);
+	conn_set_policy(c, in.policy);
 	c->stream = s;
 	h2stream_set_ops(s, &inbound_stream_ops, c);
 	upstream_connect(a, c, hbone_upstream);
@@ -298,18 +285,17 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 	sl = sizeof(ss);
 	if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 		addr_from_sockaddr((struct sockaddr *)&ss, &dst, &dport);
-	struct dest d;
-	if (!agent_lookup_dest(a, &dst, &d) || d.local != p || is_agent_port(dport)) {
+	struct inbound_decision in;
+	inbound_plain_decide(a, p, &src, &dst, dport, &in);
+	if (in.status != 200 && in.status != 401) {
 		char s[ADDR_STRLEN + 8];
 		log_warn("plaintext into pod %s: destination %s is not the pod's workload; refused",
 			 p->key, addr_port_str(&dst, dport, s, sizeof(s)));
 		close_rst(fd);
 		return;
 	}
-	struct authz_decision dec;
-	agent_authorize(a, &d, &dst, dport, NULL, &src, &dec);
 	const char *src_name = src_workload_name(a, &src);
-	if (dec.action != MOAT_ACTION_ALLOW) {
+	if (in.status == 401) {
 		struct deny_record dr = {
 			.phase = "inbound",
 			.src_workload = src_name,
@@ -318,9 +304,9 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 			.dst = &dst,
 			.dport = dport,
 			.dst_workload = p->key,
-			.policy = dec.policy ? dec.policy->id_name : NULL,
-			.reason = dec.why,
-			.reason_code = moat_reason_code(dec.reason),
+			.policy = in.policy,
+			.reason = in.why,
+			.reason_code = in.code,
 		};
 		access_log_deny(a->metrics, &dr);
 		close_rst(fd);
@@ -329,7 +315,7 @@ static void plain_handle(struct agent *a, struct pod *p, int fd)
 	struct conn *c = conn_new(a, CONN_INBOUND, PATH_INBOUND_PLAIN, p);
 	conn_set_src(c, &src, sport, src_name, NULL);
 	conn_set_dst(c, &dst, dport, p->key, p->spiffe_id);
-	conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
+	conn_set_policy(c, in.policy);
 	c->app_fd = fd;
 	upstream_connect(a, c, conn_upstream_relay);
 }

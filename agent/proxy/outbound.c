@@ -16,6 +16,7 @@
 #include "proxy/conn.h"
 #include "proxy/connector.h"
 #include "proxy/engine.h"
+#include "proxy/decide.h"
 #include "proxy/join.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
@@ -24,7 +25,7 @@
 
 static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr *dst,
 		 uint16_t dport, uint16_t sport, const char *dst_name, const char *policy,
-		 const char *reason, uint32_t code)
+		 const char *reason, const char *code)
 {
 	struct deny_record r = {
 		.phase = "outbound",
@@ -37,7 +38,7 @@ static void deny(struct agent *a, struct pod *p, int fd, const struct moat_addr 
 		.dst_workload = dst_name,
 		.policy = policy,
 		.reason = reason,
-		.reason_code = moat_reason_code(code),
+		.reason_code = code,
 	};
 	access_log_deny(a->metrics, &r);
 	close_rst(fd);
@@ -168,58 +169,30 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		return;
 	struct moat_addr dst = od.addr;
 	uint16_t dport = od.port;
+	struct outbound_decision o;
+	outbound_decide(a, p, &dst, dport, &o);
+	if (o.path == OUT_DENY) {
+		deny(a, p, fd, &dst, dport, cport, o.d.name, o.policy, o.reason, o.code);
+		return;
+	}
+	if (o.path == OUT_SAME_NODE) {
+		join_start(a, p, o.d.local, fd, &o.d, &dst, dport, cport, o.policy, NULL);
+		return;
+	}
+	static const enum conn_path paths[] = {[OUT_HBONE] = PATH_HBONE, [OUT_EGRESS] = PATH_EGRESS,
+					       [OUT_PASSTHROUGH] = PATH_EGRESS,
+					       [OUT_PLAINTEXT] = PATH_PLAINTEXT};
+	struct conn *c = conn_new(a, CONN_OUTBOUND, paths[o.path], p);
 	/* The pod speaks from its address of the family it dialed (dual stack). */
-	const struct moat_addr *src = pod_addr_like(p, &dst);
-	struct dest d;
-	agent_lookup_dest(a, &dst, &d);
-	if (is_agent_port(dport)) {
-		deny(a, p, fd, &dst, dport, cport, d.name, NULL,
-		     moat_reason_text(MOAT_REASON_AGENT_PORT), MOAT_REASON_AGENT_PORT);
-		return;
-	}
-	if (d.kind == DEST_NONE) {
-		if (a->cfg->mesh.outbound == MC_OUTBOUND_REGISTRY_ONLY && !addr_is_loopback(&dst)) {
-			deny(a, p, fd, &dst, dport, cport, NULL, NULL,
-			     "outboundTrafficPolicy REGISTRY_ONLY: destination is not in the registry "
-			     "(no WorkloadEntry or ServiceEntry)",
-			     MOAT_REASON_UNREGISTERED);
-			return;
-		}
-	} else if (d.kind == DEST_SERVICE || d.ambient) {
-		struct authz_decision dec;
-		agent_authorize(a, &d, &dst, dport, p->principal, src, &dec);
-		if (dec.action != MOAT_ACTION_ALLOW) {
-			deny(a, p, fd, &dst, dport, cport, d.name,
-			     dec.policy ? dec.policy->id_name : NULL, dec.why,
-			     dec.reason);
-			return;
-		}
-		/* Both pods here: the decision above is the destination's own (its policies, the
-		 * source's identity and address), exactly what its inbound would decide. */
-		if (d.kind == DEST_WORKLOAD && d.local && d.local != p &&
-		    engine_allows_sockmap(a)) {
-			join_start(a, p, d.local, fd, &d, &dst, dport, cport,
-				   dec.policy ? dec.policy->id_name : NULL, NULL);
-			return;
-		}
-		enum conn_path path = d.kind == DEST_SERVICE ? PATH_EGRESS : PATH_HBONE;
-		struct conn *c = conn_new(a, CONN_OUTBOUND, path, p);
-		conn_set_src(c, src, cport, p->key, p->spiffe_id);
-		conn_set_dst(c, &dst, dport, d.name, d.spiffe_id);
-		c->app_fd = fd;
-		conn_set_policy(c, dec.policy ? dec.policy->id_name : NULL);
-		if (path == PATH_HBONE)
-			outbound_hbone(a, c, &d);
-		else
-			go_direct(a, c);
-		return;
-	}
-	/* Outside the mesh (ALLOW_ANY) or a workload without an agent: plaintext, as ztunnel. */
-	struct conn *c = conn_new(a, CONN_OUTBOUND, d.kind == DEST_NONE ? PATH_EGRESS : PATH_PLAINTEXT, p);
-	conn_set_src(c, src, cport, p->key, p->spiffe_id);
-	conn_set_dst(c, &dst, dport, d.name, NULL);
+	conn_set_src(c, pod_addr_like(p, &dst), cport, p->key, p->spiffe_id);
+	conn_set_dst(c, &dst, dport, o.d.name, o.path == OUT_PLAINTEXT ? NULL : o.d.spiffe_id);
 	c->app_fd = fd;
-	go_direct(a, c);
+	if (o.authorized)
+		conn_set_policy(c, o.policy);
+	if (o.path == OUT_HBONE)
+		outbound_hbone(a, c, &o.d);
+	else
+		go_direct(a, c);
 }
 
 void outbound_accept(struct agent *a, struct listener *l, int fd, const struct sockaddr *sa)

@@ -141,6 +141,8 @@ static void collect_pod(struct agent *a, const struct pod *p, struct want_v **w,
  * leave the pair to moatd. */
 static size_t fold_wanted(struct want_v *w, size_t n)
 {
+	if (n == 0)
+		return 0; /* w may be NULL: qsort's pointer must not be */
 	qsort(w, n, sizeof(*w), cmp_want);
 	size_t out = 0;
 	for (size_t i = 0; i < n; i++) {

@@ -389,6 +389,34 @@ check_agensys_denied() {
 			access_log_has "${NODE[$src]}" '.type == "deny" and .src_workload == $s and .src_identity == $i and .dst_addr == $d and (.reason | length > 0)' \
 			--arg s "$ns/$src" --arg i "spiffe://cluster.local/ns/$ns/sa/$src" --arg d "$($logged "$dst")"
 	done 3< <(agensys_denied_pairs)
+# yaml_list A,B,...: "A", "B", ... (the items of a YAML flow sequence, quoted).
+yaml_list() {
+	local item out="" IFS=,
+	for item in $1; do out+="${out:+, }\"$item\""; done
+	printf '%s' "$out"
+}
+
+# authz_yaml NS NAME SELECTOR ACTION FROM [PORTS]: an AuthorizationPolicy with one rule, '---'
+# first (documents concatenate, as workload_yaml's).
+#   SELECTOR  k=v[,k=v...]: matchLabels; "" for the whole namespace
+#   ACTION    ALLOW or DENY
+#   FROM      FIELD=V[,V...]: the rule's source (principals, namespaces, ipBlocks, ...); "" for any
+#   PORTS     8080[,9090]: the rule's destination ports; none for every port
+authz_yaml() {
+	local ns=$1 name=$2 sel=$3 action=$4 from=${5:-} ports=${6:-} kv labels="" rule=""
+	printf -- '---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: %s, namespace: %s}\nspec:\n' \
+		"$name" "$ns"
+	if [ -n "$sel" ]; then
+		for kv in ${sel//,/ }; do labels+="${labels:+, }${kv%%=*}: ${kv#*=}"; done
+		printf '  selector: {matchLabels: {%s}}\n' "$labels"
+	fi
+	printf '  action: %s\n  rules:\n' "$action"
+	[ -n "$from" ] && rule="from: [{source: {${from%%=*}: [$(yaml_list "${from#*=}")]}}]"
+	if [ -n "$ports" ]; then
+		[ -n "$rule" ] && rule+=$'\n    '
+		rule+="to: [{operation: {ports: [$(yaml_list "$ports")]}}]"
+	fi
+	printf '  - %s\n' "${rule:-{\}}"
 }
 
 # ---------------------------------------------------------------- moatd in the lab
@@ -469,18 +497,35 @@ start_agents_with_ca() {
 	done
 }
 
-# finish_lab_checked NODE...: stop every NODE's moatd (checking it exits 0 on SIGTERM), take
-# the lab down and check that nothing is left.
-finish_lab_checked() {
-	local n lab
-	for n in "$@"; do
-		stop_agent "$n"
-		check_eq "moatd on $n exits 0 on SIGTERM" 0 "$?"
-	done
-	lab=$E2E_LAB
-	"$LAB_TOOL" down "$lab" >/dev/null 2>&1
+# stop_agent_checked NODE [DESC]: stop NODE's moatd and check that it exits 0 on SIGTERM (the
+# check is named DESC, by default "moatd on NODE exits 0 on SIGTERM").
+stop_agent_checked() {
+	stop_agent "$1"
+	check_eq "${2:-moatd on $1 exits 0 on SIGTERM}" 0 "$?"
+}
+
+# lab_down_checked [--counted]: take the lab down and check that nothing of it is left; with
+# --counted, taking it down is a check of its own ("lab down"). With E2E_KEEP=1 the agents'
+# state directories (their logs) are copied into the kept scratch directory first.
+lab_down_checked() {
+	local lab=$E2E_LAB
+	[ "${E2E_KEEP:-0}" = 1 ] && cp -r "$LAB_RUN/$lab" "$E2E_TMP/agents" 2>/dev/null
+	if [ "${1:-}" = --counted ]; then
+		check "lab down" lab down "$lab"
+	else
+		"$LAB_TOOL" down "$lab" >/dev/null 2>&1
+	fi
 	E2E_LAB=""
 	check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+}
+
+# finish_lab_checked [--counted] NODE...: stop every NODE's moatd (stop_agent_checked), then
+# lab_down_checked [--counted].
+finish_lab_checked() {
+	local counted="" n
+	[ "${1:-}" = --counted ] && { counted=--counted; shift; }
+	for n in "$@"; do stop_agent_checked "$n"; done
+	lab_down_checked $counted
 }
 
 # underlay_capture_start PCAP / underlay_capture_stop TEXT: tcpdump of every TCP packet on the

@@ -258,15 +258,6 @@ check_connect_ok "ecom-service (as ecom-service again) -> inventory-service:8000
 	"$ECOM" "$(target "$INV")" 65536 1048576
 
 # ---------------------------------------------------------------- shutdown
-for n in node1 node2; do
-	stop_agent "$n"
-	check_eq "moatd on $n exits 0 on SIGTERM" 0 "$?"
-done
-# E2E_KEEP=1 keeps the scratch directory: keep the agents' logs there too.
-[ "${E2E_KEEP:-0}" = 1 ] && cp -r "$LAB_RUN/$E2E_LAB" "$E2E_TMP/agents" 2>/dev/null
-lab=$E2E_LAB
-check "lab down" lab down "$lab"
-E2E_LAB=""
-check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+finish_lab_checked --counted node1 node2
 
 e2e_finish

@@ -70,16 +70,8 @@ check_connect_denied "... and other -> server:8080 denied by it" other 10.244.1.
 
 # ---- the atomic-rename convention: write elsewhere, rename in
 r1=$(reloads_ok)
-cat >"$E2E_TMP/60-deny-client.yaml.tmp" <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-client, namespace: $NS}
-spec:
-  selector: {matchLabels: {app: server}}
-  action: DENY
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/$NS/sa/client"]}}]
-EOF
+authz_yaml $NS deny-client app=server DENY principals=cluster.local/ns/$NS/sa/client \
+	>"$E2E_TMP/60-deny-client.yaml.tmp"
 mv "$E2E_TMP/60-deny-client.yaml.tmp" "$E2E_CONFIG/60-deny-client.yaml"
 reloaded1() { [ "$(reloads_ok)" -gt "$r1" ]; }
 check_wait "a file renamed into the directory (IN_MOVED_TO) reloads the configuration" 10 reloaded1

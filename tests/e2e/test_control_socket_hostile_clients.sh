@@ -89,6 +89,5 @@ check_json "a lone trickling client is dropped at the request deadline, every ti
 check_match "... and moatd says so" 'dropped: no complete request within 3000 ms' "$(agent_log node1)"
 check_connect_ok "proxied traffic still flows afterwards" client 10.244.1.11:8080 1048576 $((32 * 1024 * 1024))
 
-stop_agent node1
-check_eq "moatd stops cleanly" 0 "$?"
+stop_agent_checked node1 "moatd stops cleanly"
 e2e_finish

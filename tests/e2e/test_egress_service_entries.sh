@@ -319,15 +319,6 @@ check_connect_denied "pr-agent -> the old address 203.0.113.10:443 is no longer 
 check_wait "... logged as UNREGISTERED" 5 unregistered_logged pr-agent 203.0.113.10:443
 
 # ---------------------------------------------------------------- shutdown
-for n in "${NODES[@]}"; do
-	stop_agent "$n"
-	check_eq "moatd on $n exits 0 on SIGTERM" 0 "$?"
-done
-# E2E_KEEP=1 keeps the scratch directory: keep the agents' logs there too.
-[ "${E2E_KEEP:-0}" = 1 ] && cp -r "$LAB_RUN/$E2E_LAB" "$E2E_TMP/agents" 2>/dev/null
-lab=$E2E_LAB
-check "lab down" lab down "$lab"
-E2E_LAB=""
-check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+finish_lab_checked --counted "${NODES[@]}"
 
 e2e_finish

@@ -91,6 +91,5 @@ check_eq "... which also restored sysctls, rules, routes and TC filters (the ori
 	"$(grep -v 'qdisc clsact' <<<"$pristine")" "$(pod_net_state fresh | grep -v 'qdisc clsact')"
 check_connect_ok "cart -> web:8080 still works after the restart" cart 10.244.1.10:8080
 
-stop_agent node1
-check_eq "moatd stops cleanly" 0 "$?"
+stop_agent_checked node1 "moatd stops cleanly"
 e2e_finish

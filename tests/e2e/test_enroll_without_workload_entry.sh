@@ -20,27 +20,10 @@ EOF
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
 { mesh_yaml $NS; workload_yaml $NS web 10.244.1.10; } >"$E2E_CONFIG/mesh.yaml"
-cat >>"$E2E_CONFIG/mesh.yaml" <<EOF
----
 # cart has no WorkloadEntry: its labels come from the enroll request.
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: cart-from-web, namespace: $NS}
-spec:
-  selector: {matchLabels: {app: cart, tier: backend}}
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/$NS/sa/web"]}}]
-    to: [{operation: {ports: ["8080"]}}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: web-from-cart, namespace: $NS}
-spec:
-  selector: {matchLabels: {app: web}}
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/$NS/sa/cart-sa"]}}]
-    to: [{operation: {ports: ["8080"]}}]
-EOF
+{ authz_yaml $NS cart-from-web app=cart,tier=backend ALLOW principals=cluster.local/ns/$NS/sa/web 8080
+	authz_yaml $NS web-from-cart app=web ALLOW principals=cluster.local/ns/$NS/sa/cart-sa 8080
+} >>"$E2E_CONFIG/mesh.yaml"
 make_ca >/dev/null || e2e_abort "moatctl ca init"
 start_agent node1
 check "moatd is ready" wait_ready node1 30 || e2e_abort "moatd starts"
@@ -73,16 +56,12 @@ check "... and web's agent saw that identity" access_log_has node1 \
 	'.type == "connection" and .direction == "inbound" and .dst_workload == "shop/web" and .src_identity == "spiffe://cluster.local/ns/shop/sa/cart-sa"'
 
 # The facts survive a restart (the enrollment record carries them).
-stop_agent node1
-check_eq "moatd stops" 0 "$?"
+stop_agent_checked node1 "moatd stops"
 start_agent node1
 check "moatd restarts" wait_ready node1 30
 check_connect_ok "after the restart web -> cart:8080 still works (labels restored)" web 10.244.1.12:8080
 check_connect_denied "... and web -> cart:9090 is still denied" web 10.244.1.12:9090
 
 stop_agent node1
-lab=$E2E_LAB
-"$LAB_TOOL" down "$lab" >/dev/null 2>&1
-E2E_LAB=""
-check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+lab_down_checked
 e2e_finish

@@ -259,6 +259,5 @@ check "... a bounded number of such lines ($emfile_lines for ~2.5 s at most 10 a
 check "fd limit restored ($soft0)" prlimit --pid "$(agent_pid node1)" --nofile="$soft0:"
 check_wait "after it all, src -> healthy still works with exact bytes" 15 reply_ok "$NS/src" "${IP[healthy]}" "$E2E_TMP/after.out"
 
-stop_agent node1
-check_eq "moatd exits 0 on SIGTERM" 0 "$?"
+stop_agent_checked node1 "moatd exits 0 on SIGTERM"
 e2e_finish

@@ -37,61 +37,12 @@ done
 # ---------------------------------------------------------------- configuration
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
-{
-	cat <<EOF
-apiVersion: moat.dev/v1
-kind: MeshConfig
-metadata:
-  name: mesh
-spec:
-  trustDomain: $TD
-EOF
-	for ns in shop other; do
-		cat <<EOF
----
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: $ns
-  labels:
-    istio.io/dataplane-mode: ambient
-EOF
-	done
-} >"$E2E_CONFIG/00-mesh.yaml"
+mesh_yaml shop other >"$E2E_CONFIG/00-mesh.yaml" # trust domain $TD
 for w in "${NODE1[@]}" "${NODE2[@]}"; do
-	cat <<EOF
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: ${w#*/}
-  namespace: ${w%%/*}
-spec:
-  address: ${ADDR[$w]}
-  serviceAccount: ${w#*/}
-  labels:
-    app: ${w#*/}
-EOF
+	workload_yaml "${w%%/*}" "${w#*/}" "${ADDR[$w]}"
 done | sed '1d' >"$E2E_CONFIG/01-workloads.yaml"
 allow_server() { # NAMESPACES...: the ALLOW policy of shop/server
-	local list
-	list=$(printf '"%s", ' "$@")
-	cat <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-server
-  namespace: shop
-spec:
-  selector:
-    matchLabels:
-      app: server
-  action: ALLOW
-  rules:
-    - from:
-        - source:
-            namespaces: [${list%, }]
-EOF
+	authz_yaml shop allow-server app=server ALLOW "namespaces=$(IFS=,; echo "$*")"
 }
 allow_server shop other >"$E2E_CONFIG/10-allow-server.yaml"
 check "moatctl lint accepts the configuration" "$MOATCTL" lint "$E2E_CONFIG"
@@ -188,22 +139,8 @@ srv_conns() { moatctl_on node2 connections -o json | jq '[.. | objects | select(
 info "inbound connections on node2: $(srv_conns 2>&1)"
 
 # C1: a new DENY policy for client-b (other node) and client-d (the server's node).
-cat >"$E2E_CONFIG/20-deny-b-d.yaml" <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: deny-b-d
-  namespace: shop
-spec:
-  selector:
-    matchLabels:
-      app: server
-  action: DENY
-  rules:
-    - from:
-        - source:
-            principals: ["$TD/ns/shop/sa/client-b", "$TD/ns/shop/sa/client-d"]
-EOF
+authz_yaml shop deny-b-d app=server DENY "principals=$TD/ns/shop/sa/client-b,$TD/ns/shop/sa/client-d" \
+	>"$E2E_CONFIG/20-deny-b-d.yaml"
 check_wait "C1: a new DENY policy closes client-b's established connection (other node)" 15 ll_dead client-b
 check_wait "... and client-d's (same node as the server)" 10 ll_dead client-d
 check_wait "... logged on node2 as LATE_REJECTION naming shop/deny-b-d (client-b)" 5 \
@@ -380,19 +317,11 @@ if [ $cm_ok != 0 ]; then
 fi
 
 # ---------------------------------------------------------------- shutdown
-for n in node1 node2; do
-	stop_agent "$n"
-	check_eq "moatd on $n exits 0 on SIGTERM" 0 "$?"
-done
+for n in node1 node2; do stop_agent_checked "$n"; done
 for name in "${!LL_FD[@]}"; do
 	fd=${LL_FD[$name]}
 	exec {fd}>&-
 done
-# E2E_KEEP=1 keeps the scratch directory: keep the agents' logs there too.
-[ "${E2E_KEEP:-0}" = 1 ] && cp -r "$LAB_RUN/$E2E_LAB" "$E2E_TMP/agents" 2>/dev/null
-lab=$E2E_LAB
-check "lab down" lab down "$lab"
-E2E_LAB=""
-check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+lab_down_checked --counted
 
 e2e_finish

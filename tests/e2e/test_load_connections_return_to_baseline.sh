@@ -126,6 +126,5 @@ check "RSS after $CYCLES cycles has not grown past the level after the hold (+4 
 	test "$end_rss" -le $((mid_rss + 4096))
 check "moatd is alive" agent_alive node1
 
-stop_agent node1
-check_eq "moatd stops cleanly" 0 "$?"
+stop_agent_checked node1 "moatd stops cleanly"
 e2e_finish

@@ -27,8 +27,7 @@ start_agent node1 --metrics-addr 127.0.0.1
 check "moatd with --metrics-addr 127.0.0.1 is ready" wait_ready node1 30 || e2e_abort "moatd starts"
 check "metrics answer on 127.0.0.1:15020" metrics_at 127.0.0.1
 check_fails "... and not on the node's address $node_ip:15020" metrics_at "$node_ip"
-stop_agent node1
-check_eq "moatd stops cleanly" 0 "$?"
+stop_agent_checked node1 "moatd stops cleanly"
 
 start_agent node1
 check "moatd without the flag is ready" wait_ready node1 30 || e2e_abort "moatd starts"

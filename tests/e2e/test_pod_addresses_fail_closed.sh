@@ -33,26 +33,9 @@ E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
 { mesh_yaml $NS; workload_yaml $NS a 10.244.1.10; workload_yaml $NS b 10.244.1.11
 	workload_yaml $NS p 10.244.1.12; peer_auth_yaml $NS strict STRICT
-	peer_auth_yaml $NS p-permissive PERMISSIVE p; } >"$E2E_CONFIG/mesh.yaml"
-cat >>"$E2E_CONFIG/mesh.yaml" <<EOF
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: deny-a-to-b, namespace: $NS}
-spec:
-  selector: {matchLabels: {app: b}}
-  action: DENY
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/$NS/sa/a"]}}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: p-only-8080, namespace: $NS}
-spec:
-  selector: {matchLabels: {app: p}}
-  rules:
-  - to: [{operation: {ports: ["8080"]}}]
-EOF
+	peer_auth_yaml $NS p-permissive PERMISSIVE p
+	authz_yaml $NS deny-a-to-b app=b DENY principals=cluster.local/ns/$NS/sa/a
+	authz_yaml $NS p-only-8080 app=p ALLOW "" 8080; } >"$E2E_CONFIG/mesh.yaml"
 make_ca >/dev/null || e2e_abort "moatctl ca init"
 
 # Summed per-CPU counter of the pinned stats map (the one the attached programs use, also

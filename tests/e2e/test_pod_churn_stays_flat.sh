@@ -24,17 +24,8 @@ pod node1 $NS/eph 10.244.1.20
 EOF
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
-{ mesh_yaml $NS; workload_yaml $NS web 10.244.1.10; } >"$E2E_CONFIG/mesh.yaml"
-cat >>"$E2E_CONFIG/mesh.yaml" <<EOF
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: web-from-mesh, namespace: $NS}
-spec:
-  selector: {matchLabels: {app: web}}
-  rules:
-  - from: [{source: {namespaces: ["$NS"]}}]
-EOF
+{ mesh_yaml $NS; workload_yaml $NS web 10.244.1.10
+	authz_yaml $NS web-from-mesh app=web ALLOW namespaces=$NS; } >"$E2E_CONFIG/mesh.yaml"
 make_ca >/dev/null || e2e_abort "moatctl ca init"
 E2E_LOG_LEVEL=info start_agent node1
 check "moatd is ready" wait_ready node1 30 || e2e_abort "moatd starts"

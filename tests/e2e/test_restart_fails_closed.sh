@@ -20,23 +20,9 @@ pod node1 default/outsider 10.244.1.50
 EOF
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"
-{ mesh_yaml $NS; workload_yaml $NS a 10.244.1.10; workload_yaml $NS b 10.244.1.11; } >"$E2E_CONFIG/mesh.yaml"
-cat >>"$E2E_CONFIG/mesh.yaml" <<EOF
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: strict, namespace: $NS}
-spec: {mtls: {mode: STRICT}}
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: a-to-b, namespace: $NS}
-spec:
-  selector: {matchLabels: {app: b}}
-  rules:
-  - from: [{source: {principals: ["cluster.local/ns/$NS/sa/a"]}}]
-    to: [{operation: {ports: ["8080"]}}]
-EOF
+{ mesh_yaml $NS; workload_yaml $NS a 10.244.1.10; workload_yaml $NS b 10.244.1.11
+	peer_auth_yaml $NS strict STRICT
+	authz_yaml $NS a-to-b app=b ALLOW principals=cluster.local/ns/$NS/sa/a 8080; } >"$E2E_CONFIG/mesh.yaml"
 make_ca >/dev/null || e2e_abort "moatctl ca init"
 
 # Without privileges moatd refuses to start, and says why.
@@ -88,8 +74,7 @@ check_connect_ok "a -> b:8080 works again" a 10.244.1.11:8080
 check_strict_drop "plaintext to STRICT b is dropped by the new agent's filter"
 
 # ---- orderly stop: the same guarantee
-stop_agent node1
-check_eq "moatd exits 0 on SIGTERM" 0 "$?"
+stop_agent_checked node1 "moatd exits 0 on SIGTERM"
 check_connect_error "after a clean stop, a -> b is refused too" a 10.244.1.11:8080 ECONNREFUSED
 start_agent node1
 check "moatd starts again" wait_ready node1 30
@@ -98,8 +83,7 @@ check_connect_ok "a -> b:8080 works after the restart" a 10.244.1.11:8080
 # ---- unenroll and --cleanup
 check "unenroll a" unenroll a
 check_eq "... its enrollment record is gone" "" "$(ls "$(agent_dir node1)/pods" | grep "^${NS}_a" || true)"
-stop_agent node1
-check_eq "moatd stops" 0 "$?"
+stop_agent_checked node1 "moatd stops"
 check "moatd --cleanup removes capture, pins and records" \
 	"$LAB_TOOL" node-exec "$E2E_LAB" node1 -- "$MOATD" --cleanup --state-dir "$(agent_dir node1)" \
 	--bpf-dir "$(agent_bpf_dir node1)"
@@ -107,8 +91,5 @@ check_fails "... the pin directory is gone" test -e "$(agent_bpf_dir node1)"
 check_eq "... no enrollment record left" "" "$(ls "$(agent_dir node1)/pods" 2>/dev/null)"
 check_connect_ok "... b is a plain pod again: the outsider reaches it directly" outsider 10.244.1.11:8080
 
-lab=$E2E_LAB
-"$LAB_TOOL" down "$lab" >/dev/null 2>&1
-E2E_LAB=""
-check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+lab_down_checked
 e2e_finish

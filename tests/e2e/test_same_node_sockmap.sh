@@ -37,22 +37,8 @@ mkdir -p "$E2E_CONFIG"
 	mesh_yaml "$NS"
 	for p in "$CLI" "$OTHER" "$SRV"; do workload_yaml "$NS" "${p#*/}" "${ADDR[$p]}"; done
 } >"$E2E_CONFIG/00-mesh.yaml"
-cat >"$E2E_CONFIG/10-allow-client.yaml" <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-client
-  namespace: $NS
-spec:
-  selector:
-    matchLabels:
-      app: server
-  action: ALLOW
-  rules:
-    - from:
-        - source:
-            principals: ["$TD/ns/$NS/sa/client"]
-EOF
+authz_yaml "$NS" allow-client app=server ALLOW "principals=$TD/ns/$NS/sa/client" \
+	>"$E2E_CONFIG/10-allow-client.yaml"
 check "moatctl lint accepts the configuration" "$MOATCTL" lint "$E2E_CONFIG"
 make_ca "$TD" >/dev/null || e2e_abort "moatctl ca init"
 
@@ -141,22 +127,8 @@ check_wait "a long-lived client -> server:$ECHO_PORT connection echoes through t
 	grep -qx "hello joined" "$E2E_TMP/ll.out"
 check_match "moatctl connections shows it with path same_node, engine sockmap" 'same_node +sockmap' \
 	"$(moatctl_on node1 connections)"
-cat >"$E2E_CONFIG/20-deny-client.yaml" <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: deny-client
-  namespace: $NS
-spec:
-  selector:
-    matchLabels:
-      app: server
-  action: DENY
-  rules:
-    - from:
-        - source:
-            principals: ["$TD/ns/$NS/sa/client"]
-EOF
+authz_yaml "$NS" deny-client app=server DENY "principals=$TD/ns/$NS/sa/client" \
+	>"$E2E_CONFIG/20-deny-client.yaml"
 check_wait "a DENY policy for the pair closes the joined connection (the client's socat ends)" 15 ll_dead
 check_wait "... logged as LATE_REJECTION naming shop/deny-client" 5 access_log_has node1 \
 	'.type == "deny" and .reason_code == "LATE_REJECTION" and .policy == "shop/deny-client"

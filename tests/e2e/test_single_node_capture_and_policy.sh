@@ -210,13 +210,10 @@ check_match "... and the workloads by name" '"name": ?"agensys-demo-1/pr-agent"'
 
 # ---------------------------------------------------------------- shutdown
 pid=$(agent_pid node1)
-stop_agent node1
-check_eq "moatd exits 0 on SIGTERM" 0 "$?"
+stop_agent_checked node1 "moatd exits 0 on SIGTERM"
 check_fails "... and is gone" kill -0 "$pid"
 lab=$E2E_LAB
-check "lab down" lab down "$lab"
-E2E_LAB=""
-check_eq "no namespace, cgroup, pin, state or process left" "" "$(lab_traces "$lab")"
+lab_down_checked --counted
 check_eq "no moatd process left" "" "$(pgrep -f -- "--bpf-dir /sys/fs/bpf/moatlab-$lab-" || true)"
 
 e2e_finish

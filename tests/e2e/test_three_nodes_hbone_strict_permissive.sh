@@ -81,19 +81,7 @@ before=$(probe_log summary-agent 8080 | grep -c '"peer":"10.244.2.50')
 check_eq "... nothing reached the app" 0 "$before"
 
 # PERMISSIVE for mcp-code-scanning: plaintext goes through 15006 and is authorized as no identity.
-cat >"$E2E_CONFIG/03-permissive-mcp.yaml" <<EOF
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: mcp-permissive
-  namespace: $NS
-spec:
-  selector:
-    matchLabels:
-      app: mcp-code-scanning
-  mtls:
-    mode: PERMISSIVE
-EOF
+peer_auth_yaml $NS mcp-permissive PERMISSIVE mcp-code-scanning >"$E2E_CONFIG/03-permissive-mcp.yaml"
 check_wait "a workload PeerAuthentication PERMISSIVE is applied (no restart)" 10 \
 	sh -c "'$MOATCTL' --socket '$(agent_socket node2)' workloads | grep -E '10\.244\.2\.11 .*PERMISSIVE'"
 out=$(probe_connect outsider "${ADDR[mcp-code-scanning]}:3000" --send-bytes 1024 --timeout 3 2>&1)
@@ -101,25 +89,8 @@ check_json "plaintext outsider -> PERMISSIVE mcp-code-scanning is refused by pol
 	'.connect == "ok" or .connect == "ECONNRESET"' '.exit != 0' '.received == 0'
 check_wait "... logged as an inbound deny for a plaintext peer" 5 \
 	access_log_has node2 '.type == "deny" and .phase == "inbound" and .src_identity == null and .dst_addr == "10.244.2.11:3000"'
-cat >"$E2E_CONFIG/04-allow-outsider-plaintext.yaml" <<EOF
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-outsider-by-address
-  namespace: $NS
-spec:
-  selector:
-    matchLabels:
-      app: mcp-code-scanning
-  action: ALLOW
-  rules:
-  - from:
-    - source:
-        ipBlocks: ["10.244.2.50/32"]
-    to:
-    - operation:
-        ports: ["3000"]
-EOF
+authz_yaml $NS allow-outsider-by-address app=mcp-code-scanning ALLOW ipBlocks=10.244.2.50/32 3000 \
+	>"$E2E_CONFIG/04-allow-outsider-plaintext.yaml"
 check_wait "an ipBlocks ALLOW for the outsider lets its plaintext in" 10 \
 	connect_is_ok outsider "${ADDR[mcp-code-scanning]}:3000"
 E2E_SERVE_BYTES=$MIB10 check_connect_ok "... carrying 1 MiB / 10 MiB intact through 15006" \
