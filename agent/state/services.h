@@ -37,7 +37,11 @@
  * snapshot (entry != NULL) is that WorkloadEntry's endpoint and is not listed twice. */
 struct svc_local_pod {
 	const char *ns, *name;
-	const struct mc_labels *labels;      /* enroll labels (no WorkloadEntry) */
+	/* What selectors match, as for a WorkloadEntry: labels first, then meta_labels for a
+	 * key labels lacks (the enroll labels, or the last WorkloadEntry's spec.labels and
+	 * metadata.labels when the entry left the configuration). meta_labels may be NULL. */
+	const struct mc_labels *labels;
+	const struct mc_labels *meta_labels;
 	const struct moat_addr *addrs;
 	size_t n_addrs;
 	const struct mc_workload *entry;     /* its WorkloadEntry in the snapshot, or NULL */
