@@ -22,17 +22,8 @@ struct selector {
 
 static bool pod_selected(const struct svc_local_pod *p, const struct selector *sel)
 {
-	if (p->entry || strcmp(p->ns, sel->ns) != 0 || !p->labels)
-		return false;
-	for (size_t i = 0; i < sel->labels->n; i++) {
-		const char *key = sel->labels->items[i].key;
-		const char *v = mc_label_get(p->labels, key);
-		if (!v && p->meta_labels)
-			v = mc_label_get(p->meta_labels, key);
-		if (!v || strcmp(v, sel->labels->items[i].value) != 0)
-			return false;
-	}
-	return true;
+	return !p->entry && !strcmp(p->ns, sel->ns) && p->labels &&
+	       mc_labels_selected(sel->labels, p->labels, p->meta_labels);
 }
 
 static bool wl_selected(const struct mc_workload *w, const struct selector *sel)
