@@ -104,6 +104,10 @@ struct svc_table {
 	struct svc **by_id;      /* index = id - 1; NULL for unused ids */
 	size_t n_by_id;
 	struct mc_findings findings; /* the build's warnings (lint), also appended to f */
+	/* The WorkloadEntries' labels indexed for selectors (services.c): built once per
+	 * snapshot and copied into the next table of the same snapshot (enroll, unenroll). */
+	struct svc_label_ref *label_index;
+	size_t n_label_index;
 };
 
 /* Build the table for snapshot c and the local pods. prev (may be NULL) is the table in

@@ -332,6 +332,15 @@ TEST(named_target_port_resolves_per_endpoint_and_skips_those_without_it)
 	CHECK_STR(p->eps[1].name, "bookinfo/reviews-v3");
 	CHECK_INT(p->eps[1].target_port, 9083);
 	CHECK(!svc_lookup(t, &vip, 81, NULL));
+	/* rebuilt from the same snapshot (an enroll): the same endpoints, the same id */
+	struct svc_table *again = svc_table_build(c, NULL, 0, t, NULL);
+	const struct svc_port *q = NULL;
+	const struct svc *s2 = svc_lookup(again, &vip, 80, &q);
+	REQUIRE(s2 && q && q->n_eps == 2);
+	CHECK_INT(s2->id, s->id);
+	CHECK_STR(q->eps[1].name, "bookinfo/reviews-v3");
+	CHECK_INT(q->eps[1].target_port, 9083);
+	svc_table_unref(again);
 	done(t, c, &f);
 }
 
