@@ -400,6 +400,10 @@ const struct mc_kservice *mc_kservice_by_name(const struct mesh_config *c, const
 /* matchLabels semantics: every selector label present with the same value. */
 bool mc_labels_match(const struct mc_labels *selector, const struct mc_labels *labels);
 const char *mc_label_get(const struct mc_labels *l, const char *key);
+/* matchLabels over two label sets: a key is looked up in labels, then (when absent there)
+ * in fallback (may be NULL). */
+bool mc_labels_selected(const struct mc_labels *selector, const struct mc_labels *labels,
+			const struct mc_labels *fallback);
 /* Workload labels as selectors see them: spec.labels, then metadata.labels. */
 bool mc_workload_selected(const struct mc_workload *w, const struct mc_labels *selector);
 /* "spiffe://<td>/ns/<ns>/sa/<sa>" (malloc'd). */

@@ -136,17 +136,23 @@ bool mc_labels_match(const struct mc_labels *selector, const struct mc_labels *l
 	return true;
 }
 
-bool mc_workload_selected(const struct mc_workload *w, const struct mc_labels *selector)
+bool mc_labels_selected(const struct mc_labels *selector, const struct mc_labels *labels,
+			const struct mc_labels *fallback)
 {
 	for (size_t i = 0; i < selector->n; i++) {
 		const char *key = selector->items[i].key;
-		const char *v = mc_label_get(&w->labels, key);
-		if (!v)
-			v = mc_label_get(&w->meta.labels, key);
+		const char *v = mc_label_get(labels, key);
+		if (!v && fallback)
+			v = mc_label_get(fallback, key);
 		if (!v || strcmp(v, selector->items[i].value) != 0)
 			return false;
 	}
 	return true;
+}
+
+bool mc_workload_selected(const struct mc_workload *w, const struct mc_labels *selector)
+{
+	return mc_labels_selected(selector, &w->labels, &w->meta.labels);
 }
 
 char *mc_spiffe_id(const struct mesh_config *c, const char *ns, const char *sa)

@@ -23,7 +23,7 @@ struct selector {
 static bool pod_selected(const struct svc_local_pod *p, const struct selector *sel)
 {
 	return !p->entry && !strcmp(p->ns, sel->ns) && p->labels &&
-	       mc_labels_match(sel->labels, p->labels);
+	       mc_labels_selected(sel->labels, p->labels, p->meta_labels);
 }
 
 static bool wl_selected(const struct mc_workload *w, const struct selector *sel)
@@ -82,7 +82,7 @@ struct selection {
  * see it (spec.labels, then metadata.labels for keys spec.labels lacks), sorted, so a
  * selector's first label narrows its candidates to one binary-searched range (1,000
  * Services over 10,000 WorkloadEntries: each looks at its own ~100, not all). */
-struct label_ref {
+struct svc_label_ref {
 	const char *ns, *key, *value;
 	size_t wl;
 };
@@ -91,13 +91,13 @@ struct build_ctx {
 	const struct mesh_config *c;
 	const struct svc_local_pod *pods;
 	size_t n_pods;
-	struct label_ref *labels;
+	const struct svc_label_ref *labels; /* the table's label_index */
 	size_t n_labels;
 };
 
 static int cmp_label_ref(const void *a, const void *b)
 {
-	const struct label_ref *x = a, *y = b;
+	const struct svc_label_ref *x = a, *y = b;
 	int d = strcmp(x->ns, y->ns);
 	if (!d)
 		d = strcmp(x->key, y->key);
@@ -106,26 +106,37 @@ static int cmp_label_ref(const void *a, const void *b)
 	return d ? d : (x->wl > y->wl) - (x->wl < y->wl);
 }
 
-static void index_labels(struct build_ctx *b)
+/* The label index of t's snapshot: prev's copied when it is of the same snapshot (an
+ * enroll or unenroll), else built; none at all without services to select for. */
+static void index_labels(struct svc_table *t, const struct svc_table *prev, size_t n_svcs)
 {
+	const struct mesh_config *c = t->cfg;
 	size_t cap = 0;
-	for (size_t i = 0; i < b->c->n_workloads; i++) {
-		const struct mc_workload *w = &b->c->workloads[i];
+	if (!n_svcs)
+		return;
+	if (prev && prev->cfg == c && prev->label_index) {
+		t->n_label_index = prev->n_label_index;
+		t->label_index = xcalloc(t->n_label_index, sizeof(*t->label_index));
+		memcpy(t->label_index, prev->label_index, t->n_label_index * sizeof(*t->label_index));
+		return;
+	}
+	for (size_t i = 0; i < c->n_workloads; i++) {
+		const struct mc_workload *w = &c->workloads[i];
 		for (size_t j = 0; j < w->labels.n; j++)
-			*VEC_PUSH(b->labels, b->n_labels, cap) = (struct label_ref){
+			*VEC_PUSH(t->label_index, t->n_label_index, cap) = (struct svc_label_ref){
 				w->meta.ns, w->labels.items[j].key, w->labels.items[j].value, i};
 		for (size_t j = 0; j < w->meta.labels.n; j++)
 			if (!mc_label_get(&w->labels, w->meta.labels.items[j].key))
-				*VEC_PUSH(b->labels, b->n_labels, cap) = (struct label_ref){
-					w->meta.ns, w->meta.labels.items[j].key,
-					w->meta.labels.items[j].value, i};
+				*VEC_PUSH(t->label_index, t->n_label_index, cap) =
+					(struct svc_label_ref){w->meta.ns, w->meta.labels.items[j].key,
+							       w->meta.labels.items[j].value, i};
 	}
-	if (b->n_labels)
-		qsort(b->labels, b->n_labels, sizeof(*b->labels), cmp_label_ref);
+	if (t->n_label_index)
+		qsort(t->label_index, t->n_label_index, sizeof(*t->label_index), cmp_label_ref);
 }
 
 /* The first index entry not below (ns, key, value). */
-static size_t label_start(const struct build_ctx *b, const struct label_ref *want)
+static size_t label_start(const struct build_ctx *b, const struct svc_label_ref *want)
 {
 	size_t lo = 0, hi = b->n_labels;
 	while (lo < hi) {
@@ -146,9 +157,9 @@ static void select_all(const struct build_ctx *b, const struct selector *sel,
 	if (!sel->labels->n) /* no selector: no endpoints (Kubernetes: managed by hand) */
 		return;
 	const struct mc_label *first = &sel->labels->items[0];
-	struct label_ref want = {sel->ns, first->key, first->value, 0};
+	struct svc_label_ref want = {sel->ns, first->key, first->value, 0};
 	for (size_t k = label_start(b, &want); k < b->n_labels; k++) {
-		const struct label_ref *r = &b->labels[k];
+		const struct svc_label_ref *r = &b->labels[k];
 		if (strcmp(r->ns, want.ns) || strcmp(r->key, want.key) || strcmp(r->value, want.value))
 			break;
 		if (wl_selected(&b->c->workloads[r->wl], sel))
@@ -393,8 +404,9 @@ struct svc_table *svc_table_build(const struct mesh_config *c, const struct svc_
 	for (size_t i = 0; i < c->n_services; i++)
 		n += c->services[i].has_workload_selector;
 	t->svcs = xcalloc(n + 1, sizeof(*t->svcs));
-	struct build_ctx b = {.c = c, .pods = pods, .n_pods = n_pods};
-	index_labels(&b);
+	index_labels(t, prev, n);
+	struct build_ctx b = {.c = c, .pods = pods, .n_pods = n_pods, .labels = t->label_index,
+			      .n_labels = t->n_label_index};
 	size_t port_index[MC_MAX_SERVICE_PORTS + 1];
 	for (size_t i = 0; i < c->n_kservices; i++) {
 		struct svc *s = &t->svcs[t->n_svcs++];
@@ -408,7 +420,6 @@ struct svc_table *svc_table_build(const struct mesh_config *c, const struct svc_
 		from_service_entry(&c->services[i], s, port_index);
 		fill_svc(&b, s, port_index, &t->findings);
 	}
-	free(b.labels);
 	assign_ids(t, prev);
 	build_index(t);
 	if (f)
@@ -445,6 +456,7 @@ void svc_table_unref(struct svc_table *t)
 	free(t->vips);
 	free(t->by_id);
 	mc_findings_free(&t->findings);
+	free(t->label_index);
 	mesh_config_unref(t->cfg);
 	free(t);
 }

@@ -37,7 +37,11 @@
  * snapshot (entry != NULL) is that WorkloadEntry's endpoint and is not listed twice. */
 struct svc_local_pod {
 	const char *ns, *name;
-	const struct mc_labels *labels;      /* enroll labels (no WorkloadEntry) */
+	/* What selectors match, as for a WorkloadEntry: labels first, then meta_labels for a
+	 * key labels lacks (the enroll labels, or the last WorkloadEntry's spec.labels and
+	 * metadata.labels when the entry left the configuration). meta_labels may be NULL. */
+	const struct mc_labels *labels;
+	const struct mc_labels *meta_labels;
 	const struct moat_addr *addrs;
 	size_t n_addrs;
 	const struct mc_workload *entry;     /* its WorkloadEntry in the snapshot, or NULL */
@@ -100,6 +104,10 @@ struct svc_table {
 	struct svc **by_id;      /* index = id - 1; NULL for unused ids */
 	size_t n_by_id;
 	struct mc_findings findings; /* the build's warnings (lint), also appended to f */
+	/* The WorkloadEntries' labels indexed for selectors (services.c): built once per
+	 * snapshot and copied into the next table of the same snapshot (enroll, unenroll). */
+	struct svc_label_ref *label_index;
+	size_t n_label_index;
 };
 
 /* Build the table for snapshot c and the local pods. prev (may be NULL) is the table in

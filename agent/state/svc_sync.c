@@ -40,6 +40,7 @@ void agent_services_rebuild(struct agent *a)
 			.ns = p->ns,
 			.name = p->name,
 			.labels = &pod_workload(p)->labels,
+			.meta_labels = &pod_workload(p)->meta.labels,
 			.addrs = p->addrs,
 			.n_addrs = p->n_addrs,
 			.entry = p->entry,

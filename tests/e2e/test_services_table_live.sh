@@ -4,8 +4,8 @@
 # named target port, an enrolled pod without a WorkloadEntry selected by its enroll labels,
 # and only while it is enrolled); a reload changes weights and adds Services without a
 # restart; `moatctl explain --to VIP:PORT` answers for every endpoint from moatd's own
-# engine; a Service that selects nothing is logged as a warning. Control plane only: the
-# connections to VIPs are the data path's tests.
+# engine; a Service that selects nothing is logged as a warning (and `moatctl lint` names it
+# offline). Control plane only: the connections to VIPs are the data path's tests.
 source "$(dirname "$0")/lib.sh"
 e2e_init
 
@@ -113,6 +113,17 @@ check_match "... the new Service is listed with the next id" 'Service bookinfo/n
 check_match "... and the Service keeps its id" 'Service bookinfo/reviews +id 1 ' "$out"
 check "moatd logged that the new Service selects nothing" \
 	grep -q 'Service bookinfo/nobody: spec.selector: selects no WorkloadEntry' <(agent_log node1)
+
+# Offline, from the same directory: lint names the Service that selects nothing and the
+# summary counts it; explain knows no enrolled pod, so only reviews-v1 (denied) is left.
+out=$("$MOATCTL" lint "$E2E_CONFIG")
+check_eq "moatctl lint: warnings only (exit 0)" 0 "$?"
+check_match "... naming the Service that selects nothing at its file:line" \
+	'warning: .*/mesh\.yaml:[0-9]+: Service bookinfo/nobody: spec\.selector: selects no WorkloadEntry' "$out"
+out=$("$MOATCTL" explain --config "$E2E_CONFIG" --from spiffe://cluster.local/ns/$NS/sa/client \
+	--to 10.96.0.20:9080)
+check_eq "offline explain --to VIP:PORT: no enrolled pods, the only endpoint denied (exit 1)" 1 "$?"
+check_match "... saying none is eligible" '1 endpoint, 0 eligible for the weighted choice' "$out"
 
 check "unenroll reviews-pod" unenroll reviews-pod
 check_fails "after unenroll the pod is no endpoint any more" grep -q reviews-pod <<<"$(moatctl_on node1 services)"

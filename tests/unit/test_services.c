@@ -268,11 +268,28 @@ TEST(service_table_selects_by_namespace_workload_entries_and_local_pods)
 	struct mc_label lab[] = {{"app", "reviews"}};
 	pl.items = lab;
 	pl.n = 1;
+	/* a pod whose app label is in its metadata labels only (its WorkloadEntry left) */
+	struct mc_labels none = {0}, ml = {0};
+	struct mc_label mlab[] = {{"app", "reviews"}, {"team", "x"}};
+	ml.items = mlab;
+	ml.n = 2;
+	/* a pod whose spec labels say otherwise: spec wins over metadata, as for entries */
+	struct mc_labels other = {0};
+	struct mc_label olab[] = {{"app", "ratings"}};
+	other.items = olab;
+	other.n = 1;
 	struct svc_local_pod pods[] = {
 		{.ns = "bookinfo", .name = "reviews-pod", .labels = &pl, .addrs = &pod_addr, .n_addrs = 1},
 		{.ns = "elsewhere", .name = "other-pod", .labels = &pl, .addrs = &pod_addr, .n_addrs = 1},
+		{.ns = "bookinfo", .name = "reviews-meta", .labels = &none, .meta_labels = &ml,
+		 .addrs = &pod_addr, .n_addrs = 1},
+		{.ns = "bookinfo", .name = "ratings-pod", .labels = &other, .meta_labels = &ml,
+		 .addrs = &pod_addr, .n_addrs = 1},
+		/* a pod that has a WorkloadEntry is that entry, not a second endpoint */
+		{.ns = "bookinfo", .name = "reviews-v1", .labels = &pl, .addrs = &pod_addr, .n_addrs = 1,
+		 .entry = &c->workloads[0]},
 	};
-	struct svc_table *t = svc_table_build(c, pods, 2, NULL, NULL);
+	struct svc_table *t = svc_table_build(c, pods, ARRAY_SIZE(pods), NULL, NULL);
 	REQUIRE(svc_count(t) == 1);
 	const struct svc *s = svc_by_name(t, "bookinfo", "reviews");
 	REQUIRE(s);
@@ -280,17 +297,20 @@ TEST(service_table_selects_by_namespace_workload_entries_and_local_pods)
 	CHECK_INT(s->id, 1);
 	REQUIRE(s->n_ports == 2);
 	const struct svc_port *p = &s->ports[0];
-	REQUIRE(p->n_eps == 4); /* v1, v2, v3 and the pod; not the other namespace's */
-	CHECK_STR(p->eps[0].name, "bookinfo/reviews-pod");
-	CHECK(p->eps[0].pod);
-	CHECK_INT(p->eps[0].weight, 1);
-	CHECK_STR(p->eps[1].name, "bookinfo/reviews-v1");
-	CHECK_INT(p->eps[1].weight, 90);
-	CHECK_INT(p->eps[1].target_port, 9080);
-	CHECK_STR(p->eps[2].name, "bookinfo/reviews-v2");
-	CHECK_INT(p->eps[2].weight, 10);
-	CHECK_STR(p->eps[3].name, "bookinfo/reviews-v3");
-	CHECK_INT(p->eps[3].weight, 0);
+	/* v1, v2, v3 and the two pods; not the other namespace's, not ratings-pod */
+	REQUIRE(p->n_eps == 5);
+	CHECK_STR(p->eps[0].name, "bookinfo/reviews-meta");
+	CHECK_STR(p->eps[1].name, "bookinfo/reviews-pod");
+	CHECK(p->eps[1].pod);
+	CHECK_INT(p->eps[1].weight, 1);
+	CHECK_STR(p->eps[2].name, "bookinfo/reviews-v1");
+	CHECK(!p->eps[2].pod && p->eps[2].wl == &c->workloads[0]);
+	CHECK_INT(p->eps[2].weight, 90);
+	CHECK_INT(p->eps[2].target_port, 9080);
+	CHECK_STR(p->eps[3].name, "bookinfo/reviews-v2");
+	CHECK_INT(p->eps[3].weight, 10);
+	CHECK_STR(p->eps[4].name, "bookinfo/reviews-v3");
+	CHECK_INT(p->eps[4].weight, 0);
 	done(t, c, &f);
 }
 
@@ -312,6 +332,15 @@ TEST(named_target_port_resolves_per_endpoint_and_skips_those_without_it)
 	CHECK_STR(p->eps[1].name, "bookinfo/reviews-v3");
 	CHECK_INT(p->eps[1].target_port, 9083);
 	CHECK(!svc_lookup(t, &vip, 81, NULL));
+	/* rebuilt from the same snapshot (an enroll): the same endpoints, the same id */
+	struct svc_table *again = svc_table_build(c, NULL, 0, t, NULL);
+	const struct svc_port *q = NULL;
+	const struct svc *s2 = svc_lookup(again, &vip, 80, &q);
+	REQUIRE(s2 && q && q->n_eps == 2);
+	CHECK_INT(s2->id, s->id);
+	CHECK_STR(q->eps[1].name, "bookinfo/reviews-v3");
+	CHECK_INT(q->eps[1].target_port, 9083);
+	svc_table_unref(again);
 	done(t, c, &f);
 }
 
