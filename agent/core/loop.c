@@ -151,7 +151,9 @@ static void heap_down(struct loop *l, size_t i)
 
 void loop_timer_cancel(struct loop *l, struct loop_timer *t)
 {
-	if (t->heap_idx < 0)
+	/* A timer never initialised (zeroed: index 0) may be cancelled on an early exit path:
+	 * only a timer that really sits in the heap at its index is taken out. */
+	if (t->heap_idx < 0 || (size_t)t->heap_idx >= l->heap_n || l->heap[t->heap_idx] != t)
 		return;
 	size_t i = (size_t)t->heap_idx, last = l->heap_n - 1;
 	if (i != last) {
