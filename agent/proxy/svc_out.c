@@ -16,10 +16,12 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/reasons.h"
+#include "obs/access.h"
 #include "obs/metrics.h"
 #include "proxy/conn.h"
+#include "proxy/engine.h"
 #include "proxy/join.h"
-#include "obs/access.h"
 #include "proxy/proxy.h"
 #include "state/services.h"
 #include "state/svc_choice.h"
@@ -79,7 +81,7 @@ static void deny_service(struct agent *a, struct pod *p, int fd, const struct mo
 		.dst_workload = s->host,
 		.policy = pv.policy,
 		.reason = why.s,
-		.reason_code = "NO_ENDPOINT",
+		.reason_code = moat_reason_code(MOAT_REASON_NO_ENDPOINT),
 	};
 	access_log_deny(a->metrics, &r);
 	sbuf_free(&why);
@@ -125,8 +127,7 @@ static void reach_endpoint(struct conn *c, int i)
 		policy = dec.policy ? dec.policy->id_name : NULL;
 	}
 	conn_set_policy(c, policy);
-	if (d.kind == DEST_WORKLOAD && d.local && d.local != c->pod &&
-	    a->opts.engine == ENGINE_SOCKMAP) {
+	if (d.kind == DEST_WORKLOAD && d.local && d.local != c->pod && engine_allows_sockmap(a)) {
 		/* Same node: joined in the kernel, as a direct connection is (its records carry
 		 * the service; a failing upstream there is not retried). */
 		int fd = c->app_fd;
