@@ -67,6 +67,8 @@ run_paths() { # LABEL
 		to=$(target $fam server)
 		refused_fast "$label IPv$fam: HBONE client -> server $to (nothing listens) is reset within ${LIMIT_MS} ms" client "$to"
 		check_wait "... node2 logs the inbound connection as refused by the app" 3 inbound_refused node2 "$to"
+		check_wait "... node1 logs the outbound connection as answered 503" 3 access_log_has node1 \
+			'.type == "connection" and .direction == "outbound" and .dst_addr == $d and (.error // "" | test("CONNECT answered 503"))' --arg d "$to"
 		to=$(target $fam neighbour)
 		refused_fast "$label IPv$fam: same node client -> neighbour $to is reset within ${LIMIT_MS} ms" client "$to"
 		check_wait "... node1 logs the inbound connection as refused by the app" 3 inbound_refused node1 "$to"
