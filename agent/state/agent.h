@@ -16,6 +16,7 @@
 #include "core/util.h"
 #include "moat/abi.h"
 #include "policy/authz.h"
+#include "state/tproxy.h"
 
 struct dataplane;
 struct identity_store;
@@ -141,7 +142,7 @@ struct pod {
 	uint32_t workload_id, identity_id;
 	struct listener out4, out6, hbone4, hbone6, plain4, plain6;
 	bool transparent_ok;       /* policy routing for IP_TRANSPARENT is in place */
-	int fwmark_accept_was;     /* the pod's tcp_fwmark_accept before moat; -1 unknown */
+	struct tproxy_was tproxy_was; /* the pod's sysctls before moat (state/tproxy.h) */
 	struct pod_addrs *learned; /* its other interface addresses (state/addrs.c) */
 	struct pod *next;
 };
@@ -287,7 +288,7 @@ struct enroll_req {
 	int netns_fd;             /* owned by the request until enroll succeeds */
 	const char *netns_path;   /* where the netns can be opened again (restart), or NULL */
 	struct mc_labels labels;  /* extra labels (no WorkloadEntry) */
-	const char *fwmark_accept_was; /* from the enrollment record (restart), or NULL */
+	const struct tproxy_was *tproxy_was; /* from the enrollment record (restart), or NULL */
 };
 int agent_enroll(struct agent *a, struct enroll_req *r, struct err *e);
 int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err *e);

@@ -48,8 +48,7 @@ int pod_record_save(struct agent *a, const struct pod *p, const struct enroll_re
 		sbuf_printf(&b, "netns=%s\n", r->netns_path);
 	if (one_line(r->sa))
 		sbuf_printf(&b, "service_account=%s\n", r->sa);
-	if (p->fwmark_accept_was >= 0)
-		sbuf_printf(&b, "fwmark_accept_was=%d\n", p->fwmark_accept_was);
+	tproxy_was_record(&p->tproxy_was, &b);
 	for (size_t i = 0; i < r->labels.n; i++)
 		if (one_line(r->labels.items[i].key) && one_line(r->labels.items[i].value))
 			sbuf_printf(&b, "label=%s=%s\n", r->labels.items[i].key,
@@ -69,7 +68,8 @@ void pod_record_delete(struct agent *a, const char *fs_key)
 }
 
 struct record {
-	char *ns, *name, *cgroup, *ifname, *netns, *sa, *fwmark_was;
+	char *ns, *name, *cgroup, *ifname, *netns, *sa;
+	struct tproxy_was tproxy_was;
 	unsigned long long cookie;
 	struct mc_labels labels;
 };
@@ -82,7 +82,6 @@ static void record_free(struct record *r)
 	free(r->ifname);
 	free(r->netns);
 	free(r->sa);
-	free(r->fwmark_was);
 	for (size_t i = 0; i < r->labels.n; i++) {
 		free(r->labels.items[i].key);
 		free(r->labels.items[i].value);
@@ -93,6 +92,7 @@ static void record_free(struct record *r)
 static int record_parse(char *text, struct record *r)
 {
 	memset(r, 0, sizeof(*r));
+	tproxy_was_unknown(&r->tproxy_was);
 	char *save = NULL;
 	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char *eq = strchr(line, '=');
@@ -112,8 +112,8 @@ static int record_parse(char *text, struct record *r)
 			r->netns = xstrdup(v);
 		else if (!strcmp(k, "service_account"))
 			r->sa = xstrdup(v);
-		else if (!strcmp(k, "fwmark_accept_was"))
-			r->fwmark_was = xstrdup(v);
+		else if (tproxy_was_parse(&r->tproxy_was, k, v))
+			continue; /* the pod's sysctls before moat */
 		else if (!strcmp(k, "netns_cookie"))
 			r->cookie = strtoull(v, NULL, 10);
 		else if (!strcmp(k, "label") && strchr(v, '=')) {
@@ -153,7 +153,7 @@ static void restore_one(struct agent *a, const char *file)
 		struct enroll_req er = {.ns = r.ns, .name = r.name, .sa = r.sa,
 					.cgroup_path = r.cgroup, .ifname = r.ifname, .netns_fd = fd,
 					.netns_path = r.netns, .labels = r.labels,
-					.fwmark_accept_was = r.fwmark_was};
+					.tproxy_was = &r.tproxy_was};
 		if (agent_enroll(a, &er, &e) == 0) {
 			log_info("pod %s/%s taken back from the previous agent", r.ns, r.name);
 		} else {
@@ -200,7 +200,7 @@ int agent_forget_pod(struct agent *a, const char *ns, const char *name, struct e
 		int fd = r.netns ? netns_open(r.netns, NULL) : -1;
 		dataplane_detach_pod(a->dp, fs_key, fd, r.ifname);
 		if (fd >= 0) {
-			tproxy_teardown(fd, r.fwmark_was ? atoi(r.fwmark_was) : -1);
+			tproxy_teardown(fd, &r.tproxy_was);
 			close(fd);
 		}
 		unlink(path);

@@ -296,7 +296,7 @@ static struct pod *pod_new(struct agent *a, const struct enroll_req *r, uint64_t
 	p->netns_cookie = cookie;
 	p->netns_fd = -1;
 	p->cgroup_fd = -1;
-	p->fwmark_accept_was = -1;
+	tproxy_was_unknown(&p->tproxy_was);
 	snprintf(p->ifname, sizeof(p->ifname), "%s", r->ifname ? r->ifname : "eth0");
 	struct listener *ls[] = {&p->out4, &p->out6, &p->hbone4, &p->hbone6, &p->plain4, &p->plain6};
 	for (size_t i = 0; i < ARRAY_SIZE(ls); i++)
@@ -332,11 +332,10 @@ static int pod_prepare(struct agent *a, struct pod *p, struct enroll_req *r, str
 static int pod_commit(struct agent *a, struct pod *p, struct enroll_req *r, struct err *e)
 {
 	p->transparent_ok = a->opts.transparent &&
-			    tproxy_setup(p->netns_fd, r->fwmark_accept_was, &p->fwmark_accept_was,
-					 e) == 0;
+			    tproxy_setup(p->netns_fd, r->tproxy_was, &p->tproxy_was, e) == 0;
 	if (a->opts.transparent && !p->transparent_ok) {
 		log_warn("pod %s: client source addresses will not be preserved: %s", p->key, e->msg);
-		tproxy_teardown(p->netns_fd, p->fwmark_accept_was); /* what the setup did so far */
+		tproxy_teardown(p->netns_fd, &p->tproxy_was); /* what the setup did so far */
 	}
 	if (pod_plain_listeners_put(a, p, e) < 0)
 		goto fail;
@@ -354,7 +353,7 @@ static int pod_commit(struct agent *a, struct pod *p, struct enroll_req *r, stru
 	return 0;
 fail:
 	if (p->transparent_ok)
-		tproxy_teardown(p->netns_fd, p->fwmark_accept_was);
+		tproxy_teardown(p->netns_fd, &p->tproxy_was);
 	identity_release(a->ids, p->spiffe_id);
 	return -1;
 }
@@ -423,7 +422,7 @@ int agent_unenroll(struct agent *a, const char *ns, const char *name, struct err
 	dataplane_detach_pod(a->dp, p->fs_key, p->netns_fd, p->ifname);
 	dataplane_pod_del(a->dp, p->netns_cookie);
 	pod_plain_listeners_del(a, p);
-	tproxy_teardown(p->netns_fd, p->fwmark_accept_was);
+	tproxy_teardown(p->netns_fd, &p->tproxy_was);
 	proxy_pod_drop(a, p);
 	identity_release(a->ids, p->spiffe_id);
 	log_info("unenrolled pod %s", p->key);

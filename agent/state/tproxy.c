@@ -7,6 +7,7 @@
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +101,30 @@ static int write_sysctl(const char *path, const char *value, struct err *e)
 	return 0;
 }
 
-#define FWMARK_ACCEPT "/proc/sys/net/ipv4/tcp_fwmark_accept"
+/* The sysctls moat sets in the pod, where they live in struct tproxy_was and in a record. */
+struct knob {
+	const char *path, *key;
+	size_t off;
+	bool required; /* else best effort: IPv6 may be off in the pod */
+};
+static const struct knob knobs[] = {
+	{"/proc/sys/net/ipv4/tcp_fwmark_accept", "fwmark_accept_was",
+	 offsetof(struct tproxy_was, accept), true},
+	{"/proc/sys/net/ipv4/fwmark_reflect", "fwmark_reflect_was",
+	 offsetof(struct tproxy_was, reflect), true},
+	{"/proc/sys/net/ipv6/fwmark_reflect", "fwmark_reflect6_was",
+	 offsetof(struct tproxy_was, reflect6), false},
+};
+
+static int *knob_val(struct tproxy_was *w, const struct knob *k)
+{
+	return (int *)((char *)w + k->off);
+}
+
+static int knob_get(const struct tproxy_was *w, const struct knob *k)
+{
+	return *(const int *)((const char *)w + k->off);
+}
 
 static int read_sysctl_int(const char *path)
 {
@@ -113,14 +137,67 @@ static int read_sysctl_int(const char *path)
 	return n > 0 && buf[0] >= '0' && buf[0] <= '9' ? atoi(buf) : -1;
 }
 
-static int parse_recorded(const char *recorded)
+void tproxy_was_unknown(struct tproxy_was *w)
 {
-	if (!recorded || !*recorded || strspn(recorded, "0123456789") != strlen(recorded))
-		return -1;
-	return atoi(recorded);
+	w->accept = w->reflect = w->reflect6 = -1;
 }
 
-int tproxy_setup(int netns_fd, const char *recorded, int *was, struct err *e)
+bool tproxy_was_parse(struct tproxy_was *w, const char *key, const char *value)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++) {
+		if (strcmp(key, knobs[i].key))
+			continue;
+		if (*value && strspn(value, "0123456789") == strlen(value) && strlen(value) < 6)
+			*knob_val(w, &knobs[i]) = atoi(value);
+		return true;
+	}
+	return false;
+}
+
+void tproxy_was_record(const struct tproxy_was *w, struct sbuf *b)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++)
+		if (knob_get(w, &knobs[i]) >= 0)
+			sbuf_printf(b, "%s=%d\n", knobs[i].key, knob_get(w, &knobs[i]));
+}
+
+/* Set every knob to 1, keeping what to restore: the recorded value before moat when there is
+ * one, else the value found now. sysctls under /proc/sys/net belong to the netns of the
+ * thread that opens them (the caller entered the pod's). */
+static int knobs_set(const struct tproxy_was *recorded, struct tproxy_was *was, struct err *e)
+{
+	tproxy_was_unknown(was);
+	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++) {
+		const struct knob *k = &knobs[i];
+		int before = recorded ? knob_get(recorded, k) : -1;
+		if (before < 0)
+			before = read_sysctl_int(k->path);
+		struct err ke;
+		if (write_sysctl(k->path, "1", &ke) < 0) {
+			if (k->required)
+				return err_set(e, "%s", ke.msg);
+			continue;
+		}
+		*knob_val(was, k) = before;
+	}
+	return 0;
+}
+
+static void knobs_restore(const struct tproxy_was *was)
+{
+	struct err e;
+	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++) {
+		int v = knob_get(was, &knobs[i]);
+		if (v < 0)
+			continue;
+		char s[16];
+		snprintf(s, sizeof(s), "%d", v);
+		write_sysctl(knobs[i].path, s, &e);
+	}
+}
+
+int tproxy_setup(int netns_fd, const struct tproxy_was *recorded, struct tproxy_was *was,
+		 struct err *e)
 {
 	int saved;
 	if (netns_enter(netns_fd, &saved, e) < 0)
@@ -131,12 +208,7 @@ int tproxy_setup(int netns_fd, const char *recorded, int *was, struct err *e)
 		err_set(e, "netlink socket: %s", strerror(errno));
 		goto out;
 	}
-	/* sysctls under /proc/sys/net belong to the netns of the thread that opens them. The value
-	 * before moat is kept so that unenroll puts it back. */
-	*was = parse_recorded(recorded);
-	if (*was < 0)
-		*was = read_sysctl_int(FWMARK_ACCEPT);
-	if (write_sysctl(FWMARK_ACCEPT, "1", e) < 0)
+	if (knobs_set(recorded, was, e) < 0)
 		goto out;
 	if (rule(fd, AF_INET, true, e) < 0 || local_route(fd, AF_INET, true, e) < 0)
 		goto out;
@@ -151,7 +223,7 @@ out:
 	return rc;
 }
 
-void tproxy_teardown(int netns_fd, int was)
+void tproxy_teardown(int netns_fd, const struct tproxy_was *was)
 {
 	struct err e;
 	int saved;
@@ -165,10 +237,6 @@ void tproxy_teardown(int netns_fd, int was)
 		local_route(fd, AF_INET6, false, &e);
 		close(fd);
 	}
-	if (was >= 0) {
-		char v[16];
-		snprintf(v, sizeof(v), "%d", was);
-		write_sysctl(FWMARK_ACCEPT, v, &e);
-	}
+	knobs_restore(was);
 	netns_leave(saved);
 }

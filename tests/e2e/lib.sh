@@ -295,6 +295,13 @@ workload_yaml() {
 		"$2" "$1" "$3" "${4:-$2}" "$2"
 }
 
+# dual_workload_yaml NS NAME ADDRESS ADDRESS6: a WorkloadEntry labelled app=NAME whose other
+# address is in the annotation moat.dev/addresses (spec.address stays valid for Istio).
+dual_workload_yaml() {
+	printf -- '---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: %s\n  namespace: %s\n  annotations: {moat.dev/addresses: "%s,%s"}\nspec: {address: %s, serviceAccount: %s, labels: {app: %s}}\n' \
+		"$2" "$1" "$3" "$4" "$3" "$2" "$2"
+}
+
 # agensys_strict_config NS CMD...: E2E_CONFIG = seed 000's mesh (NS ambient, a namespace-wide
 # STRICT PeerAuthentication), the WorkloadEntry documents CMD prints ('---' first), and the
 # policies 01-default-deny and 02-orchestrator-policies of deploy/examples/agensys.

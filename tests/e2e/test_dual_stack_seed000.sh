@@ -34,13 +34,6 @@ EOF
 # target FAMILY POD: "ip:port" (4) or "[ip6]:port" (6) of a pod's app port
 target() { if [ "$1" = 6 ]; then echo "[${ADDR6[$2]}]:${PORT[$2]}"; else echo "${ADDR[$2]}:${PORT[$2]}"; fi; }
 
-# dual_workload_yaml NS NAME ADDRESS ADDRESS6: a WorkloadEntry labelled app=NAME whose other
-# address is in the annotation moat.dev/addresses (spec.address stays valid for Istio).
-dual_workload_yaml() {
-	printf -- '---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: %s\n  namespace: %s\n  annotations: {moat.dev/addresses: "%s,%s"}\nspec: {address: %s, serviceAccount: %s, labels: {app: %s}}\n' \
-		"$2" "$1" "$3" "$4" "$3" "$2" "$2"
-}
-
 # ---------------------------------------------------------------- configuration
 workloads() {
 	for w in orchestrator-agent "${SPOKES[@]}"; do dual_workload_yaml "$NS" "$w" "${ADDR[$w]}" "${ADDR6[$w]}"; done

@@ -72,12 +72,14 @@ check_match "moatctl workloads does not list the refused pods as local" '^$' \
 # ---- unenroll puts back what enroll changed
 pod_net_state() { # POD: sysctl, rules, routes and TC of the pod's netns
 	lab_exec "$1" sh -c 'echo "tcp_fwmark_accept=$(sysctl -n net.ipv4.tcp_fwmark_accept)";
+		echo "fwmark_reflect=$(sysctl -n net.ipv4.fwmark_reflect) $(sysctl -n net.ipv6.fwmark_reflect)";
 		ip rule; ip -6 rule; ip route show table all; ip -6 route show table all;
 		for d in lo eth0; do tc qdisc show dev $d; tc filter show dev $d ingress; tc filter show dev $d egress; done' 2>&1
 }
 pristine=$(pod_net_state fresh)
 check "enroll fresh" enroll fresh
 check_match "enroll set tcp_fwmark_accept in the pod" 'tcp_fwmark_accept=1' "$(pod_net_state fresh)"
+check_match "... and fwmark_reflect (IPv4 and IPv6: resets come back to the agent)" 'fwmark_reflect=1 1' "$(pod_net_state fresh)"
 check "unenroll fresh" unenroll fresh
 check_eq "unenroll restored the pod's sysctls, rules, routes and TC exactly" "$pristine" "$(pod_net_state fresh)"
 check "enroll fresh again" enroll fresh
