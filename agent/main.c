@@ -489,6 +489,9 @@ static void describe_metrics(struct metrics *m)
 	metrics_describe(m, "moat_denies_total", "counter",
 			 "Connections refused by moatd after capture (outbound / inbound)");
 	metrics_describe(m, "moat_relay_engine", "gauge", "Relay engine in use (1 = active)");
+	metrics_describe(m, "moat_relay_payload_copied_bytes_total", "counter",
+			 "HBONE payload bytes that passed through moatd's own buffers, by tunnel "
+			 "direction (to_tunnel, from_tunnel); 0 on a zero-copy (splice) path");
 	metrics_describe(m, "moat_ktls_available", "gauge",
 			 "1 when the kernel accepted TCP_ULP \"tls\" at start-up");
 	metrics_describe(m, "moat_hbone_pool_connections", "gauge", "Pooled HBONE connections");

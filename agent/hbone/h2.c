@@ -44,6 +44,7 @@ struct h2stream {
 	size_t pend_len, pend_off;
 	int status;
 	uint64_t to_peer, from_peer;
+	uint64_t copied_to_peer, copied_from_peer; /* of those, through our own buffers */
 	char *error;
 	const struct h2stream_ops *ops;
 	void *user;
@@ -205,9 +206,8 @@ static void stream_check_done(struct h2stream *s)
 	if (s->ng_open || s->fd >= 0)
 		return;
 	struct h2conn *c = s->conn;
-	struct h2stream_stats st = {.bytes_to_peer = s->to_peer,
-				    .bytes_from_peer = s->from_peer,
-				    .status = s->status};
+	struct h2stream_stats st;
+	h2stream_get_stats(s, &st);
 	if (c->ng && s->id > 0)
 		nghttp2_session_set_stream_user_data(c->ng, s->id, NULL);
 	loop_timer_cancel(c->loop, &s->wait_timer);
@@ -277,6 +277,7 @@ static ssize_t stream_deliver(struct h2stream *s, const uint8_t *data, size_t le
 		}
 	}
 	s->from_peer += done; /* counted once it reached the socket: what the app got */
+	s->copied_from_peer += done;
 	if (done > 0)
 		s->last_io_ms = now_ms();
 	if (done < len) {
@@ -314,6 +315,7 @@ static void stream_drain_pending(struct h2stream *s)
 		return;
 	}
 	s->from_peer += wrote;
+	s->copied_from_peer += wrote;
 	if (wrote)
 		s->last_io_ms = now_ms();
 	if (wrote && c->ng && s->ng_open)
@@ -474,6 +476,7 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 		ssize_t n = recv(s->fd, buf, len, 0);
 		if (n > 0) {
 			s->to_peer += (uint64_t)n;
+			s->copied_to_peer += (uint64_t)n; /* recv() into nghttp2's frame buffer */
 			s->last_io_ms = now_ms();
 			return n;
 		}
@@ -1301,4 +1304,6 @@ void h2stream_get_stats(const struct h2stream *s, struct h2stream_stats *st)
 	st->bytes_to_peer = s->to_peer;
 	st->bytes_from_peer = s->from_peer;
 	st->status = s->status;
+	st->copied_to_peer = s->copied_to_peer;
+	st->copied_from_peer = s->copied_from_peer;
 }

@@ -78,6 +78,9 @@ struct h2stream_stats {
 	uint64_t bytes_to_peer;   /* read from the local socket, sent on the stream */
 	uint64_t bytes_from_peer; /* received on the stream, written to the local socket */
 	int status;               /* HTTP status sent (server) or received (client), 0 if none */
+	/* Payload bytes that passed through a buffer of moatd's (read into it or written from
+	 * it), per direction: what a zero-copy payload path (splice) keeps at 0. */
+	uint64_t copied_to_peer, copied_from_peer;
 };
 
 struct h2stream_ops {

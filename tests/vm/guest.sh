@@ -6,7 +6,7 @@
 # Always powers off: PID 1 must never exit.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb LANG=C.UTF-8 SHELL=/bin/sh
-. /run/vm/env # VM_REPO VM_BUILD VM_KTLS_BYTES VM_KTLS_TIMEOUT VM_BPF_TIMEOUT
+. /run/vm/env # VM_REPO VM_BUILD VM_KTLS_BYTES VM_KTLS_TIMEOUT VM_BPF_TIMEOUT VM_XNODE_*
 out=/run/vm/out
 mkdir -p $out
 cut -d' ' -f1 /proc/uptime >$out/stage2-uptime
@@ -40,6 +40,16 @@ timeout -k 5 "$VM_KTLS_TIMEOUT" "$VM_BUILD/tests/ktls-check" --bytes "$VM_KTLS_B
 	>$out/ktls.json 2>$out/ktls.err
 echo $? >$out/ktls.rc
 cat /proc/net/tls_stat >$out/tls_stat 2>&1
+
+# Cross-node HBONE through two moatds in one two-node lab (tests/vm/cross_node.sh), with the
+# default engines and then with --engine userspace.
+say "running the cross-node e2e ($VM_XNODE_MODES; $VM_XNODE_BYTES bytes each way)"
+t0=$(cut -d' ' -f1 /proc/uptime)
+# shellcheck disable=SC2086 # the modes are words
+BUILD=$VM_BUILD XNODE_BYTES=$VM_XNODE_BYTES timeout -k 10 "$VM_XNODE_TIMEOUT" \
+	bash tests/vm/cross_node.sh $VM_XNODE_MODES >$out/xnode.out 2>&1
+echo $? >$out/xnode.rc
+echo "$t0 $(cut -d' ' -f1 /proc/uptime)" >$out/xnode.time
 
 say "running the BPF layer (tests/bpf/run, $VM_BUILD/tests/bpf_tests)"
 t0=$(cut -d' ' -f1 /proc/uptime)
