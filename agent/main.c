@@ -19,6 +19,7 @@
 #include "obs/http.h"
 #include "obs/metrics.h"
 #include "proxy/conn.h"
+#include "proxy/engine.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
@@ -61,11 +62,15 @@ static const char usage[] =
 	"  --pool-max-connections N\n"
 	"                      pooled HBONE connections per pod and destination, 100 streams\n"
 	"                      each (64); beyond the caps new connections are refused (RST)\n"
-	"  --engine ENGINE     what carries an allowed connection between two pods of this\n"
-	"                      node: sockmap (default: the two sockets joined in the kernel, no\n"
-	"                      byte in user space; relayed in user space when the join fails,\n"
-	"                      logged and counted) or userspace (force HBONE over the node, as\n"
-	"                      across nodes: for diagnosis)\n"
+	"  --engine ENGINE     the kernel paths moatd may use, each falling back to user space\n"
+	"                      per connection (logged and counted):\n"
+	"                      auto (default): both below;\n"
+	"                      sockmap: two pods of this node are joined in the kernel (no byte\n"
+	"                      in user space); HBONE stays on OpenSSL;\n"
+	"                      ktls: HBONE (both ends) on kernel TLS after the TLS 1.3\n"
+	"                      handshake, when the kernel has it (see moatctl status); same-node\n"
+	"                      pairs go over HBONE;\n"
+	"                      userspace: neither (for diagnosis)\n"
 	"  --no-transparent    do not preserve client source addresses towards apps\n"
 	"  --tls12             also accept TLS 1.2 on HBONE (TLS 1.3 only by default)\n"
 	"  --metrics-port N    Prometheus metrics on :N/metrics (15020)\n"
@@ -153,7 +158,7 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 		.resolv_conf = "/etc/resolv.conf",
 		.svid_ttl = 86400,
 		.transparent = true,
-		.engine = ENGINE_SOCKMAP,
+		.engine = ENGINE_AUTO,
 		.pool_idle_ms = 300000,
 		.hbone_response_ms = 10000,
 		.hbone_suspect_ms = 2000,
@@ -206,8 +211,13 @@ static int parse_args(int argc, char **argv, struct agent_opts *o)
 				o->engine = ENGINE_USERSPACE;
 			} else if (strcmp(optarg, "sockmap") == 0) {
 				o->engine = ENGINE_SOCKMAP;
+			} else if (strcmp(optarg, "ktls") == 0) {
+				o->engine = ENGINE_KTLS;
+			} else if (strcmp(optarg, "auto") == 0) {
+				o->engine = ENGINE_AUTO;
 			} else {
-				fprintf(stderr, "moatd: --engine \"%s\": expected userspace or sockmap\n",
+				fprintf(stderr, "moatd: --engine \"%s\": expected auto, sockmap, ktls or "
+						"userspace\n",
 					optarg);
 				return -1;
 			}
@@ -287,7 +297,7 @@ static void http_metrics(void *arg, const char *method, const char *path, const 
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_connections", &none, conns);
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_streams", &none, streams);
 	metrics_gauge_set(a->metrics, "moat_hbone_pool_waiting", &none, hbone_pool_waiting(a->pool));
-	metric_label(&eng, "engine", "userspace-openssl");
+	metric_label(&eng, "engine", engine_uses_ktls(a) ? "ktls" : "userspace-openssl");
 	metrics_gauge_set(a->metrics, "moat_relay_engine", &eng, 1);
 	/* counters kept outside the registry: set to their totals */
 	metrics_gauge_set(a->metrics, "moat_log_lines_suppressed_total", &none,
@@ -492,6 +502,12 @@ static void describe_metrics(struct metrics *m)
 	metrics_describe(m, "moat_relay_payload_copied_bytes_total", "counter",
 			 "HBONE payload bytes that passed through moatd's own buffers, by tunnel "
 			 "direction (to_tunnel, from_tunnel); 0 on a zero-copy (splice) path");
+	metrics_describe(m, "moat_ktls_fallbacks_total", "counter",
+			 "HBONE connections that asked for kTLS and stayed on OpenSSL, by reason");
+	metrics_describe(m, "moat_ktls_control_records_total", "counter",
+			 "Non-data TLS records handled on kTLS RX (session_ticket, key_update)");
+	metrics_describe(m, "moat_ktls_rekey_failures_total", "counter",
+			 "kTLS connections closed because the kernel could not follow a KeyUpdate");
 	metrics_describe(m, "moat_ktls_available", "gauge",
 			 "1 when the kernel accepted TCP_ULP \"tls\" at start-up");
 	metrics_describe(m, "moat_hbone_pool_connections", "gauge", "Pooled HBONE connections");
@@ -541,7 +557,10 @@ static int agent_start(struct agent *a, struct err *e)
 	a->metrics = metrics_new();
 	describe_metrics(a->metrics);
 	a->ktls = ktls_probe(a->ktls_why, sizeof(a->ktls_why));
-	log_info("kernel TLS: %s; relay engine: OpenSSL in user space", a->ktls_why);
+	log_info("kernel TLS: %s; HBONE relay engine: %s (--engine %s)", a->ktls_why,
+		 engine_uses_ktls(a) ? "kTLS, OpenSSL when a connection cannot switch"
+				     : "OpenSSL in user space",
+		 engine_name(a->opts.engine));
 	struct metric_labels none = {0};
 	metrics_gauge_set(a->metrics, "moat_ktls_available", &none, a->ktls ? 1 : 0);
 	if (start_http(a, e) < 0)

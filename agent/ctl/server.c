@@ -17,6 +17,7 @@
 #include "ctl/ctl.h"
 #include "identity/identity.h"
 #include "proxy/conn.h"
+#include "proxy/engine.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
 #include "state/agent.h"
@@ -173,12 +174,17 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 	hbone_pool_counts(a->pool, &pool_conns, &pool_streams);
 	for (struct pod *p = a->pods; p; p = p->next)
 		n_pods++;
-	int n_sockmap = 0;
+	int n_sockmap = 0, n_ktls = 0, n_ktls_splice = 0;
 	for (struct conn *c = a->conns; c; c = c->next) {
 		n_conns++;
 		n_sockmap += strcmp(c->engine, "sockmap") == 0;
+		n_ktls += strcmp(c->engine, "ktls") == 0;
+		n_ktls_splice += strcmp(c->engine, "ktls-splice") == 0;
 	}
-	const char *same_node = a->opts.engine == ENGINE_SOCKMAP ? "sockmap" : "userspace";
+	int n_user = n_conns - n_sockmap - n_ktls - n_ktls_splice;
+	const char *same_node = engine_allows_sockmap(a) ? "sockmap" : "userspace";
+	const char *hbone = engine_uses_ktls(a) ? "ktls" : "userspace";
+	const char *ktls_off = engine_ktls_off(a);
 	struct moat_stats st = {0};
 	dataplane_stats(a->dp, &st);
 	if (want_json(r)) {
@@ -209,13 +215,16 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 			    (unsigned long long)st.spoofed_dropped);
 		sbuf_json_str(out, dataplane_pin_dir(a->dp));
 		status_verdicts_json(a, out);
-		sbuf_printf(out, ",\"relay_engine\":\"userspace-openssl\",\"same_node_engine\":\"%s\","
-				 "\"engines\":{\"sockmap\":%d,\"userspace\":%d},"
+		sbuf_printf(out, ",\"engine_flag\":\"%s\",\"relay_engine\":\"%s\","
+				 "\"same_node_engine\":\"%s\",\"engines\":{\"sockmap\":%d,"
+				 "\"ktls-splice\":%d,\"ktls\":%d,\"userspace\":%d},"
 				 "\"bpf_join\":{\"redirected\":%llu,\"unpaired\":%llu},"
-				 "\"ktls_available\":%s}\n",
-			    same_node, n_sockmap, n_conns - n_sockmap,
-			    (unsigned long long)st.join_redirected, (unsigned long long)st.join_unpaired,
-			    a->ktls ? "true" : "false");
+				 "\"ktls_available\":%s,\"ktls_off\":",
+			    engine_name(a->opts.engine), hbone, same_node, n_sockmap, n_ktls_splice,
+			    n_ktls, n_user, (unsigned long long)st.join_redirected,
+			    (unsigned long long)st.join_unpaired, a->ktls ? "true" : "false");
+		sbuf_json_str(out, ktls_off);
+		sbuf_puts(out, "}\n");
 		return 0;
 	}
 	sbuf_printf(out, "node            %s\n", a->opts.node_name ? a->opts.node_name : "-");
@@ -229,9 +238,12 @@ static int h_status(struct agent *a, struct request *r, struct sbuf *out)
 	sbuf_printf(out, "pods            %d enrolled\n", n_pods);
 	sbuf_printf(out, "connections     %d live; HBONE pool %d connections, %d streams\n", n_conns,
 		    pool_conns, pool_streams);
-	sbuf_printf(out, "relay engine    userspace-openssl; kernel TLS: %s\n", a->ktls_why);
-	sbuf_printf(out, "engines         same node: %s (--engine); live: %d sockmap, %d userspace\n",
-		    same_node, n_sockmap, n_conns - n_sockmap);
+	sbuf_printf(out, "relay engine    HBONE: %s%s%s%s; same node: %s (--engine %s)\n", hbone,
+		    ktls_off ? " (kTLS off: " : "", ktls_off ? ktls_off : "", ktls_off ? ")" : "",
+		    same_node, engine_name(a->opts.engine));
+	sbuf_printf(out, "kernel TLS      %s\n", a->ktls_why);
+	sbuf_printf(out, "engines         live: %d sockmap, %d ktls-splice, %d ktls, %d userspace\n",
+		    n_sockmap, n_ktls_splice, n_ktls, n_user);
 	sbuf_printf(out, "connect hook    %llu captured, %llu denied, %llu unregistered, %llu "
 			 "decided by moatd\n",
 		    (unsigned long long)st.connects_captured, (unsigned long long)st.connects_denied,

@@ -12,6 +12,7 @@
 #include <openssl/x509.h>
 
 #include "core/log.h"
+#include "hbone/transport.h"
 #include "identity/identity.h"
 
 /* Largest DATA payload we ask nghttp2 to build at once: big frames mean fewer SSL_write
@@ -59,11 +60,15 @@ struct h2conn {
 	enum conn_state state;
 	int fd;
 	struct loop_io io;
-	SSL *ssl;
+	SSL *ssl;             /* the handshake's; handed to tp once it is done */
+	struct transport *tp; /* after the handshake: OpenSSL or kernel TLS */
+	bool want_ktls;       /* try the kernel engine after the handshake */
+	char ktls_reason[32]; /* why the kernel engine was not taken (metric label) */
+	char ktls_why[256];   /* ... in words, for the log */
 	nghttp2_session *ng;
 	const uint8_t *out; /* unsent tail of nghttp2's last output chunk */
 	size_t out_len;
-	bool ssl_wants_write;
+	bool tp_wants_write;
 	bool goaway;
 	int busy;      /* nesting depth of our handlers: teardown waits for 0 */
 	bool dead;     /* torn down once busy drops to 0 */
@@ -861,7 +866,10 @@ static void conn_teardown(struct h2conn *c, const char *why)
 
 static void conn_free(struct h2conn *c)
 {
-	if (c->ssl) {
+	if (c->tp) {
+		c->tp->ops->shutdown(c->tp); /* best effort close_notify; never blocks */
+		c->tp->ops->free(c->tp);
+	} else if (c->ssl) {
 		SSL_shutdown(c->ssl); /* best effort close_notify; never blocks (non-blocking fd) */
 		SSL_free(c->ssl);
 	}
@@ -886,11 +894,6 @@ void h2conn_abort(struct h2conn *c, const char *why)
 static void conn_fail_ssl(struct h2conn *c, const char *what)
 {
 	char buf[256], msg[512];
-	if (c->state == C_OPEN && ERR_GET_REASON(ERR_peek_error()) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
-		ERR_clear_error();
-		conn_teardown(c, "peer closed the connection without a TLS close_notify");
-		return;
-	}
 	const char *verify = tls_verify_error(c->ssl);
 	snprintf(msg, sizeof(msg), "%s: %s", what, verify ? verify : ssl_error_text(buf, sizeof(buf)));
 	conn_teardown(c, msg);
@@ -901,7 +904,7 @@ static void conn_update_interest(struct h2conn *c)
 	if (c->state == C_CLOSED)
 		return;
 	uint32_t ev = EPOLLIN;
-	if (c->out_len || c->ssl_wants_write)
+	if (c->out_len || c->tp_wants_write)
 		ev |= EPOLLOUT;
 	loop_io_mod(c->loop, &c->io, ev);
 }
@@ -910,7 +913,7 @@ static void conn_flush(struct h2conn *c)
 {
 	if (c->state != C_OPEN)
 		return;
-	c->ssl_wants_write = false;
+	c->tp_wants_write = false;
 	for (;;) {
 		if (!c->out_len) {
 			ssize_t n = nghttp2_session_mem_send(c->ng, &c->out);
@@ -922,19 +925,17 @@ static void conn_flush(struct h2conn *c)
 				break;
 			c->out_len = (size_t)n;
 		}
-		ERR_clear_error();
-		int w = SSL_write(c->ssl, c->out, (int)c->out_len);
+		ssize_t w = c->tp->ops->write(c->tp, c->out, c->out_len);
 		if (w > 0) {
 			c->out += w;
 			c->out_len -= (size_t)w;
 			continue;
 		}
-		int err = SSL_get_error(c->ssl, w);
-		if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-			c->ssl_wants_write = true;
+		if (w == TP_WANT_WRITE || w == TP_WANT_READ) {
+			c->tp_wants_write = true;
 			break;
 		}
-		conn_fail_ssl(c, "TLS write");
+		conn_teardown(c, w == TP_ERROR ? c->tp->why : "TLS write: connection closed");
 		return;
 	}
 	if (!c->out_len && !nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng)) {
@@ -948,8 +949,7 @@ static void conn_read(struct h2conn *c)
 {
 	uint8_t buf[65536];
 	for (int round = 0; round < H2_READ_ROUNDS && c->state == C_OPEN; round++) {
-		ERR_clear_error();
-		int n = SSL_read(c->ssl, buf, sizeof(buf));
+		ssize_t n = c->tp->ops->read(c->tp, buf, sizeof(buf));
 		if (n > 0) {
 			ssize_t used = nghttp2_session_mem_recv(c->ng, buf, (size_t)n);
 			if (used < 0) {
@@ -964,22 +964,19 @@ static void conn_read(struct h2conn *c)
 			}
 			continue;
 		}
-		int err = SSL_get_error(c->ssl, n);
-		if (err == SSL_ERROR_WANT_READ)
+		if (n == TP_WANT_READ)
 			return;
-		if (err == SSL_ERROR_WANT_WRITE) {
-			c->ssl_wants_write = true;
-			return;
-		}
-		if (err == SSL_ERROR_ZERO_RETURN) {
-			conn_teardown(c, c->n_streams ? "peer closed the TLS session" : NULL);
+		if (n == TP_WANT_WRITE) {
+			c->tp_wants_write = true;
 			return;
 		}
-		if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
-			conn_teardown(c, c->n_streams ? "peer closed the connection" : NULL);
+		if (n == TP_CLOSED) {
+			conn_teardown(c, !c->n_streams	      ? NULL
+					 : c->tp->eof_clean ? "peer closed the TLS session"
+							      : "peer closed the connection");
 			return;
 		}
-		conn_fail_ssl(c, "TLS read");
+		conn_teardown(c, c->tp->why);
 		return;
 	}
 	/* Still more to read: come back after the other ready connections had their turn
@@ -1020,6 +1017,18 @@ static void handshake_timeout(struct loop_timer *t)
 	conn_leave(c);
 }
 
+/* The handshake is done: the session moves to the kernel when asked and possible, else
+ * stays with OpenSSL. A failed switch costs only the speed of this one connection. */
+static void conn_pick_transport(struct h2conn *c)
+{
+	if (c->want_ktls)
+		c->tp = transport_ktls_new(c->ssl, c->fd, c->ktls_reason, sizeof(c->ktls_reason),
+					   c->ktls_why, sizeof(c->ktls_why));
+	if (!c->tp)
+		c->tp = transport_ossl_new(c->ssl, c->fd);
+	c->ssl = NULL; /* the transport's now */
+}
+
 static void conn_handshake(struct h2conn *c)
 {
 	ERR_clear_error();
@@ -1057,6 +1066,11 @@ static void conn_handshake(struct h2conn *c)
 	OPENSSL_free(hex);
 	BN_free(bn);
 	loop_timer_cancel(c->loop, &c->handshake_timer);
+	conn_pick_transport(c);
+	if (c->tp->broken) {
+		conn_teardown(c, c->tp->why);
+		return;
+	}
 	c->state = C_OPEN;
 	if (c->role == H2_CLIENT)
 		loop_timer_arm(c->loop, &c->ping_timer, H2_PING_INTERVAL_MS);
@@ -1162,6 +1176,43 @@ const char *h2conn_desc(const struct h2conn *c)
 int h2conn_streams(const struct h2conn *c)
 {
 	return c->n_streams;
+}
+
+void h2conn_want_ktls(struct h2conn *c)
+{
+	if (c->state != C_HANDSHAKE || !c->ssl)
+		return;
+	c->want_ktls = true;
+	tls_capture_secrets(c->ssl);
+}
+
+const char *h2conn_engine(const struct h2conn *c)
+{
+	return c->tp ? c->tp->ops->engine : "userspace";
+}
+
+int h2conn_key_update(struct h2conn *c, bool request_peer)
+{
+	if (c->state != C_OPEN || !c->tp->ops->key_update)
+		return -1;
+	return c->tp->ops->key_update(c->tp, request_peer);
+}
+
+void h2conn_ktls_stats(const struct h2conn *c, struct h2_ktls_stats *st)
+{
+	*st = (struct h2_ktls_stats){0};
+	if (c->tp) {
+		st->tickets_ignored = c->tp->stats.tickets_ignored;
+		st->key_updates = c->tp->stats.key_updates;
+		st->rekey_failed = c->tp->stats.rekey_failed;
+	}
+}
+
+const char *h2conn_ktls_fallback(const struct h2conn *c, const char **why)
+{
+	if (why)
+		*why = c->ktls_why;
+	return c->want_ktls && c->ktls_reason[0] ? c->ktls_reason : NULL;
 }
 
 bool h2conn_ready(const struct h2conn *c)

@@ -116,6 +116,23 @@ int h2conn_waiting(const struct h2conn *c);
  * no stream idle deadline); applies to streams opened or established afterwards. */
 void h2conn_set_limits(struct h2conn *c, const struct h2_limits *l);
 bool h2conn_ready(const struct h2conn *c);
+/* Before the handshake ends: move the session into the kernel (kTLS) once it is done, when
+ * the kernel and the negotiated session allow it. Otherwise the connection stays on OpenSSL
+ * and h2conn_ktls_fallback() says why. */
+void h2conn_want_ktls(struct h2conn *c);
+/* What carries the connection after the handshake: "ktls" or "userspace" (static). */
+const char *h2conn_engine(const struct h2conn *c);
+/* Asked for kTLS but did not get it: a short reason (metric label) and, in *why, the log
+ * sentence; NULL when kTLS was not asked for or was taken. */
+const char *h2conn_ktls_fallback(const struct h2conn *c, const char **why);
+/* Non-data records the kTLS engine handled on this connection (zeros for userspace). */
+struct h2_ktls_stats {
+	uint32_t tickets_ignored, key_updates, rekey_failed;
+};
+void h2conn_ktls_stats(const struct h2conn *c, struct h2_ktls_stats *st);
+/* Send a TLS 1.3 KeyUpdate now (user-space engine only; -1 otherwise). For long-lived
+ * connections and for the tests that prove the kTLS engine handles a peer's KeyUpdate. */
+int h2conn_key_update(struct h2conn *c, bool request_peer);
 /* Orderly shutdown: GOAWAY, finish open streams, then close. */
 void h2conn_shutdown(struct h2conn *c);
 /* Close now: every stream is reset. */

@@ -86,6 +86,14 @@ SSL_CTX *tls_client_ctx(struct svid *s, struct bundle *b, bool allow_tls12, stru
 int tls_expect_peer(SSL *ssl, const char *spiffe_id);
 const char *tls_peer_id(const SSL *ssl);        /* NULL before a verified handshake */
 const char *tls_verify_error(const SSL *ssl);   /* NULL when none */
+/* kTLS: keep this connection's TLS 1.3 application traffic secrets (ask before the
+ * handshake ends). tls_traffic_secrets copies them out and returns their length (the
+ * cipher's hash size), 0 when they are not both known; tls_forget_secrets wipes them. */
+#define TLS_SECRET_MAX 64
+void tls_capture_secrets(SSL *ssl);
+size_t tls_traffic_secrets(const SSL *ssl, uint8_t client[TLS_SECRET_MAX],
+			   uint8_t server[TLS_SECRET_MAX]);
+void tls_forget_secrets(SSL *ssl);
 
 /* ---- the agent's identity store: one SVID and TLS context pair per local identity ---- */
 struct loop;

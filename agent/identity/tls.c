@@ -32,6 +32,12 @@ struct tls_conn_info {
 	char expect[SPIFFE_ID_MAX]; /* client: the server identity we dialed */
 	char peer[SPIFFE_ID_MAX];   /* verified peer identity */
 	char error[sizeof(((struct err *)0)->msg)];
+	/* kTLS: the TLS 1.3 application traffic secrets, kept only when asked for
+	 * (tls_capture_secrets) and wiped once the kernel has its keys. */
+	bool capture;
+	size_t secret_len;
+	uint8_t client_secret[TLS_SECRET_MAX], server_secret[TLS_SECRET_MAX];
+	bool have_client, have_server;
 };
 
 /* OpenSSL ex_data indexes are process-wide by design; they are allocated once and never
@@ -54,6 +60,8 @@ static void conn_info_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
 			   void *argp)
 {
 	(void)parent, (void)ad, (void)idx, (void)argl, (void)argp;
+	if (ptr)
+		OPENSSL_cleanse(ptr, sizeof(struct tls_conn_info));
 	free(ptr);
 }
 
@@ -297,6 +305,76 @@ static int set_identity(SSL_CTX *ctx, struct svid *s, struct err *e)
 	return 0;
 }
 
+/* ---- traffic secrets for kTLS ----
+ * OpenSSL 3.0 has no getter for the traffic secrets; its key log is the one place that hands
+ * them out ("CLIENT_TRAFFIC_SECRET_0 <client random> <hex>"). Only connections that asked
+ * keep them, and only until tls_forget_secrets(). */
+
+static bool unhex(const char *h, uint8_t *out, size_t max, size_t *len)
+{
+	size_t n = strlen(h);
+	if (n % 2 || n / 2 > max)
+		return false;
+	for (size_t i = 0; i < n / 2; i++) {
+		unsigned v;
+		if (sscanf(h + 2 * i, "%2x", &v) != 1)
+			return false;
+		out[i] = (uint8_t)v;
+	}
+	*len = n / 2;
+	return true;
+}
+
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+	struct tls_conn_info *c = SSL_get_ex_data(ssl, conn_idx);
+	if (!c || !c->capture)
+		return;
+	bool client = strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0;
+	bool server = strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0;
+	if (!client && !server)
+		return;
+	const char *hex = strrchr(line, ' ');
+	size_t len = 0;
+	if (!unhex(hex + 1, client ? c->client_secret : c->server_secret, TLS_SECRET_MAX, &len))
+		return;
+	if ((c->have_client || c->have_server) && len != c->secret_len)
+		return;
+	c->secret_len = len;
+	if (client)
+		c->have_client = true;
+	else
+		c->have_server = true;
+}
+
+void tls_capture_secrets(SSL *ssl)
+{
+	struct tls_conn_info *c = ex_ready() ? conn_info(ssl) : NULL;
+	if (c)
+		c->capture = true;
+}
+
+size_t tls_traffic_secrets(const SSL *ssl, uint8_t client[TLS_SECRET_MAX],
+			   uint8_t server[TLS_SECRET_MAX])
+{
+	const struct tls_conn_info *c = ex_ready() ? SSL_get_ex_data(ssl, conn_idx) : NULL;
+	if (!c || !c->have_client || !c->have_server)
+		return 0;
+	memcpy(client, c->client_secret, c->secret_len);
+	memcpy(server, c->server_secret, c->secret_len);
+	return c->secret_len;
+}
+
+void tls_forget_secrets(SSL *ssl)
+{
+	struct tls_conn_info *c = ex_ready() ? SSL_get_ex_data(ssl, conn_idx) : NULL;
+	if (!c)
+		return;
+	OPENSSL_cleanse(c->client_secret, sizeof(c->client_secret));
+	OPENSSL_cleanse(c->server_secret, sizeof(c->server_secret));
+	c->have_client = c->have_server = c->capture = false;
+}
+
 static SSL_CTX *new_ctx(struct svid *s, struct bundle *b, bool server, bool allow_tls12,
 			struct err *e)
 {
@@ -328,6 +406,7 @@ static SSL_CTX *new_ctx(struct svid *s, struct bundle *b, bool server, bool allo
 		return NULL;
 	}
 	SSL_CTX_set_cert_verify_callback(ctx, cert_verify_cb, NULL);
+	SSL_CTX_set_keylog_callback(ctx, keylog_cb);
 	SSL_CTX_set_info_callback(ctx, info_cb);
 	return ctx;
 }

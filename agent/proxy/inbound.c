@@ -16,6 +16,7 @@
 #include "proxy/conn.h"
 #include "proxy/connect_req.h"
 #include "proxy/connector.h"
+#include "proxy/engine.h"
 #include "proxy/join.h"
 #include "proxy/proxy.h"
 #include "proxy/relay.h"
@@ -102,6 +103,7 @@ static void hbone_upstream(void *arg, int fd, int err_no, const char *error)
 		c->note = xstrdup(e.msg);
 		return;
 	}
+	conn_set_engine(c, h2conn_engine(h2stream_conn(c->stream)));
 	conn_opened(c);
 }
 
@@ -173,6 +175,7 @@ static void srv_ready(struct h2conn *h)
 {
 	struct srv_conn *sc = h2conn_owner(h);
 	sc->ready = true;
+	engine_hbone_ready(sc->agent, h);
 	log_debug("HBONE %s: peer %s verified (certificate serial %s)", sc->desc, h2conn_peer_id(h),
 		  h2conn_peer_serial(h));
 }
@@ -208,6 +211,7 @@ static void srv_closed(struct h2conn *h, const char *why)
 	struct srv_conn *sc = h2conn_owner(h);
 	struct agent *a = sc->agent;
 	loop_timer_cancel(a->loop, &sc->idle);
+	engine_hbone_closed(a, h);
 	if (why && !sc->ready)
 		log_warn("HBONE %s: refused: %s", sc->desc, why);
 	else if (why)
@@ -253,6 +257,8 @@ void inbound_hbone_accept(struct agent *a, struct listener *l)
 		struct err e = {{0}};
 		sc->h2 = ctx ? h2conn_new(a->loop, H2_SERVER, fd, ctx, NULL, &srv_ops, sc, sc->desc, &e)
 			     : NULL;
+		if (sc->h2)
+			engine_hbone_new(a, sc->h2);
 		if (!sc->h2) {
 			log_warn("HBONE %s: %s", sc->desc, ctx ? e.msg : "no certificate for the pod");
 			close_rst(fd);

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "proxy/conn.h"
 #include "proxy/connector.h"
+#include "proxy/engine.h"
 #include "proxy/join.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
@@ -61,9 +62,9 @@ static void go_direct(struct agent *a, struct conn *c)
 
 static void hbone_response(struct h2stream *s, void *user, int status)
 {
-	(void)s;
 	struct conn *c = user;
 	if (status == 200) {
+		conn_set_engine(c, h2conn_engine(h2stream_conn(s)));
 		conn_opened(c);
 		return;
 	}
@@ -187,7 +188,7 @@ static void outbound_handle(struct agent *a, struct pod *p, int fd,
 		/* Both pods here: the decision above is the destination's own (its policies, the
 		 * source's identity and address), exactly what its inbound would decide. */
 		if (d.kind == DEST_WORKLOAD && d.local && d.local != p &&
-		    a->opts.engine == ENGINE_SOCKMAP) {
+		    engine_allows_sockmap(a)) {
 			join_start(a, p, d.local, fd, &d, &dst, dport, cport,
 				   dec.policy ? dec.policy->id_name : NULL);
 			return;

@@ -9,6 +9,7 @@
 #include "identity/identity.h"
 #include "obs/metrics.h"
 #include "proxy/connector.h"
+#include "proxy/engine.h"
 #include "proxy/proxy.h"
 
 /* A request waiting for its pooled connection to be connected. */
@@ -105,6 +106,7 @@ static void pc_fail_queue(struct pool_conn *pc, const char *why)
 static void pc_on_closed(struct h2conn *c, const char *why)
 {
 	struct pool_conn *pc = h2conn_owner(c);
+	engine_hbone_closed(pc->pool->agent, c);
 	if (why && !pc->ready)
 		log_warn("HBONE %s (pod %s as %s): refused: %s", pc->desc, pc->src->key, pc->src_id, why);
 	else if (why)
@@ -130,6 +132,7 @@ static void pc_on_ready(struct h2conn *c)
 {
 	struct pool_conn *pc = h2conn_owner(c);
 	pc->ready = true;
+	engine_hbone_ready(pc->pool->agent, c);
 	log_debug("HBONE %s ready, peer %s (certificate serial %s)", pc->desc, h2conn_peer_id(c),
 		  h2conn_peer_serial(c));
 }
@@ -178,6 +181,7 @@ static void pc_connected(void *arg, int fd, int err_no, const char *error)
 	if (pc->h2) {
 		struct h2_limits lim = agent_h2_limits(a);
 		h2conn_set_limits(pc->h2, &lim);
+		engine_hbone_new(a, pc->h2);
 	}
 	if (!pc->h2) {
 		close(fd);

@@ -29,11 +29,14 @@ struct srv_conn;
 struct reload_job;
 struct verdict_cache;
 
-/* --engine: what carries allowed connections between two pods of this node. */
+/* --engine: the kernel paths moatd may use (proxy/engine.c). Each has a tested fallback to
+ * user space, per connection. */
 enum agent_engine {
-	ENGINE_USERSPACE = 0, /* HBONE over the node's loopback, as across nodes */
-	ENGINE_SOCKMAP,       /* joined in the kernel (proxy/join.c; moatd's default); user
-			       * space if that fails */
+	ENGINE_USERSPACE = 0, /* neither: HBONE on OpenSSL, same-node pairs over HBONE too */
+	ENGINE_SOCKMAP,       /* same-node pairs joined in the kernel (proxy/join.c); HBONE on
+			       * OpenSSL */
+	ENGINE_KTLS,          /* HBONE on kernel TLS; same-node pairs over HBONE (on kTLS) */
+	ENGINE_AUTO,          /* both (moatd's default) */
 };
 
 struct agent_opts {
@@ -60,7 +63,7 @@ struct agent_opts {
 	uint16_t metrics_port, admin_port, ready_port;
 	const char *metrics_addr; /* --metrics-addr (0.0.0.0) */
 	bool cleanup;            /* --cleanup: remove capture, pins and records, then exit */
-	enum agent_engine engine; /* --engine (same-node connections) */
+	enum agent_engine engine; /* --engine */
 };
 
 /* Stable ids for names (workloads, identities, policies): the same name keeps its id while
@@ -174,6 +177,7 @@ struct agent {
 	bool ready;
 	bool ktls;                    /* the kernel takes TCP_ULP "tls" (probed at start) */
 	bool join_fallback_logged;    /* a failed same-node join was logged (once) */
+	uint64_t ktls_fallback_log_ms; /* last kTLS fallback log line (proxy/engine.c) */
 	char ktls_why[160];
 	/* config watch and the reload worker (state/reload.c) */
 	bool watching;                /* agent_config_watch ran: the fields below are set up */

@@ -53,6 +53,6 @@ server.on('stream', (stream, headers) => {
 server.on('tlsClientError', (e) => emit({event: 'tls_error', error: String(e.message).trim()}));
 server.on('sessionError', () => {});
 server.listen(Number(a.port), () => {
-  emit({event: 'listening', port: Number(a.port)});
+  emit({event: 'listening', port: server.address().port}); // the real one when --port 0
   if (a.ready) fs.writeFileSync(a.ready, 'ready\n');
 });
