@@ -12,6 +12,7 @@
 #include <openssl/x509.h>
 
 #include "core/log.h"
+#include "hbone/splice.h"
 #include "hbone/transport.h"
 #include "identity/identity.h"
 
@@ -62,6 +63,7 @@ struct h2conn {
 	struct loop_io io;
 	SSL *ssl;             /* the handshake's; handed to tp once it is done */
 	struct transport *tp; /* after the handshake: OpenSSL or kernel TLS */
+	struct h2splice *splice; /* kTLS: app -> tunnel payload by splice() (NULL: copied) */
 	bool want_ktls;       /* try the kernel engine after the handshake */
 	char ktls_reason[32]; /* why the kernel engine was not taken (metric label) */
 	char ktls_why[256];   /* ... in words, for the log */
@@ -174,7 +176,9 @@ static void stream_close_fd(struct h2stream *s, bool rst)
 	if (s->fd < 0)
 		return;
 	loop_io_del(s->conn->loop, &s->io);
-	if (rst)
+	if (h2splice_release(s->conn->splice, s->fd, rst))
+		; /* a DATA frame from it is half sent: the splice path closes it when done */
+	else if (rst)
 		close_rst(s->fd);
 	else
 		close(s->fd);
@@ -478,12 +482,27 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 		return NGHTTP2_ERR_DEFERRED;
 	}
 	for (;;) {
-		ssize_t n = recv(s->fd, buf, len, 0);
-		if (n > 0) {
-			s->to_peer += (uint64_t)n;
-			s->copied_to_peer += (uint64_t)n; /* recv() into nghttp2's frame buffer */
-			s->last_io_ms = now_ms();
-			return n;
+		ssize_t n;
+		if (s->conn->splice) {
+			/* Only the length now: send_data_cb splices the payload itself. */
+			n = h2splice_available(s->fd, len);
+			if (n > 0) {
+				*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+				s->last_io_ms = now_ms();
+				return n;
+			}
+			if (n < 0) {
+				errno = (int)-n;
+				n = -1;
+			}
+		} else {
+			n = recv(s->fd, buf, len, 0);
+			if (n > 0) {
+				s->to_peer += (uint64_t)n;
+				s->copied_to_peer += (uint64_t)n; /* recv() into nghttp2's buffer */
+				s->last_io_ms = now_ms();
+				return n;
+			}
 		}
 		if (n == 0) {
 			s->local_eof = true;
@@ -503,6 +522,26 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 					  NGHTTP2_CONNECT_ERROR);
 		return NGHTTP2_ERR_DEFERRED;
 	}
+}
+
+/* A NO_COPY DATA frame (kTLS + splice): header and payload straight to the tunnel socket. */
+static int send_data_cb(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *hd, size_t len,
+			nghttp2_data_source *src, void *arg)
+{
+	(void)ng;
+	struct h2conn *c = arg;
+	struct h2stream *s = src->ptr;
+	if (f->data.padlen) /* we never ask for padding */
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	int r = h2splice_send(c->splice, c->fd, hd, len, s->fd, &s->to_peer);
+	if (r == 1) {
+		c->tp_wants_write = true; /* resumed on EPOLLOUT, with the same frame */
+		return NGHTTP2_ERR_WOULDBLOCK;
+	}
+	if (r < 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE; /* fatal: conn_flush tears down, saying why */
+	s->last_io_ms = now_ms();
+	return 0;
 }
 
 static ssize_t read_length_cb(nghttp2_session *ng, uint8_t type, int32_t id, int32_t conn_win,
@@ -820,6 +859,7 @@ static int session_new(struct h2conn *c)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	nghttp2_session_callbacks_set_data_source_read_length_callback(cb, read_length_cb);
+	nghttp2_session_callbacks_set_send_data_callback(cb, send_data_cb);
 	nghttp2_session_callbacks_set_error_callback2(cb, on_ng_error);
 	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
@@ -873,6 +913,7 @@ static void conn_free(struct h2conn *c)
 		SSL_shutdown(c->ssl); /* best effort close_notify; never blocks (non-blocking fd) */
 		SSL_free(c->ssl);
 	}
+	h2splice_free(c->splice);
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->ng)
@@ -903,7 +944,8 @@ static void conn_update_interest(struct h2conn *c)
 {
 	if (c->state == C_CLOSED)
 		return;
-	uint32_t ev = EPOLLIN;
+	/* A half-sent spliced DATA frame waits for the tunnel only: nothing is read meanwhile. */
+	uint32_t ev = h2splice_busy(c->splice) ? 0 : EPOLLIN;
 	if (c->out_len || c->tp_wants_write)
 		ev |= EPOLLOUT;
 	loop_io_mod(c->loop, &c->io, ev);
@@ -918,7 +960,8 @@ static void conn_flush(struct h2conn *c)
 		if (!c->out_len) {
 			ssize_t n = nghttp2_session_mem_send(c->ng, &c->out);
 			if (n < 0) {
-				conn_teardown(c, nghttp2_strerror((int)n));
+				const char *sw = c->splice ? h2splice_why(c->splice) : "";
+				conn_teardown(c, sw[0] ? sw : nghttp2_strerror((int)n));
 				return;
 			}
 			if (n == 0)
@@ -948,6 +991,8 @@ static void conn_flush(struct h2conn *c)
 static void conn_read(struct h2conn *c)
 {
 	uint8_t buf[65536];
+	if (h2splice_busy(c->splice))
+		return; /* nghttp2 must not close the stream of a half-sent frame: read after it */
 	for (int round = 0; round < H2_READ_ROUNDS && c->state == C_OPEN; round++) {
 		ssize_t n = c->tp->ops->read(c->tp, buf, sizeof(buf));
 		if (n > 0) {
@@ -1027,6 +1072,13 @@ static void conn_pick_transport(struct h2conn *c)
 	if (!c->tp)
 		c->tp = transport_ossl_new(c->ssl, c->fd);
 	c->ssl = NULL; /* the transport's now */
+	if (transport_kernel(c->tp)) {
+		c->splice = h2splice_new();
+		if (!c->splice)
+			log_warn("HBONE %s: no pipe for the splice payload path (%s): payload is "
+				 "copied through user space (engine ktls)",
+				 c->desc, errno_name(errno));
+	}
 }
 
 static void conn_handshake(struct h2conn *c)
@@ -1188,6 +1240,8 @@ void h2conn_want_ktls(struct h2conn *c)
 
 const char *h2conn_engine(const struct h2conn *c)
 {
+	if (c->splice)
+		return "ktls-splice";
 	return c->tp ? c->tp->ops->engine : "userspace";
 }
 

@@ -120,7 +120,9 @@ bool h2conn_ready(const struct h2conn *c);
  * the kernel and the negotiated session allow it. Otherwise the connection stays on OpenSSL
  * and h2conn_ktls_fallback() says why. */
 void h2conn_want_ktls(struct h2conn *c);
-/* What carries the connection after the handshake: "ktls" or "userspace" (static). */
+/* What carries the connection after the handshake (static): "ktls-splice" (kernel TLS, the
+ * app -> tunnel payload moved by splice()), "ktls" (kernel TLS, payload copied: no pipe) or
+ * "userspace" (OpenSSL). */
 const char *h2conn_engine(const struct h2conn *c);
 /* Asked for kTLS but did not get it: a short reason (metric label) and, in *why, the log
  * sentence; NULL when kTLS was not asked for or was taken. */

@@ -501,7 +501,8 @@ access_log_has() { [ -n "$(access_log_select "$@")" ]; }
 
 # ---------------------------------------------------------------- the probe
 # probe_serve POD PORT [moat-probe serve args]: start a server in the pod (default response
-# 1 MiB, --send-bytes to change) and wait until it listens. Its log is probe_log POD PORT.
+# 1 MiB, --send-bytes to change) and wait until it listens (E2E_START_WAIT s, default 5). Its
+# log is probe_log POD PORT.
 probe_serve() {
 	local pod=$1 port=$2 log
 	shift 2
@@ -510,7 +511,7 @@ probe_serve() {
 		</dev/null >"$log" 2>&1 &
 	E2E_BG_PIDS+=("$!")
 	disown "$!" # killed by the teardown: no "Killed" notice from bash
-	if ! wait_for "moat-probe serving $pod:$port" 5 grep -q '"event":"listening"' "$log"; then
+	if ! wait_for "moat-probe serving $pod:$port" "${E2E_START_WAIT:-5}" grep -q '"event":"listening"' "$log"; then
 		info "moat-probe serve in $pod on $port did not start: $(cat "$log")"
 		return 1
 	fi

@@ -34,6 +34,7 @@ export E2E_SERVE_BYTES=$BYTES
 # The request crosses the tunnel after the client wrote it: under emulation the response can
 # take longer than the probe's usual 10 s wait for progress.
 export E2E_PROBE_TIMEOUT=${E2E_PROBE_TIMEOUT:-90}
+export E2E_START_WAIT=${E2E_START_WAIT:-60} # every process start is slow under emulation
 A=$NS/a B=$NS/b
 PORT=8080 ECHO_PORT=9000
 E2E_LOG_LEVEL=${E2E_LOG_LEVEL:-info}
