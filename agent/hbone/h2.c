@@ -988,27 +988,42 @@ static void conn_flush(struct h2conn *c)
 	conn_update_interest(c);
 }
 
+/* The peer's bytes to nghttp2; false when that ended the connection. */
+static bool conn_feed(struct h2conn *c, const uint8_t *buf, size_t len)
+{
+	ssize_t used = nghttp2_session_mem_recv(c->ng, buf, len);
+	if (used >= 0)
+		return true;
+	char msg[400];
+	snprintf(msg, sizeof(msg), "HTTP/2 protocol error: %s%s%s", nghttp2_strerror((int)used),
+		 c->ng_error[0] ? ": " : "", c->ng_error);
+	/* Let nghttp2 tell the peer (GOAWAY) before we go. */
+	conn_flush(c);
+	conn_teardown(c, msg);
+	return false;
+}
+
 static void conn_read(struct h2conn *c)
 {
 	uint8_t buf[65536];
 	if (h2splice_busy(c->splice))
 		return; /* nghttp2 must not close the stream of a half-sent frame: read after it */
 	for (int round = 0; round < H2_READ_ROUNDS && c->state == C_OPEN; round++) {
-		ssize_t n = c->tp->ops->read(c->tp, buf, sizeof(buf));
-		if (n > 0) {
-			ssize_t used = nghttp2_session_mem_recv(c->ng, buf, (size_t)n);
-			if (used < 0) {
-				char msg[400];
-				snprintf(msg, sizeof(msg), "HTTP/2 protocol error: %s%s%s",
-					 nghttp2_strerror((int)used), c->ng_error[0] ? ": " : "",
-					 c->ng_error);
-				/* Let nghttp2 tell the peer (GOAWAY) before we go. */
-				conn_flush(c);
-				conn_teardown(c, msg);
-				return;
-			}
-			continue;
+		/* Fill the buffer from every record that is there (one SSL_read returns one
+		 * record): nghttp2 then gives a DATA payload spread over several records to the
+		 * app socket in one send(), not one per 16 KiB record. */
+		size_t have = 0;
+		ssize_t n = 0;
+		while (have < sizeof(buf)) {
+			n = c->tp->ops->read(c->tp, buf + have, sizeof(buf) - have);
+			if (n <= 0)
+				break;
+			have += (size_t)n;
 		}
+		if (have && (!conn_feed(c, buf, have) || c->state != C_OPEN))
+			return;
+		if (n > 0)
+			continue; /* the buffer filled up: more may be there */
 		if (n == TP_WANT_READ)
 			return;
 		if (n == TP_WANT_WRITE) {
