@@ -9,8 +9,10 @@
 #  - both moatds report the engine that carried it: the access-log `engine` field of the
 #    outbound (node1) and inbound (node2) records, and `moatctl connections` on both nodes
 #    while a long-lived connection is open;
-#  - the kernel's TLS counters (/proc/net/tls_stat, per network namespace: each node's) grow
-#    in TX and RX for each node's tunnel when the engine is kTLS, and stay put in user space;
+#  - the kernel's TLS counters (/proc/net/tls_stat, per network namespace) grow in TX and RX
+#    for each end's tunnel socket when the engine is kTLS, and stay put in user space. moatd
+#    opens both ends inside the pods' namespaces (outbound from a's, 15008 in b's): node1's
+#    tunnel is counted in pod a's namespace, node2's in pod b's;
 #  - moat_relay_payload_copied_bytes_total{direction="to_tunnel"}: the payload each node read
 #    into user space on its TX path: 0 with ktls-splice, the whole transfer otherwise.
 # The expected engine: `userspace` when forced, when the kernel has no kTLS, or when this
@@ -60,6 +62,7 @@ pod node2 $B 10.244.2.10
 EOF
 stamp "lab up"
 nsx() { local node=$1; shift; nsenter --net="/run/netns/moatlab-$E2E_LAB-node-$node" -- "$@"; }
+declare -A TUNNEL_NS=([node1]=$(pod_info "$A" netns) [node2]=$(pod_info "$B" netns))
 
 probe_serve "$B" "$PORT" --timeout 60 || e2e_abort "moat-probe serves in $B"
 "$LAB_TOOL" exec "$E2E_LAB" "$B" -- socat "TCP-LISTEN:$ECHO_PORT,reuseaddr,fork" EXEC:cat \
@@ -84,8 +87,9 @@ metric() { # NODE PREFIX: the sum of the matching samples (0 when none)
 		awk -v m="$2" 'index($0, m) == 1 { s += $NF } END { printf "%d\n", s + 0 }'
 }
 copied_tx() { metric "$1" 'moat_relay_payload_copied_bytes_total{direction="to_tunnel"'; }
-tls_stat() { # NODE FIELD: the node netns's /proc/net/tls_stat field (0 without kTLS)
-	nsx "$1" cat /proc/net/tls_stat 2>/dev/null | awk -v f="$2" '$1 == f { v = $2 } END { print v + 0 }'
+tls_stat() { # NODE FIELD: /proc/net/tls_stat's FIELD where NODE's tunnel end lives (0 without kTLS)
+	nsenter --net="${TUNNEL_NS[$1]}" -- cat /proc/net/tls_stat 2>/dev/null |
+		awk -v f="$2" '$1 == f { v = $2 } END { print v + 0 }'
 }
 moatd_has_ktls=no KTLS_ENGINE=ktls
 "$MOATD" --help 2>&1 | grep -qi 'ktls' && moatd_has_ktls=yes
@@ -132,7 +136,7 @@ phase() { # MODE
 			check "[$mode] $n: no kTLS socket with the user-space engine ($delta)" \
 				test "$tx" -eq "${tx0[$n]}" -a "$rx" -eq "${rx0[$n]}"
 		else
-			check "[$mode] $n: its tunnel's kTLS TX and RX were installed ($delta)" \
+			check "[$mode] $n: its tunnel's kTLS TX and RX were installed (in ${TUNNEL_NS[$n]##*/}: $delta)" \
 				test "$tx" -gt "${tx0[$n]}" -a "$rx" -gt "${rx0[$n]}"
 		fi
 	done
