@@ -15,6 +15,11 @@
 #    tunnel is counted in pod a's namespace, node2's in pod b's;
 #  - moat_relay_payload_copied_bytes_total{direction="to_tunnel"}: the payload each node read
 #    into user space on its TX path: 0 with ktls-splice, the whole transfer otherwise.
+# Each phase also prints one "# figure {JSON}" line: bytes moved, milliseconds, and the CPU
+# seconds both moatds spent during the transfer (utime + stime from /proc/PID/stat), which
+# bench/vm turns into its kTLS / user-space figures (measured, never asserted here); with
+# XNODE_IPERF_SECS=N also one for an N-second iperf3 stream a -> b (no hashing in the apps:
+# the cleaner throughput figure).
 # The expected engine: `userspace` when forced, when the kernel has no kTLS, or when this
 # moatd has no kTLS engine (its --help names none; the kTLS checks are then skipped, naming
 # why); otherwise its best kTLS engine: `ktls-splice` when --help names it, else `ktls`
@@ -70,6 +75,12 @@ probe_serve "$B" "$PORT" --timeout 60 || e2e_abort "moat-probe serves in $B"
 E2E_BG_PIDS+=("$!")
 disown "$!"
 make_ca >/dev/null || e2e_abort "moatctl ca init"
+IPERF_SECS=${XNODE_IPERF_SECS:-0}
+if [ "$IPERF_SECS" -gt 0 ]; then
+	"$LAB_TOOL" exec "$E2E_LAB" "$B" -- iperf3 -s -p 5201 </dev/null >/dev/null 2>&1 &
+	E2E_BG_PIDS+=("$!")
+	disown "$!"
+fi
 
 ready() { nsx "$1" curl -sf -o /dev/null -m 2 http://127.0.0.1:15021/healthz/ready; }
 start_both() { # MODE: both moatds with that engine, ready
@@ -90,6 +101,27 @@ copied_tx() { metric "$1" 'moat_relay_payload_copied_bytes_total{direction="to_t
 tls_stat() { # NODE FIELD: /proc/net/tls_stat's FIELD where NODE's tunnel end lives (0 without kTLS)
 	nsenter --net="${TUNNEL_NS[$1]}" -- cat /proc/net/tls_stat 2>/dev/null |
 		awk -v f="$2" '$1 == f { v = $2 } END { print v + 0 }'
+}
+moatd_cpu_ticks() { # utime + stime of both moatds, in clock ticks
+	local n sum=0 t
+	for n in node1 node2; do
+		t=$(awk '{ print $14 + $15 }' "/proc/$(agent_pid $n)/stat" 2>/dev/null)
+		sum=$((sum + ${t:-0}))
+	done
+	echo "$sum"
+}
+iperf_figure() { # MODE ENGINE: one iperf3 stream a -> b, as a "# figure" line (not a check)
+	local cpu0 out
+	cpu0=$(moatd_cpu_ticks)
+	out=$("$LAB_TOOL" exec "$E2E_LAB" "$A" -- iperf3 -c 10.244.2.10 -p 5201 -t "$IPERF_SECS" -J 2>&1)
+	if ! jq -e '.end.sum_received.bytes > 0' >/dev/null 2>&1 <<<"$out"; then
+		info "iperf3 a -> b failed: $(jq -r '.error // empty' <<<"$out" 2>/dev/null || tail -c 200 <<<"$out")"
+		return 0
+	fi
+	info "figure $(jq -c --arg m "$1" --arg e "$2" --argjson t "$(($(moatd_cpu_ticks) - cpu0))" \
+		--argjson hz "$(getconf CLK_TCK)" --arg k "$(uname -r)" \
+		'{mode: $m, engine: $e, tool: "iperf3", bytes: .end.sum_received.bytes,
+		  ms: (.end.sum_received.seconds * 1000 | round), moatd_cpu_s: ($t / $hz), kernel: $k}' <<<"$out")"
 }
 moatd_has_ktls=no KTLS_ENGINE=ktls
 "$MOATD" --help 2>&1 | grep -qi 'ktls' && moatd_has_ktls=yes
@@ -119,11 +151,17 @@ phase() { # MODE
 		tx0[$n]=$(tls_stat $n TlsTxSw) rx0[$n]=$(tls_stat $n TlsRxSw) cp0[$n]=$(copied_tx $n)
 	done
 
+	local cpu0
+	cpu0=$(moatd_cpu_ticks)
 	t0=$(date +%s%N)
 	check_connect_ok "[$mode] a -> b:$PORT across nodes carries $BYTES bytes each way intact (sha256)" \
 		"$A" "$target" "$BYTES" "$BYTES"
 	ms=$((($(date +%s%N) - t0) / 1000000))
 	stamp "[$mode] transfer: $((2 * BYTES)) bytes in $ms ms"
+	info "figure $(jq -cn --arg m "$mode" --arg e "$want" --argjson b $((2 * BYTES)) --argjson ms "$ms" \
+		--argjson t "$(($(moatd_cpu_ticks) - cpu0))" --argjson hz "$(getconf CLK_TCK)" --arg k "$(uname -r)" \
+		'{mode: $m, engine: $e, tool: "moat-probe", bytes: $b, ms: $ms, moatd_cpu_s: ($t / $hz), kernel: $k}')"
+	[ "$IPERF_SECS" -gt 0 ] && iperf_figure "$mode" "$want"
 	check_wait "[$mode] node1's moatd logs the outbound record with engine $want and the bytes" 15 \
 		access_log_has node1 "$rec_cond" --arg d outbound --arg dst "$target" --arg e "$want" --arg n "$BYTES"
 	check_wait "[$mode] node2's moatd logs the inbound record with engine $want and the bytes" 15 \
