@@ -51,7 +51,7 @@ fi
 say "running the cross-node e2e ($VM_XNODE_MODES; $VM_XNODE_BYTES bytes each way)"
 t0=$(cut -d' ' -f1 /proc/uptime)
 # shellcheck disable=SC2086 # the modes are words
-BUILD=$VM_BUILD XNODE_BYTES=$VM_XNODE_BYTES timeout -k 10 "$VM_XNODE_TIMEOUT" \
+BUILD=$VM_BUILD XNODE_BYTES=$VM_XNODE_BYTES XNODE_IPERF_SECS=${XNODE_IPERF_SECS:-0} timeout -k 10 "$VM_XNODE_TIMEOUT" \
 	bash tests/vm/cross_node.sh $VM_XNODE_MODES >$out/xnode.out 2>&1
 echo $? >$out/xnode.rc
 echo "$t0 $(cut -d' ' -f1 /proc/uptime)" >$out/xnode.time
