@@ -581,3 +581,31 @@ int mkdir_p(const char *path, int mode)
 		return -1;
 	return 0;
 }
+
+int tcp_loopback_pair(int sv[2])
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof(a);
+	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), c = -1, s = -1, saved;
+	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 ||
+	    getsockname(l, (struct sockaddr *)&a, &al) < 0)
+		goto fail;
+	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof(a)) < 0)
+		goto fail;
+	s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+	if (s < 0)
+		goto fail;
+	close(l);
+	sv[0] = c;
+	sv[1] = s;
+	return 0;
+fail:
+	saved = errno;
+	if (c >= 0)
+		close(c);
+	if (l >= 0)
+		close(l);
+	errno = saved;
+	return -1;
+}

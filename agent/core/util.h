@@ -101,6 +101,9 @@ int64_t wall_ms(void);         /* CLOCK_REALTIME */
 /* "2026-11-22T22:05:43.123Z" */
 const char *iso8601_ms(int64_t wall, char *buf, size_t len);
 int set_nonblock(int fd);
+/* A connected TCP pair on 127.0.0.1 (ephemeral port), both ends blocking, close-on-exec:
+ * for probes and tests. 0, or -1 with errno set and nothing left open. */
+int tcp_loopback_pair(int sv[2]);
 /* Close a TCP socket with a reset (SO_LINGER 0): how moat refuses or aborts a connection. */
 void close_rst(int fd);
 /* TCP_NODELAY: tunnels and relays move small frames; Nagle would add 40 ms stalls. */

@@ -64,6 +64,8 @@ struct h2conn {
 	SSL *ssl;             /* the handshake's; handed to tp once it is done */
 	struct transport *tp; /* after the handshake: OpenSSL or kernel TLS */
 	struct h2splice *splice; /* kTLS: app -> tunnel payload by splice() (NULL: copied) */
+	const char *engine;   /* tp's engine name, kept after tp is freed */
+	struct transport_stats tp_stats; /* ... and its counts (on_closed reads them) */
 	bool want_ktls;       /* try the kernel engine after the handshake */
 	char ktls_reason[32]; /* why the kernel engine was not taken (metric label) */
 	char ktls_why[256];   /* ... in words, for the log */
@@ -908,7 +910,9 @@ static void conn_free(struct h2conn *c)
 {
 	if (c->tp) {
 		c->tp->ops->shutdown(c->tp); /* best effort close_notify; never blocks */
+		c->tp_stats = c->tp->stats;
 		c->tp->ops->free(c->tp);
+		c->tp = NULL;
 	} else if (c->ssl) {
 		SSL_shutdown(c->ssl); /* best effort close_notify; never blocks (non-blocking fd) */
 		SSL_free(c->ssl);
@@ -1039,9 +1043,10 @@ static void conn_read(struct h2conn *c)
 		conn_teardown(c, c->tp->why);
 		return;
 	}
-	/* Still more to read: come back after the other ready connections had their turn
-	 * (bytes already inside OpenSSL would not wake epoll again). */
-	if (c->state == C_OPEN)
+	/* Still more to read: come back after the other ready connections had their turn.
+	 * What is still in the socket wakes epoll again (level-triggered); bytes already
+	 * inside the transport (OpenSSL's buffers) would not: a timer brings us back. */
+	if (c->state == C_OPEN && c->tp->ops->pending(c->tp))
 		loop_timer_arm(c->loop, &c->resume_timer, 0);
 }
 
@@ -1087,9 +1092,12 @@ static void conn_pick_transport(struct h2conn *c)
 	if (!c->tp)
 		c->tp = transport_ossl_new(c->ssl, c->fd);
 	c->ssl = NULL; /* the transport's now */
+	c->engine = c->tp->ops->engine;
 	if (transport_kernel(c->tp)) {
 		c->splice = h2splice_new();
-		if (!c->splice)
+		if (c->splice)
+			c->engine = "ktls-splice";
+		else
 			log_warn("HBONE %s: no pipe for the splice payload path (%s): payload is "
 				 "copied through user space (engine ktls)",
 				 c->desc, errno_name(errno));
@@ -1255,9 +1263,7 @@ void h2conn_want_ktls(struct h2conn *c)
 
 const char *h2conn_engine(const struct h2conn *c)
 {
-	if (c->splice)
-		return "ktls-splice";
-	return c->tp ? c->tp->ops->engine : "userspace";
+	return c->engine ? c->engine : "userspace";
 }
 
 int h2conn_key_update(struct h2conn *c, bool request_peer)
@@ -1269,12 +1275,10 @@ int h2conn_key_update(struct h2conn *c, bool request_peer)
 
 void h2conn_ktls_stats(const struct h2conn *c, struct h2_ktls_stats *st)
 {
-	*st = (struct h2_ktls_stats){0};
-	if (c->tp) {
-		st->tickets_ignored = c->tp->stats.tickets_ignored;
-		st->key_updates = c->tp->stats.key_updates;
-		st->rekey_failed = c->tp->stats.rekey_failed;
-	}
+	const struct transport_stats *ts = c->tp ? &c->tp->stats : &c->tp_stats;
+	*st = (struct h2_ktls_stats){.tickets_ignored = ts->tickets_ignored,
+				     .key_updates = ts->key_updates,
+				     .rekey_failed = ts->rekey_failed};
 }
 
 const char *h2conn_ktls_fallback(const struct h2conn *c, const char **why)

@@ -269,6 +269,7 @@ struct transport *transport_ktls_new(SSL *ssl, int fd, char *reason, size_t reas
 		k->t.fd = fd;
 		k->ssl = ssl;
 		k->t.broken = true;
+		k->closed_sent = true; /* no TX key: an alert would go out in clear */
 		snprintf(k->t.why, sizeof(k->t.why), "kTLS switch failed halfway: %s", why);
 		goto out;
 	}

@@ -480,9 +480,12 @@ unenroll() {
 # ---------------------------------------------------------------- engines
 # The path a connection between pods on SRC-NODE and DST-NODE is logged with: a same-node
 # pair is joined in the kernel ("same_node", security "same_node": moatd's default engine),
-# unless the run's moatd has --engine userspace (E2E_MOATD_ARGS): then it takes HBONE
-# ("hbone", "mutual_tls").
-engine_sockmap() { [[ " ${E2E_MOATD_ARGS:-} " != *" --engine userspace "* ]]; }
+# unless the run's moatd has --engine userspace or ktls (E2E_MOATD_ARGS): then it takes
+# HBONE ("hbone", "mutual_tls").
+engine_sockmap() {
+	[[ " ${E2E_MOATD_ARGS:-} " != *" --engine userspace "* &&
+		" ${E2E_MOATD_ARGS:-} " != *" --engine ktls "* ]]
+}
 expected_path() { if [ "$1" = "$2" ] && engine_sockmap; then echo same_node; else echo hbone; fi; }
 expected_security() {
 	if [ "$(expected_path "$1" "$2")" = same_node ]; then echo same_node; else echo mutual_tls; fi

@@ -190,4 +190,28 @@ check_wait "... over HBONE: logged with path hbone, engine userspace, mutual_tls
 		and .engine == "userspace" and .security == "mutual_tls" and .src_identity == $sid' \
 	--arg sid "$(spiffe client)"
 check "moatd is still alive" agent_alive node1
+
+# ---------------------------------------------------------------- E. --engine ktls, no kTLS
+# This host's kernel has no TLS ULP: moatd asks for kTLS, every HBONE connection stays on
+# OpenSSL, and status says why (the probe's words), never a silent "ktls".
+stop_agent node1
+start_agent node1 --engine ktls
+wait_ready node1 30 || e2e_abort "moatd --engine ktls on node1 becomes ready"
+if [ -d /sys/module/tls ]; then
+	info "this host has kernel TLS: section E (no kTLS) does not apply"
+else
+	st=$(moatctl_on node1 status)
+	check_match "moatctl status: HBONE userspace, kTLS off with the probe's reason" \
+		'HBONE: userspace \(kTLS off: setsockopt\(TCP_ULP, "tls"\)' "$st"
+	stj=$(moatctl_on node1 status -o json)
+	check_eq "moatctl status --json: engine_flag ktls, relay_engine userspace, ktls_off says TCP_ULP" \
+		"ktls userspace true" \
+		"$(jq -r '"\(.engine_flag) \(.relay_engine) \(.ktls_off | test("TCP_ULP"))"' <<<"$stj" 2>&1)"
+	check_wait "with --engine ktls client -> server:$PORT goes over HBONE (1 MiB each way)" 15 \
+		connect_is_ok "$CLI" "$target"
+	check_wait "... logged with path hbone, engine userspace" 10 access_log_has node1 \
+		'.type == "connection" and .direction == "outbound" and .path == "hbone"
+			and .engine == "userspace" and .src_identity == $sid' --arg sid "$(spiffe client)"
+fi
+check "moatd is still alive" agent_alive node1
 e2e_finish

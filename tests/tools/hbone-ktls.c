@@ -2,18 +2,20 @@
  * engine, with apps in threads checking every byte. For the vm layer (a kernel with TLS);
  * on a kernel without it the same runs report engine "userspace" and the fallback reason.
  *
- *   hbone-ktls pair [--bytes N] [--key-update] [--timeout S]
+ *   hbone-ktls pair [--bytes N] [--key-update] [--no-ktls] [--timeout S]
  *       a moat client and a moat server (both asking for kTLS) joined by 127.0.0.1 TCP; one
  *       CONNECT stream carries N bytes each way (client app -> server app, then back).
  *       --key-update: the client stays on OpenSSL and sends a KeyUpdate (update_requested)
  *       once the server app has half of its bytes: the kTLS server must follow it (kernels
  *       that can rekey) or close the connection saying so and counting it; never misread.
+ *       --no-ktls: neither end asks for kTLS (the same run on OpenSSL, for comparison).
  *   hbone-ktls node --script tests/interop/h2_server.js [--bytes N] [--timeout S]
  *       moat's client (asking for kTLS) against Node's http2 echo server (which sends
  *       TLS 1.3 session tickets right after the handshake): N bytes out, the echo back.
  *
  * Prints one JSON line (engines, fallback reasons, byte counts, sha256 verdicts, the
- * non-data records handled, errors, /proc/net/tls_stat deltas) and exits 0 when the run
+ * non-data records handled, errors, /proc/net/tls_stat deltas, elapsed_ms: a figure to
+ * compare within one machine, never judged) and exits 0 when the run
  * met its checks, 1 when not, 2 on a setup error. Every wait is bounded by --timeout. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,7 +48,7 @@
 struct opts {
 	const char *mode, *script;
 	size_t bytes;
-	bool key_update;
+	bool key_update, no_ktls;
 	int timeout_s;
 };
 
@@ -175,23 +177,7 @@ struct run {
 
 static int tcp_pair(int sv[2])
 {
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t al = sizeof(a);
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 ||
-	    getsockname(l, (struct sockaddr *)&a, &al) < 0) {
-		if (l >= 0)
-			close(l);
-		return -1;
-	}
-	sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (sv[0] < 0 || connect(sv[0], (struct sockaddr *)&a, sizeof(a)) < 0) {
-		close(l);
-		return -1;
-	}
-	sv[1] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-	close(l);
-	return sv[1] < 0 ? -1 : 0;
+	return tcp_loopback_pair(sv);
 }
 
 static void start_thread(struct run *r, void *(*fn)(void *), struct flow *f)
@@ -348,6 +334,16 @@ static int certs_init(struct certs *c, const char *server_id)
 	return 0;
 }
 
+static void certs_free(struct certs *c)
+{
+	SSL_CTX_free(c->cctx);
+	SSL_CTX_free(c->sctx);
+	svid_unref(c->cs);
+	svid_unref(c->ss);
+	bundle_unref(c->b);
+	ca_free(c->ca);
+}
+
 static int write_pem(const char *dir, const char *name, X509 *x, EVP_PKEY *k)
 {
 	char p[512];
@@ -436,6 +432,7 @@ static void parse(int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {{"bytes", required_argument, 0, 'b'},
 					   {"key-update", no_argument, 0, 'k'},
+					   {"no-ktls", no_argument, 0, 'n'},
 					   {"timeout", required_argument, 0, 't'},
 					   {"script", required_argument, 0, 's'},
 					   {0, 0, 0, 0}};
@@ -449,6 +446,8 @@ static void parse(int argc, char **argv, struct opts *o)
 			o->bytes = strtoull(optarg, NULL, 0);
 		else if (c == 'k')
 			o->key_update = true;
+		else if (c == 'n')
+			o->no_ktls = true;
 		else if (c == 't')
 			o->timeout_s = atoi(optarg);
 		else if (c == 's')
@@ -470,6 +469,11 @@ int main(int argc, char **argv)
 	struct certs c = {0};
 	if (certs_init(&c, node ? NODE_ID : SERVER_ID) < 0)
 		return 2;
+	/* moat's client context refuses tickets (SSL_OP_NO_TICKET), so a well-behaved server
+	 * sends none; here it asks for them, so Node sends its two right after the handshake
+	 * and the kTLS engine must read them as the non-data records they are. */
+	if (node)
+		SSL_CTX_clear_options(c.cctx, SSL_OP_NO_TICKET);
 	long tx0 = tls_stat("TlsTxSw"), rx0 = tls_stat("TlsRxSw");
 	r.loop = loop_new();
 	char dir[] = "/tmp/hbone-ktls.XXXXXX";
@@ -499,10 +503,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "hbone-ktls: %s\n", e.msg);
 		return 2;
 	}
-	if (!r.o.key_update)
+	if (!r.o.key_update && !r.o.no_ktls)
 		h2conn_want_ktls(r.client);
-	if (r.server)
+	if (r.server && !r.o.no_ktls)
 		h2conn_want_ktls(r.server);
+	uint64_t t0 = now_ms();
 	int ap[2];
 	if (tcp_pair(ap) < 0 || !(r.cstream = h2conn_open_stream(r.client, "127.0.0.1:9", NULL, 0,
 								 ap[0], &client_stream_ops,
@@ -525,6 +530,7 @@ int main(int argc, char **argv)
 	if (r.o.key_update)
 		loop_timer_arm(r.loop, &r.poll, 2);
 	loop_run(r.loop);
+	uint64_t elapsed = now_ms() - t0;
 	loop_timer_cancel(r.loop, &r.poll);
 	loop_timer_cancel(r.loop, &r.deadline);
 	if (r.client) {
@@ -548,7 +554,7 @@ int main(int argc, char **argv)
 	bool both = flow_intact(&r.c_recv) && to_server;
 	bool ok;
 	const char *outcome;
-	bool server_ktls = r.s_engine && strcmp(r.s_engine, "ktls") == 0;
+	bool server_ktls = r.s_engine && strncmp(r.s_engine, "ktls", 4) == 0; /* ktls, ktls-splice */
 	if (r.o.key_update && !server_ktls) {
 		outcome = both ? "intact" : "broken"; /* OpenSSL followed the KeyUpdate itself */
 		ok = both && r.key_update_sent;
@@ -574,6 +580,7 @@ int main(int argc, char **argv)
 	report_flow("to_client", &r.c_recv);
 	if (!node)
 		report_flow("to_server", &r.s_recv);
+	printf("\"elapsed_ms\":%llu,", (unsigned long long)elapsed);
 	printf("\"status\":%d,\"timed_out\":%s,\"key_update_sent\":%s,", r.status,
 	       r.timed_out ? "true" : "false", r.key_update_sent ? "true" : "false");
 	printf("\"client_ktls\":{\"tickets_ignored\":%u,\"key_updates\":%u,\"rekey_failed\":%u},",
@@ -587,5 +594,8 @@ int main(int argc, char **argv)
 	json_str("client_conn_error", r.client_conn_error, true);
 	json_str("server_conn_error", r.server_conn_error, true);
 	printf("\"ok\":%s}\n", ok ? "true" : "false");
+	fflush(stdout);
+	loop_free(r.loop);
+	certs_free(&c);
 	return ok ? 0 : 1;
 }

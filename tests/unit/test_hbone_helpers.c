@@ -36,23 +36,7 @@ void hbt_certs_free(struct hbt_certs *c)
 
 int hbt_tcp_pair(int sv[2])
 {
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t al = sizeof(a);
-	int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(l, 1) < 0 ||
-	    getsockname(l, (struct sockaddr *)&a, &al) < 0) {
-		if (l >= 0)
-			close(l);
-		return -1;
-	}
-	sv[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (sv[0] < 0 || connect(sv[0], (struct sockaddr *)&a, sizeof(a)) < 0) {
-		close(l);
-		return -1;
-	}
-	sv[1] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
-	close(l);
-	if (sv[1] < 0)
+	if (tcp_loopback_pair(sv) < 0)
 		return -1;
 	int fl = fcntl(sv[0], F_GETFL);
 	fcntl(sv[0], F_SETFL, fl | O_NONBLOCK);

@@ -6,7 +6,8 @@
 # Always powers off: PID 1 must never exit.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb LANG=C.UTF-8 SHELL=/bin/sh
-. /run/vm/env # VM_REPO VM_BUILD VM_KTLS_BYTES VM_KTLS_TIMEOUT VM_BPF_TIMEOUT VM_XNODE_*
+. /run/vm/env # VM_REPO VM_BUILD VM_KTLS_BYTES VM_KTLS_TIMEOUT VM_BPF_TIMEOUT VM_HBONE_BYTES
+# VM_SKIP_BPF VM_SKIP VM_XNODE_* XNODE_IPERF_SECS
 out=/run/vm/out
 mkdir -p $out
 cut -d' ' -f1 /proc/uptime >$out/stage2-uptime
@@ -56,7 +57,24 @@ BUILD=$VM_BUILD XNODE_BYTES=$VM_XNODE_BYTES XNODE_IPERF_SECS=${XNODE_IPERF_SECS:
 echo $? >$out/xnode.rc
 echo "$t0 $(cut -d' ' -f1 /proc/uptime)" >$out/xnode.time
 
-if ! skipped bpf; then
+# moat's own HBONE code on kTLS (tests/tools/hbone-ktls.c): a moat pair, moat's client
+# against Node's http2 server (session tickets), and a peer KeyUpdate mid-stream.
+hbone_ktls() { # NAME ARGS...
+	name=$1
+	shift
+	say "running hbone-ktls $name"
+	timeout -k 5 "$VM_KTLS_TIMEOUT" "$VM_BUILD/tests/hbone-ktls" "$@" --bytes "$VM_HBONE_BYTES" \
+		--timeout $((VM_KTLS_TIMEOUT - 10)) >$out/hbone-$name.json 2>$out/hbone-$name.err
+	echo $? >$out/hbone-$name.rc
+}
+if ! skipped hbone; then
+	hbone_ktls pair pair
+	hbone_ktls node node --script tests/interop/h2_server.js
+	hbone_ktls keyupdate pair --key-update
+	hbone_ktls pair-userspace pair --no-ktls # a figure only: the same pair on OpenSSL
+fi
+
+if [ -z "${VM_SKIP_BPF:-}" ] && ! skipped bpf; then
 	say "running the BPF layer (tests/bpf/run, $VM_BUILD/tests/bpf_tests)"
 	t0=$(cut -d' ' -f1 /proc/uptime)
 	MOAT_BUILD=$VM_BUILD timeout -k 5 "$VM_BPF_TIMEOUT" bash tests/bpf/run >$out/bpf.out 2>&1
