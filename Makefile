@@ -69,6 +69,7 @@ bench:
 	@$(MAKE) --no-print-directory build
 	@QUICK=$(QUICK) bash bench/run
 	@QUICK=$(QUICK) bash bench/scale/section
+	@bash bench/vm
 
 # libFuzzer targets (tests/fuzz/): `make fuzz` runs each for FUZZ_SECONDS and reports what
 # it finds; `make test` runs each over its corpus once (the fuzz layer, tests/fuzz/run).

@@ -136,6 +136,47 @@ measure_denied() { # ROUND (moat only: the others have no policy at connect())
 	sample denied_p99_us moat "$1" "$(jq .p99_us <<<"$out")"
 }
 
+# Same node: pods e and f (both on node1) through moat, which joins the two app sockets in the
+# kernel (sockmap), against raw TCP between the same two network namespaces. Raw needs the
+# pair out of the mesh (capture and plaintext steering are per enrolled pod), so each round
+# measures once unenrolled and once enrolled, alternating which comes first.
+samenode_carries() { # e -> f's echo server answers a round trip
+	timeout 20 "${PIN1[@]}" "$LAB_TOOL" exec "$E2E_LAB" e -- "$BENCH_TOOL" rr "$SAMENODE_ECHO" \
+		--count 10 --warmup 0 >/dev/null 2>&1
+}
+samenode_sockmap_bytes() {
+	node_exec node1 curl -s -m 5 http://127.0.0.1:15020/metrics |
+		awk 'index($0, "moat_engine_bytes_total{engine=\"sockmap\"") == 1 { s += $NF } END { printf "%d\n", s + 0 }'
+}
+samenode_mode() { # raw | moat: enroll or unenroll e and f
+	local p
+	for p in e f; do
+		if [ "$1" = moat ]; then enroll "$p" >/dev/null; else unenroll "$p" >/dev/null 2>&1; fi
+	done
+	wait_for "e -> f carries a round trip ($1)" 15 samenode_carries
+}
+measure_samenode() { # ROUND
+	local round=$1 sys out j0 j1 order=(raw moat)
+	[ $((round % 2)) -eq 0 ] && order=(moat raw)
+	for sys in "${order[@]}"; do
+		samenode_mode "$sys" || { warn "same node, $sys, round $round: e -> f carries no round trip"; continue; }
+		j0=$(samenode_sockmap_bytes)
+		out=$(timeout $((SECS + 30)) "${PIN1[@]}" "$LAB_TOOL" exec "$E2E_LAB" e -- \
+			iperf3 -c "${SAMENODE_IPERF% *}" -p "${SAMENODE_IPERF#* }" -t "$SECS" -J 2>&1)
+		if ! jq -e '.end.sum_received.bytes > 0' >/dev/null 2>&1 <<<"$out"; then
+			warn "same node, $sys, round $round: iperf3 failed: $(jq -r '.error // empty' <<<"$out" 2>/dev/null || tail -c 300 <<<"$out")"
+			continue
+		fi
+		if [ "$sys" = moat ]; then # records close a moment after iperf3 ends
+			wait_for "the joined connections are counted" 5 test "$(samenode_sockmap_bytes)" -gt "$j0"
+			j1=$(samenode_sockmap_bytes)
+			[ "$j1" -gt "$j0" ] || { warn "same node, round $round: moat did not join e -> f (moat_engine_bytes_total{engine=\"sockmap\"} unchanged)"; continue; }
+		fi
+		sample samenode_gbps "$sys" "$round" "$(jq '.end.sum_received.bits_per_second / 1e9' <<<"$out")"
+	done
+	samenode_mode raw >/dev/null 2>&1 # out of the mesh between rounds
+}
+
 # ---------------------------------------------------------------- profile
 # perf_top FILE SORT N: the top N entries of a perf.data by SORT (dso or dso,sym) as JSON
 # [{percent, dso, symbol}] (symbol empty when sorting by dso only).

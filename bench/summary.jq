@@ -19,13 +19,15 @@ def figures: [
   {id: "idle_kib_server", label: "Memory per idle connection, server side", unit: "KiB", better: "lower"},
   {id: "cpu_client_s_per_gib", label: "CPU per GiB moved, client side", unit: "s/GiB", better: "lower"},
   {id: "cpu_server_s_per_gib", label: "CPU per GiB moved, server side", unit: "s/GiB", better: "lower"},
-  {id: "underlay_bytes_per_conn", label: "Underlay bytes per new connection", unit: "B", better: "lower"}
+  {id: "underlay_bytes_per_conn", label: "Underlay bytes per new connection", unit: "B", better: "lower"},
+  {id: "samenode_gbps", label: "Same-node throughput, 1 stream (iperf3; moat: sockmap join)", unit: "Gbit/s", better: "higher"}
 ];
 def systems: ["raw", "moat", "haproxy", "stunnel"];
 def peers: ["haproxy", "stunnel"];
 def not_applicable: {
   "denied_p50_us": {raw: "no policy at connect()", haproxy: "no policy at connect()", stunnel: "no policy at connect()"},
-  "denied_p99_us": {raw: "no policy at connect()", haproxy: "no policy at connect()", stunnel: "no policy at connect()"}
+  "denied_p99_us": {raw: "no policy at connect()", haproxy: "no policy at connect()", stunnel: "no policy at connect()"},
+  "samenode_gbps": {haproxy: "same node: moat and raw only", stunnel: "same node: moat and raw only"}
 };
 
 def median: sort | if length == 0 then null
@@ -60,6 +62,7 @@ def ratio(a; b): if a == null or b == null or b == 0 then null else a / b end;
     figures: .,
     goals: [
       goal("cross-node throughput / raw"; ">="; 0.8; $by.throughput_gbps.ratio_to_raw.moat),
+      goal("same-node throughput / raw (same two netns)"; ">="; 1.0; $by.samenode_gbps.ratio_to_raw.moat),
       goal("new connections/s / raw, 1 client"; ">="; 0.5; $by.conns_1.ratio_to_raw.moat),
       goal("new connections/s / raw, 4 clients"; ">="; 0.5; $by.conns_4.ratio_to_raw.moat),
       goal("added request/response p50 over raw (µs)"; "<="; 25; added_p50),

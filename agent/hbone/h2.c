@@ -12,6 +12,7 @@
 #include <openssl/x509.h>
 
 #include "core/log.h"
+#include "hbone/splice.h"
 #include "hbone/transport.h"
 #include "identity/identity.h"
 
@@ -45,6 +46,7 @@ struct h2stream {
 	size_t pend_len, pend_off;
 	int status;
 	uint64_t to_peer, from_peer;
+	uint64_t copied_to_peer, copied_from_peer; /* of those, through our own buffers */
 	char *error;
 	const struct h2stream_ops *ops;
 	void *user;
@@ -61,6 +63,7 @@ struct h2conn {
 	struct loop_io io;
 	SSL *ssl;             /* the handshake's; handed to tp once it is done */
 	struct transport *tp; /* after the handshake: OpenSSL or kernel TLS */
+	struct h2splice *splice; /* kTLS: app -> tunnel payload by splice() (NULL: copied) */
 	const char *engine;   /* tp's engine name, kept after tp is freed */
 	struct transport_stats tp_stats; /* ... and its counts (on_closed reads them) */
 	bool want_ktls;       /* try the kernel engine after the handshake */
@@ -175,7 +178,9 @@ static void stream_close_fd(struct h2stream *s, bool rst)
 	if (s->fd < 0)
 		return;
 	loop_io_del(s->conn->loop, &s->io);
-	if (rst)
+	if (h2splice_release(s->conn->splice, s->fd, rst))
+		; /* a DATA frame from it is half sent: the splice path closes it when done */
+	else if (rst)
 		close_rst(s->fd);
 	else
 		close(s->fd);
@@ -212,9 +217,8 @@ static void stream_check_done(struct h2stream *s)
 	if (s->ng_open || s->fd >= 0)
 		return;
 	struct h2conn *c = s->conn;
-	struct h2stream_stats st = {.bytes_to_peer = s->to_peer,
-				    .bytes_from_peer = s->from_peer,
-				    .status = s->status};
+	struct h2stream_stats st;
+	h2stream_get_stats(s, &st);
 	if (c->ng && s->id > 0)
 		nghttp2_session_set_stream_user_data(c->ng, s->id, NULL);
 	loop_timer_cancel(c->loop, &s->wait_timer);
@@ -284,6 +288,7 @@ static ssize_t stream_deliver(struct h2stream *s, const uint8_t *data, size_t le
 		}
 	}
 	s->from_peer += done; /* counted once it reached the socket: what the app got */
+	s->copied_from_peer += done;
 	if (done > 0)
 		s->last_io_ms = now_ms();
 	if (done < len) {
@@ -321,6 +326,7 @@ static void stream_drain_pending(struct h2stream *s)
 		return;
 	}
 	s->from_peer += wrote;
+	s->copied_from_peer += wrote;
 	if (wrote)
 		s->last_io_ms = now_ms();
 	if (wrote && c->ng && s->ng_open)
@@ -478,11 +484,27 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 		return NGHTTP2_ERR_DEFERRED;
 	}
 	for (;;) {
-		ssize_t n = recv(s->fd, buf, len, 0);
-		if (n > 0) {
-			s->to_peer += (uint64_t)n;
-			s->last_io_ms = now_ms();
-			return n;
+		ssize_t n;
+		if (s->conn->splice) {
+			/* Only the length now: send_data_cb splices the payload itself. */
+			n = h2splice_available(s->fd, len);
+			if (n > 0) {
+				*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+				s->last_io_ms = now_ms();
+				return n;
+			}
+			if (n < 0) {
+				errno = (int)-n;
+				n = -1;
+			}
+		} else {
+			n = recv(s->fd, buf, len, 0);
+			if (n > 0) {
+				s->to_peer += (uint64_t)n;
+				s->copied_to_peer += (uint64_t)n; /* recv() into nghttp2's buffer */
+				s->last_io_ms = now_ms();
+				return n;
+			}
 		}
 		if (n == 0) {
 			s->local_eof = true;
@@ -502,6 +524,26 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 					  NGHTTP2_CONNECT_ERROR);
 		return NGHTTP2_ERR_DEFERRED;
 	}
+}
+
+/* A NO_COPY DATA frame (kTLS + splice): header and payload straight to the tunnel socket. */
+static int send_data_cb(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *hd, size_t len,
+			nghttp2_data_source *src, void *arg)
+{
+	(void)ng;
+	struct h2conn *c = arg;
+	struct h2stream *s = src->ptr;
+	if (f->data.padlen) /* we never ask for padding */
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	int r = h2splice_send(c->splice, c->fd, hd, len, s->fd, &s->to_peer);
+	if (r == 1) {
+		c->tp_wants_write = true; /* resumed on EPOLLOUT, with the same frame */
+		return NGHTTP2_ERR_WOULDBLOCK;
+	}
+	if (r < 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE; /* fatal: conn_flush tears down, saying why */
+	s->last_io_ms = now_ms();
+	return 0;
 }
 
 static ssize_t read_length_cb(nghttp2_session *ng, uint8_t type, int32_t id, int32_t conn_win,
@@ -819,6 +861,7 @@ static int session_new(struct h2conn *c)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
 	nghttp2_session_callbacks_set_data_source_read_length_callback(cb, read_length_cb);
+	nghttp2_session_callbacks_set_send_data_callback(cb, send_data_cb);
 	nghttp2_session_callbacks_set_error_callback2(cb, on_ng_error);
 	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
@@ -874,6 +917,7 @@ static void conn_free(struct h2conn *c)
 		SSL_shutdown(c->ssl); /* best effort close_notify; never blocks (non-blocking fd) */
 		SSL_free(c->ssl);
 	}
+	h2splice_free(c->splice);
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->ng)
@@ -904,7 +948,8 @@ static void conn_update_interest(struct h2conn *c)
 {
 	if (c->state == C_CLOSED)
 		return;
-	uint32_t ev = EPOLLIN;
+	/* A half-sent spliced DATA frame waits for the tunnel only: nothing is read meanwhile. */
+	uint32_t ev = h2splice_busy(c->splice) ? 0 : EPOLLIN;
 	if (c->out_len || c->tp_wants_write)
 		ev |= EPOLLOUT;
 	loop_io_mod(c->loop, &c->io, ev);
@@ -919,7 +964,8 @@ static void conn_flush(struct h2conn *c)
 		if (!c->out_len) {
 			ssize_t n = nghttp2_session_mem_send(c->ng, &c->out);
 			if (n < 0) {
-				conn_teardown(c, nghttp2_strerror((int)n));
+				const char *sw = c->splice ? h2splice_why(c->splice) : "";
+				conn_teardown(c, sw[0] ? sw : nghttp2_strerror((int)n));
 				return;
 			}
 			if (n == 0)
@@ -946,25 +992,42 @@ static void conn_flush(struct h2conn *c)
 	conn_update_interest(c);
 }
 
+/* The peer's bytes to nghttp2; false when that ended the connection. */
+static bool conn_feed(struct h2conn *c, const uint8_t *buf, size_t len)
+{
+	ssize_t used = nghttp2_session_mem_recv(c->ng, buf, len);
+	if (used >= 0)
+		return true;
+	char msg[400];
+	snprintf(msg, sizeof(msg), "HTTP/2 protocol error: %s%s%s", nghttp2_strerror((int)used),
+		 c->ng_error[0] ? ": " : "", c->ng_error);
+	/* Let nghttp2 tell the peer (GOAWAY) before we go. */
+	conn_flush(c);
+	conn_teardown(c, msg);
+	return false;
+}
+
 static void conn_read(struct h2conn *c)
 {
 	uint8_t buf[65536];
+	if (h2splice_busy(c->splice))
+		return; /* nghttp2 must not close the stream of a half-sent frame: read after it */
 	for (int round = 0; round < H2_READ_ROUNDS && c->state == C_OPEN; round++) {
-		ssize_t n = c->tp->ops->read(c->tp, buf, sizeof(buf));
-		if (n > 0) {
-			ssize_t used = nghttp2_session_mem_recv(c->ng, buf, (size_t)n);
-			if (used < 0) {
-				char msg[400];
-				snprintf(msg, sizeof(msg), "HTTP/2 protocol error: %s%s%s",
-					 nghttp2_strerror((int)used), c->ng_error[0] ? ": " : "",
-					 c->ng_error);
-				/* Let nghttp2 tell the peer (GOAWAY) before we go. */
-				conn_flush(c);
-				conn_teardown(c, msg);
-				return;
-			}
-			continue;
+		/* Fill the buffer from every record that is there (one SSL_read returns one
+		 * record): nghttp2 then gives a DATA payload spread over several records to the
+		 * app socket in one send(), not one per 16 KiB record. */
+		size_t have = 0;
+		ssize_t n = 0;
+		while (have < sizeof(buf)) {
+			n = c->tp->ops->read(c->tp, buf + have, sizeof(buf) - have);
+			if (n <= 0)
+				break;
+			have += (size_t)n;
 		}
+		if (have && (!conn_feed(c, buf, have) || c->state != C_OPEN))
+			return;
+		if (n > 0)
+			continue; /* the buffer filled up: more may be there */
 		if (n == TP_WANT_READ)
 			return;
 		if (n == TP_WANT_WRITE) {
@@ -1030,6 +1093,15 @@ static void conn_pick_transport(struct h2conn *c)
 		c->tp = transport_ossl_new(c->ssl, c->fd);
 	c->ssl = NULL; /* the transport's now */
 	c->engine = c->tp->ops->engine;
+	if (transport_kernel(c->tp)) {
+		c->splice = h2splice_new();
+		if (c->splice)
+			c->engine = "ktls-splice";
+		else
+			log_warn("HBONE %s: no pipe for the splice payload path (%s): payload is "
+				 "copied through user space (engine ktls)",
+				 c->desc, errno_name(errno));
+	}
 }
 
 static void conn_handshake(struct h2conn *c)
@@ -1356,4 +1428,6 @@ void h2stream_get_stats(const struct h2stream *s, struct h2stream_stats *st)
 	st->bytes_to_peer = s->to_peer;
 	st->bytes_from_peer = s->from_peer;
 	st->status = s->status;
+	st->copied_to_peer = s->copied_to_peer;
+	st->copied_from_peer = s->copied_from_peer;
 }

@@ -78,6 +78,9 @@ struct h2stream_stats {
 	uint64_t bytes_to_peer;   /* read from the local socket, sent on the stream */
 	uint64_t bytes_from_peer; /* received on the stream, written to the local socket */
 	int status;               /* HTTP status sent (server) or received (client), 0 if none */
+	/* Payload bytes that passed through a buffer of moatd's (read into it or written from
+	 * it), per direction: what a zero-copy payload path (splice) keeps at 0. */
+	uint64_t copied_to_peer, copied_from_peer;
 };
 
 struct h2stream_ops {
@@ -117,7 +120,9 @@ bool h2conn_ready(const struct h2conn *c);
  * the kernel and the negotiated session allow it. Otherwise the connection stays on OpenSSL
  * and h2conn_ktls_fallback() says why. */
 void h2conn_want_ktls(struct h2conn *c);
-/* What carries the connection after the handshake: "ktls" or "userspace" (static). */
+/* What carries the connection after the handshake (static): "ktls-splice" (kernel TLS, the
+ * app -> tunnel payload moved by splice()), "ktls" (kernel TLS, payload copied: no pipe) or
+ * "userspace" (OpenSSL). */
 const char *h2conn_engine(const struct h2conn *c);
 /* Asked for kTLS but did not get it: a short reason (metric label) and, in *why, the log
  * sentence; NULL when kTLS was not asked for or was taken. */

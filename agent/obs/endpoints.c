@@ -153,6 +153,9 @@ static const struct {
 	 "CONNECTs on pooled HBONE connections still awaiting their response"},
 	{"moat_hbone_streams_refused_total", "counter",
 	 "New outbound HBONE connections refused by a cap (reason)"},
+	{"moat_relay_payload_copied_bytes_total", "counter",
+	 "HBONE payload bytes that passed through moatd's own buffers, by tunnel direction "
+	 "(to_tunnel, from_tunnel); 0 on a zero-copy (splice) path"},
 	{"moat_ktls_fallbacks_total", "counter",
 	 "HBONE connections that asked for kTLS and stayed on OpenSSL, by reason"},
 	{"moat_ktls_control_records_total", "counter",

@@ -159,6 +159,17 @@ void conn_opened(struct conn *c)
 	metrics_counter_add(c->agent->metrics, "moat_engine_connections_total", &el, 1);
 }
 
+void conn_count_copied(struct conn *c, uint64_t to_tunnel, uint64_t from_tunnel)
+{
+	const char *dir[2] = {"to_tunnel", "from_tunnel"};
+	uint64_t n[2] = {to_tunnel, from_tunnel};
+	for (int i = 0; i < 2; i++) {
+		struct metric_labels l = {0};
+		metric_label(&l, "direction", dir[i]);
+		metrics_counter_add(c->agent->metrics, "moat_relay_payload_copied_bytes_total", &l, n[i]);
+	}
+}
+
 /* "service", "service_addr" (VIP:port) and "endpoint" of a connection dialed as a service;
  * null for a direct one. */
 static void json_service(struct sbuf *b, const struct conn *c)

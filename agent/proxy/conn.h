@@ -79,6 +79,11 @@ void conn_opened(struct conn *c);
  * to the destination (request); to_source: the response. */
 void conn_close(struct conn *c, uint64_t to_dest, uint64_t to_source, const char *error);
 
+/* An HBONE stream's payload that went through moatd's own buffers (copied into or out of
+ * user space), per tunnel direction: moat_relay_payload_copied_bytes_total. A zero-copy
+ * payload path (kTLS + splice) leaves to_tunnel at 0. */
+void conn_count_copied(struct conn *c, uint64_t to_tunnel, uint64_t from_tunnel);
+
 /* connector callback for the plaintext paths: relay the accepted socket (c->app_fd) with the
  * upstream one, or reset it and close the record with the connect error. */
 void conn_upstream_relay(void *arg, int fd, int err_no, const char *error);

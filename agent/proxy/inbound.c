@@ -82,6 +82,7 @@ static void stream_closed(struct h2stream *s, void *user, const struct h2stream_
 		connector_cancel(c->connecting);
 		c->connecting = NULL;
 	}
+	conn_count_copied(c, st->copied_to_peer, st->copied_from_peer);
 	conn_close(c, st->bytes_from_peer, st->bytes_to_peer, error ? error : c->note);
 }
 

@@ -88,6 +88,7 @@ static void hbone_close(struct h2stream *s, void *user, const struct h2stream_st
 	(void)s;
 	struct conn *c = user;
 	c->stream = NULL;
+	conn_count_copied(c, st->copied_to_peer, st->copied_from_peer);
 	if (c->closed_as_deny)
 		conn_discard(c);
 	else if (!c->opened && svc_retry(c, error ? error : "HBONE stream failed"))

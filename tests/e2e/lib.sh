@@ -152,6 +152,18 @@ check_wait() {
 	return 1
 }
 
+# e2e_require [COMMAND...]: moatd, moatctl and moat-probe are built and every COMMAND is
+# installed; otherwise the test stops here, naming what is missing.
+e2e_require() {
+	local bin
+	for bin in "$MOATD" "$MOATCTL" "$PROBE"; do
+		[ -x "$bin" ] || e2e_abort "$(basename "$bin") is built" "missing $bin (make build)"
+	done
+	for bin in "$@"; do
+		command -v "$bin" >/dev/null || e2e_abort "$bin is installed" "apt-get install $bin (make deps)"
+	done
+}
+
 # Stop the test here (missing binary, lab did not come up): the trap still cleans up.
 e2e_abort() {
 	_fail "$1" "${2:-}"
@@ -640,7 +652,8 @@ access_log_has() { [ -n "$(access_log_select "$@")" ]; }
 
 # ---------------------------------------------------------------- the probe
 # probe_serve POD PORT [moat-probe serve args]: start a server in the pod (default response
-# 1 MiB, --send-bytes to change) and wait until it listens. Its log is probe_log POD PORT.
+# 1 MiB, --send-bytes to change) and wait until it listens (E2E_START_WAIT s, default 5). Its
+# log is probe_log POD PORT.
 probe_serve() {
 	local pod=$1 port=$2 log
 	shift 2
@@ -649,7 +662,7 @@ probe_serve() {
 		</dev/null >"$log" 2>&1 &
 	E2E_BG_PIDS+=("$!")
 	disown "$!" # killed by the teardown: no "Killed" notice from bash
-	if ! wait_for "moat-probe serving $pod:$port" 5 grep -q '"event":"listening"' "$log"; then
+	if ! wait_for "moat-probe serving $pod:$port" "${E2E_START_WAIT:-5}" grep -q '"event":"listening"' "$log"; then
 		info "moat-probe serve in $pod on $port did not start: $(cat "$log")"
 		return 1
 	fi
@@ -682,9 +695,11 @@ LAST_PROBE=""
 
 # check_connect_ok DESC POD TARGET [SEND-BYTES [EXPECT-BYTES]]: connect works and the bytes
 # arrive intact both ways (sha256 of the request as the server saw it, response stream).
+# E2E_PROBE_TIMEOUT (s, default the probe's 10): its wait for progress (slow emulated guests).
 check_connect_ok() {
 	local desc=$1 pod=$2 target=$3 send=${4:-1048576} expect=${5:-${E2E_SERVE_BYTES:-1048576}} out
-	out=$(probe_connect "$pod" "$target" --send-bytes "$send" --expect-bytes "$expect" 2>&1)
+	out=$(probe_connect "$pod" "$target" --send-bytes "$send" --expect-bytes "$expect" \
+		${E2E_PROBE_TIMEOUT:+--timeout "$E2E_PROBE_TIMEOUT"} 2>&1)
 	LAST_PROBE=$out
 	check_json "$desc" "$out" '.connect == "ok"' ".sent == $send" '.server_sha256 == .sent_sha256' \
 		".received == $expect" '.received_ok == true' '.exit == 0'

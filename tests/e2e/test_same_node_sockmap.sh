@@ -26,10 +26,7 @@ declare -A ADDR=([$CLI]=10.244.7.10 [$OTHER]=10.244.7.11 [$SRV]=10.244.7.12)
 PORT=8080
 ECHO_PORT=9000
 
-for bin in "$MOATD" "$MOATCTL" "$PROBE"; do
-	[ -x "$bin" ] || e2e_abort "$(basename "$bin") is built" "missing $bin (make build)"
-done
-command -v socat >/dev/null || e2e_abort "socat is installed" "apt-get install socat"
+e2e_require socat
 
 E2E_CONFIG=$E2E_TMP/config
 mkdir -p "$E2E_CONFIG"

@@ -554,7 +554,7 @@ int main(int argc, char **argv)
 	bool both = flow_intact(&r.c_recv) && to_server;
 	bool ok;
 	const char *outcome;
-	bool server_ktls = r.s_engine && strcmp(r.s_engine, "ktls") == 0;
+	bool server_ktls = r.s_engine && strncmp(r.s_engine, "ktls", 4) == 0; /* ktls, ktls-splice */
 	if (r.o.key_update && !server_ktls) {
 		outcome = both ? "intact" : "broken"; /* OpenSSL followed the KeyUpdate itself */
 		ok = both && r.key_update_sent;

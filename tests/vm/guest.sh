@@ -6,7 +6,8 @@
 # Always powers off: PID 1 must never exit.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb LANG=C.UTF-8 SHELL=/bin/sh
-. /run/vm/env # VM_REPO VM_BUILD VM_KTLS_BYTES VM_KTLS_TIMEOUT VM_BPF_TIMEOUT VM_HBONE_BYTES VM_SKIP_BPF
+. /run/vm/env # VM_REPO VM_BUILD VM_KTLS_BYTES VM_KTLS_TIMEOUT VM_BPF_TIMEOUT VM_HBONE_BYTES
+# VM_SKIP_BPF VM_SKIP VM_XNODE_* XNODE_IPERF_SECS
 out=/run/vm/out
 mkdir -p $out
 cut -d' ' -f1 /proc/uptime >$out/stage2-uptime
@@ -35,11 +36,26 @@ env_probe() {
 env_probe
 
 cd "$VM_REPO" || say "cannot cd to $VM_REPO"
-say "kernel $(uname -r), stage 2 at $(cat $out/stage2-uptime) s; running ktls-check"
-timeout -k 5 "$VM_KTLS_TIMEOUT" "$VM_BUILD/tests/ktls-check" --bytes "$VM_KTLS_BYTES" \
-	>$out/ktls.json 2>$out/ktls.err
-echo $? >$out/ktls.rc
-cat /proc/net/tls_stat >$out/tls_stat 2>&1
+# VM_SKIP: checks left out of this boot (bench/vm runs only the cross-node one).
+skipped() { case " ${VM_SKIP:-} " in *" $1 "*) return 0 ;; esac; return 1; }
+
+if ! skipped ktls; then
+	say "kernel $(uname -r), stage 2 at $(cat $out/stage2-uptime) s; running ktls-check"
+	timeout -k 5 "$VM_KTLS_TIMEOUT" "$VM_BUILD/tests/ktls-check" --bytes "$VM_KTLS_BYTES" \
+		>$out/ktls.json 2>$out/ktls.err
+	echo $? >$out/ktls.rc
+	cat /proc/net/tls_stat >$out/tls_stat 2>&1
+fi
+
+# Cross-node HBONE through two moatds in one two-node lab (tests/vm/cross_node.sh), with the
+# default engines and then with --engine userspace.
+say "running the cross-node e2e ($VM_XNODE_MODES; $VM_XNODE_BYTES bytes each way)"
+t0=$(cut -d' ' -f1 /proc/uptime)
+# shellcheck disable=SC2086 # the modes are words
+BUILD=$VM_BUILD XNODE_BYTES=$VM_XNODE_BYTES XNODE_IPERF_SECS=${XNODE_IPERF_SECS:-0} timeout -k 10 "$VM_XNODE_TIMEOUT" \
+	bash tests/vm/cross_node.sh $VM_XNODE_MODES >$out/xnode.out 2>&1
+echo $? >$out/xnode.rc
+echo "$t0 $(cut -d' ' -f1 /proc/uptime)" >$out/xnode.time
 
 # moat's own HBONE code on kTLS (tests/tools/hbone-ktls.c): a moat pair, moat's client
 # against Node's http2 server (session tickets), and a peer KeyUpdate mid-stream.
@@ -51,12 +67,14 @@ hbone_ktls() { # NAME ARGS...
 		--timeout $((VM_KTLS_TIMEOUT - 10)) >$out/hbone-$name.json 2>$out/hbone-$name.err
 	echo $? >$out/hbone-$name.rc
 }
-hbone_ktls pair pair
-hbone_ktls node node --script tests/interop/h2_server.js
-hbone_ktls keyupdate pair --key-update
-hbone_ktls pair-userspace pair --no-ktls # a figure only: the same pair on OpenSSL
+if ! skipped hbone; then
+	hbone_ktls pair pair
+	hbone_ktls node node --script tests/interop/h2_server.js
+	hbone_ktls keyupdate pair --key-update
+	hbone_ktls pair-userspace pair --no-ktls # a figure only: the same pair on OpenSSL
+fi
 
-if [ -z "$VM_SKIP_BPF" ]; then
+if [ -z "${VM_SKIP_BPF:-}" ] && ! skipped bpf; then
 	say "running the BPF layer (tests/bpf/run, $VM_BUILD/tests/bpf_tests)"
 	t0=$(cut -d' ' -f1 /proc/uptime)
 	MOAT_BUILD=$VM_BUILD timeout -k 5 "$VM_BPF_TIMEOUT" bash tests/bpf/run >$out/bpf.out 2>&1
