@@ -369,6 +369,20 @@ struct mesh_config {
  * notes are in (*out)->findings and also appended to `findings` when not NULL. On any
  * error returns -1, *out = NULL, and every error (and warning) is in `findings`. */
 int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_findings *findings);
+/* The same, reusing what an earlier load through the same cache composed of files whose
+ * bytes did not change (path, size and SHA-256 alike): only changed files are parsed again,
+ * and the outcome (snapshot, digest, findings, refusal) is that of mesh_config_load_dir.
+ * The cache keeps the files of the last load only. One load at a time per cache. */
+struct mc_load_cache;
+struct mc_load_cache_stats {
+	size_t reused, composed; /* files of the last load: taken from the cache / parsed */
+	size_t files;            /* files the cache holds */
+};
+struct mc_load_cache *mc_load_cache_new(void);
+void mc_load_cache_free(struct mc_load_cache *cache);
+const struct mc_load_cache_stats *mc_load_cache_stats(const struct mc_load_cache *cache);
+int mesh_config_load_dir_cached(const char *dir, struct mc_load_cache *cache,
+				struct mesh_config **out, struct mc_findings *findings);
 /* The same from in-memory documents (tests, `moatctl lint -`): names[i] is shown as the file. */
 int mesh_config_load_texts(const char *const *names, const char *const *texts, size_t n,
 			   struct mesh_config **out, struct mc_findings *findings);

@@ -325,8 +325,9 @@ static void load_error(struct loadctx *lc, const char *file, int line, const cha
 	lc->errors++;
 }
 
-/* Bytes every loader entry point refuses before YAML sees them. */
-static bool text_acceptable(struct loadctx *lc, const char *file, const char *text, size_t len)
+/* Bytes every loader entry point refuses before YAML sees them: the bounds, which count
+ * over the whole set (MC_MAX_DIR_BYTES), are checked at every load, cached file or not. */
+static bool size_acceptable(struct loadctx *lc, const char *file, size_t len)
 {
 	if (len > MC_MAX_FILE_BYTES) {
 		load_error(lc, file, 0, "file is larger than %d bytes (MC_MAX_FILE_BYTES): split it "
@@ -340,45 +341,210 @@ static bool text_acceptable(struct loadctx *lc, const char *file, const char *te
 			   MC_MAX_DIR_BYTES);
 		return false;
 	}
-	const char *nul = memchr(text, 0, len);
-	if (nul) {
-		int line = 1;
-		for (const char *p = text; p < nul; p++)
-			line += *p == '\n';
-		load_error(lc, file, line, "a NUL byte: this is not a YAML text file");
-		return false;
-	}
 	return true;
 }
 
-static void load_text(struct loadctx *lc, const char *file, const char *text, size_t len)
+/* The line of the first NUL byte, 0 when there is none. */
+static int nul_line(const char *text, size_t len)
+{
+	const char *nul = memchr(text, 0, len);
+	if (!nul)
+		return 0;
+	int line = 1;
+	for (const char *p = text; p < nul; p++)
+		line += *p == '\n';
+	return line;
+}
+
+/* ---- one file's composed documents: what a load keeps of a file between loads ----
+ * Composing (libyaml's scanner and parser) is most of a load's time; turning documents into
+ * objects is cheap and depends on the whole set (load order, duplicates), so only the
+ * documents are kept and every load walks them again: the snapshot, its findings and its
+ * errors are those of a load from nothing. A file is known by its path, size and SHA-256. */
+struct cached_file {
+	char *path;
+	size_t len;
+	unsigned char sha[32];
+	int nul_line;                 /* > 0: a NUL byte on this line, nothing composed */
+	yaml_document_t *docs;
+	size_t n_docs, cap_docs;
+	bool compose_failed;          /* ce holds the error that ended the file */
+	struct mc_compose_error ce;
+	bool seen;                    /* read by the current load */
+};
+
+struct mc_load_cache {
+	struct cached_file *files; /* by path after a load: the order a load reads them in */
+	size_t n, cap;
+	size_t hint;               /* where the next lookup starts */
+	struct mc_load_cache_stats st;
+};
+
+static void cached_file_clear(struct cached_file *cf)
+{
+	for (size_t i = 0; i < cf->n_docs; i++)
+		yaml_document_delete(&cf->docs[i]);
+	free(cf->docs);
+	free(cf->path);
+	memset(cf, 0, sizeof(*cf));
+}
+
+static void sha256(const char *text, size_t len, unsigned char out[32])
+{
+	unsigned int n = 0;
+	if (!EVP_Digest(text, len, out, &n, EVP_sha256(), NULL) || n != 32) {
+		fprintf(stderr, "moat: SHA-256 failed (OpenSSL)\n");
+		abort();
+	}
+}
+
+/* Compose every document of text into cf (the same documents, in the same order, and the
+ * same error after the last good one, as a load that parses as it composes). */
+static bool compose_file(struct cached_file *cf, const char *text, size_t len)
 {
 	yaml_parser_t parser;
-	struct pctx x = {.c = lc->c, .findings = &lc->all, .file = file, .seq = &lc->seq};
-	if (!text_acceptable(lc, file, text, len))
-		return;
-	if (!yaml_parser_initialize(&parser)) {
-		load_error(lc, file, 0, "cannot initialise the YAML parser (out of memory?)");
-		return;
-	}
+	cf->nul_line = nul_line(text, len);
+	if (cf->nul_line)
+		return true;
+	if (!yaml_parser_initialize(&parser))
+		return false;
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	for (;;) {
 		yaml_document_t doc;
-		struct mc_compose_error ce = {0};
-		int rc = mc_compose(&parser, &doc, &ce);
-		if (rc < 0)
-			load_error(lc, file, ce.line, "%s", ce.msg);
+		int rc = mc_compose(&parser, &doc, &cf->ce);
+		cf->compose_failed = rc < 0;
 		if (rc <= 0)
 			break;
-		yaml_node_t *root = yaml_document_get_root_node(&doc);
-		x.doc = &doc;
-		x.errors = 0;
-		if (root && !y_null(root)) /* empty documents (`---` alone, comments) are skipped */
-			parse_document(&x, root);
-		lc->errors += x.errors;
-		yaml_document_delete(&doc);
+		*VEC_PUSH(cf->docs, cf->n_docs, cf->cap_docs) = doc;
 	}
 	yaml_parser_delete(&parser);
+	return true;
+}
+
+static struct cached_file *cache_find(struct mc_load_cache *cache, const char *path)
+{
+	/* Files are read in name order, the order the cache keeps: the hint finds the next
+	 * one at once (a scan from the start per file is quadratic in MC_MAX_FILES). */
+	for (size_t k = 0; k < cache->n; k++) {
+		size_t i = (cache->hint + k) % cache->n;
+		if (strcmp(cache->files[i].path, path) == 0) {
+			cache->hint = i + 1;
+			return &cache->files[i];
+		}
+	}
+	return NULL;
+}
+
+/* The composed documents of (path, text): the cache's when they were composed from the
+ * same bytes, else composed now (and kept when there is a cache). NULL when libyaml cannot
+ * start (out of memory). */
+static struct cached_file *file_docs(struct mc_load_cache *cache, struct cached_file *tmp,
+				     const char *path, const char *text, size_t len)
+{
+	struct cached_file *cf = cache ? cache_find(cache, path) : NULL;
+	unsigned char sha[32];
+	if (cache)
+		sha256(text, len, sha);
+	if (cf && cf->len == len && memcmp(cf->sha, sha, sizeof(sha)) == 0) {
+		cache->st.reused++;
+		cf->seen = true;
+		return cf;
+	}
+	if (!cf)
+		cf = cache ? VEC_PUSH(cache->files, cache->n, cache->cap) : tmp;
+	cached_file_clear(cf);
+	if (!compose_file(cf, text, len)) {
+		cached_file_clear(cf);
+		cf->path = xstrdup(path); /* stays a cache entry that matches nothing */
+		return NULL;
+	}
+	cf->path = xstrdup(path);
+	cf->len = len;
+	if (cache) {
+		memcpy(cf->sha, sha, sizeof(sha));
+		cache->st.composed++;
+	}
+	cf->seen = true;
+	return cf;
+}
+
+static void load_text(struct loadctx *lc, struct mc_load_cache *cache, const char *file,
+		      const char *text, size_t len)
+{
+	struct pctx x = {.c = lc->c, .findings = &lc->all, .file = file, .seq = &lc->seq};
+	if (!size_acceptable(lc, file, len))
+		return;
+	struct cached_file tmp = {0};
+	struct cached_file *cf = file_docs(cache, &tmp, file, text, len);
+	if (!cf) {
+		load_error(lc, file, 0, "cannot initialise the YAML parser (out of memory?)");
+	} else if (cf->nul_line) {
+		load_error(lc, file, cf->nul_line, "a NUL byte: this is not a YAML text file");
+	} else {
+		for (size_t i = 0; i < cf->n_docs; i++) {
+			yaml_node_t *root = yaml_document_get_root_node(&cf->docs[i]);
+			x.doc = &cf->docs[i];
+			x.errors = 0;
+			if (root && !y_null(root)) /* empty documents (`---` alone, comments) */
+				parse_document(&x, root);
+			lc->errors += x.errors;
+		}
+		if (cf->compose_failed)
+			load_error(lc, file, cf->ce.line, "%s", cf->ce.msg);
+	}
+	cached_file_clear(&tmp);
+}
+
+struct mc_load_cache *mc_load_cache_new(void)
+{
+	return xcalloc(1, sizeof(struct mc_load_cache));
+}
+
+void mc_load_cache_free(struct mc_load_cache *cache)
+{
+	if (!cache)
+		return;
+	for (size_t i = 0; i < cache->n; i++)
+		cached_file_clear(&cache->files[i]);
+	free(cache->files);
+	free(cache);
+}
+
+const struct mc_load_cache_stats *mc_load_cache_stats(const struct mc_load_cache *cache)
+{
+	return &cache->st;
+}
+
+static void cache_begin(struct mc_load_cache *cache)
+{
+	if (!cache)
+		return;
+	cache->st.reused = cache->st.composed = 0;
+	cache->hint = 0;
+	for (size_t i = 0; i < cache->n; i++)
+		cache->files[i].seen = false;
+}
+
+static int cmp_cached_path(const void *a, const void *b)
+{
+	return strcmp(((const struct cached_file *)a)->path, ((const struct cached_file *)b)->path);
+}
+
+/* Files the load did not read (removed, renamed, no longer YAML) leave the cache. */
+static void cache_sweep(struct mc_load_cache *cache)
+{
+	if (!cache)
+		return;
+	size_t out = 0;
+	for (size_t i = 0; i < cache->n; i++) {
+		if (cache->files[i].seen)
+			cache->files[out++] = cache->files[i];
+		else
+			cached_file_clear(&cache->files[i]);
+	}
+	cache->n = out;
+	cache->st.files = out;
+	qsort(cache->files, cache->n, sizeof(*cache->files), cmp_cached_path);
 }
 
 /* ---- whole-set checks ---- */
@@ -557,7 +723,7 @@ int mesh_config_load_texts(const char *const *names, const char *const *texts, s
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strlen(texts[i]);
 		digest_add(&lc, names[i], texts[i], len);
-		load_text(&lc, names[i], texts[i], len);
+		load_text(&lc, NULL, names[i], texts[i], len);
 	}
 	return finish(&lc, out, findings);
 }
@@ -568,7 +734,7 @@ int mesh_config_load_buffer(const char *name, const char *data, size_t len,
 	struct loadctx lc;
 	begin(&lc);
 	digest_add(&lc, name, data, len);
-	load_text(&lc, name, data, len);
+	load_text(&lc, NULL, name, data, len);
 	return finish(&lc, out, findings);
 }
 
@@ -671,10 +837,12 @@ static bool list_dir(struct loadctx *lc, const char *dir, struct mc_strs *names)
 	return true;
 }
 
-int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_findings *findings)
+int mesh_config_load_dir_cached(const char *dir, struct mc_load_cache *cache,
+				struct mesh_config **out, struct mc_findings *findings)
 {
 	struct loadctx lc;
 	begin(&lc);
+	cache_begin(cache);
 	lc.c->dir = xstrdup(dir);
 	struct mc_strs names = {0};
 	char *real_dir = realpath(dir, NULL);
@@ -688,14 +856,20 @@ int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_fi
 			char *text = read_config_file(&lc, path, real_dir, &len);
 			if (text) {
 				digest_add(&lc, names.items[i], text, len);
-				load_text(&lc, path, text, len);
+				load_text(&lc, cache, path, text, len);
 			}
 			free(text);
 			free(path);
 		}
 	free(real_dir);
 	mc_strs_free(&names);
+	cache_sweep(cache);
 	return finish(&lc, out, findings);
+}
+
+int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_findings *findings)
+{
+	return mesh_config_load_dir_cached(dir, NULL, out, findings);
 }
 
 struct mesh_config *mesh_config_empty(void)
