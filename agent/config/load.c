@@ -757,23 +757,42 @@ static int cmp_str(const void *a, const void *b)
  * inside the directory (a mounted ConfigMap's name -> ..data/name -> ..<timestamp>/name) are
  * followed, a link out of it (to /etc/shadow, to another tenant's secrets) is refused, and a
  * FIFO or device never blocks or floods the loader. */
-static char *read_config_file(struct loadctx *lc, const char *path, const char *real_dir,
-			      size_t *len)
+#define CONFIG_OPEN_FLAGS (O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+
+/* Open name of the directory, -1 after an error (or -2 for a link out of it). */
+static int open_config_file(struct loadctx *lc, const char *path, const char *name,
+			    const char *real_dir)
 {
-	char *real = realpath(path, NULL);
+	/* What is not a link in the real directory lies inside it: no realpath, which costs
+	 * a readlink per path component, per file, per load (a twentieth of a reload). */
+	char *direct = xasprintf("%s/%s", real_dir, name);
+	int fd = open(direct, CONFIG_OPEN_FLAGS);
+	free(direct);
+	if (fd >= 0)
+		return fd;
+	char *real = realpath(path, NULL); /* a link (ELOOP), or an error told below */
 	size_t rl = strlen(real_dir);
 	if (!real) {
 		load_error(lc, path, 0, "cannot read: %s", strerror(errno));
-		return NULL;
+		return -2;
 	}
 	if (strncmp(real, real_dir, rl) != 0 || (rl > 1 && real[rl] != '/')) {
 		load_error(lc, path, 0, "a link out of the configuration directory: refused (only "
 			   "files inside it are read, links included); copy the file in instead");
 		free(real);
-		return NULL;
+		return -2;
 	}
-	int fd = open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	fd = open(real, CONFIG_OPEN_FLAGS);
 	free(real);
+	return fd;
+}
+
+static char *read_config_file(struct loadctx *lc, const char *path, const char *name,
+			      const char *real_dir, size_t *len)
+{
+	int fd = open_config_file(lc, path, name, real_dir);
+	if (fd == -2)
+		return NULL;
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		load_error(lc, path, 0, "cannot read: %s", strerror(errno));
@@ -853,7 +872,7 @@ int mesh_config_load_dir_cached(const char *dir, struct mc_load_cache *cache,
 		for (size_t i = 0; i < names.n; i++) {
 			char *path = xasprintf("%s/%s", dir, names.items[i]);
 			size_t len = 0;
-			char *text = read_config_file(&lc, path, real_dir, &len);
+			char *text = read_config_file(&lc, path, names.items[i], real_dir, &len);
 			if (text) {
 				digest_add(&lc, names.items[i], text, len);
 				load_text(&lc, cache, path, text, len);
