@@ -389,6 +389,8 @@ check_agensys_denied() {
 			access_log_has "${NODE[$src]}" '.type == "deny" and .src_workload == $s and .src_identity == $i and .dst_addr == $d and (.reason | length > 0)' \
 			--arg s "$ns/$src" --arg i "spiffe://cluster.local/ns/$ns/sa/$src" --arg d "$($logged "$dst")"
 	done 3< <(agensys_denied_pairs)
+}
+
 # yaml_list A,B,...: "A", "B", ... (the items of a YAML flow sequence, quoted).
 yaml_list() {
 	local item out="" IFS=,
