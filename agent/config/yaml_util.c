@@ -51,12 +51,17 @@ bool y_null(const yaml_node_t *n)
 		return true;
 	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
 		return false;
-	if (n->tag && strcmp((const char *)n->tag, YAML_NULL_TAG) != 0 &&
-	    strcmp((const char *)n->tag, YAML_STR_TAG) != 0)
-		return false;
+	/* The value first: it rules out almost every scalar at its first byte (this runs for
+	 * every node of every load). */
 	const char *v = (const char *)n->data.scalar.value;
-	return !*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") ||
-	       !strcmp(v, "NULL");
+	if (*v && *v != '~' && *v != 'n' && *v != 'N')
+		return false;
+	bool spelled_null = !*v || !strcmp(v, "~") || !strcmp(v, "null") || !strcmp(v, "Null") ||
+			    !strcmp(v, "NULL");
+	if (!spelled_null)
+		return false;
+	return !n->tag || strcmp((const char *)n->tag, YAML_NULL_TAG) == 0 ||
+	       strcmp((const char *)n->tag, YAML_STR_TAG) == 0;
 }
 
 const char *y_what(const yaml_node_t *n)
