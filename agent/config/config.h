@@ -363,19 +363,26 @@ struct mesh_config {
 	uint32_t *wl_by_addr;
 	size_t n_wl_by_addr;
 	char digest[65];             /* sha256 of the inputs, hex: tells reloads apart */
+	/* Loaded through a load cache: the objects above are shallow copies of these per-file
+	 * configurations' (held by reference), the snapshot owns only its arrays, mesh, indexes,
+	 * findings and what completion added (SPIFFE IDs). NULL: it owns every object. */
+	struct mesh_config **shared;
+	size_t n_shared, cap_shared;
 };
 
 /* Load every YAML file of dir. On success returns 0 and a snapshot (refs = 1); warnings and
  * notes are in (*out)->findings and also appended to `findings` when not NULL. On any
  * error returns -1, *out = NULL, and every error (and warning) is in `findings`. */
 int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_findings *findings);
-/* The same, reusing what an earlier load through the same cache composed of files whose
- * bytes did not change (path, size and SHA-256 alike): only changed files are parsed again,
- * and the outcome (snapshot, digest, findings, refusal) is that of mesh_config_load_dir.
- * The cache keeps the files of the last load only. One load at a time per cache. */
+/* The same, reusing the objects an earlier load through the same cache parsed from files
+ * whose bytes did not change (path, size and SHA-256 alike): only changed files are parsed
+ * again, and the outcome (snapshot, digest, findings, refusal) is that of
+ * mesh_config_load_dir. The cache keeps the files of the last load only; snapshots share
+ * the cached objects (by reference, freed with the last holder). One load at a time per
+ * cache. */
 struct mc_load_cache;
 struct mc_load_cache_stats {
-	size_t reused, composed; /* files of the last load: taken from the cache / parsed */
+	size_t reused, parsed;   /* files of the last load: taken from the cache / parsed */
 	size_t files;            /* files the cache holds */
 };
 struct mc_load_cache *mc_load_cache_new(void);

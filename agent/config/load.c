@@ -356,21 +356,71 @@ static int nul_line(const char *text, size_t len)
 	return line;
 }
 
-/* ---- one file's composed documents: what a load keeps of a file between loads ----
- * Composing (libyaml's scanner and parser) is most of a load's time; turning documents into
- * objects is cheap and depends on the whole set (load order, duplicates), so only the
- * documents are kept and every load walks them again: the snapshot, its findings and its
- * errors are those of a load from nothing. A file is known by its path, size and SHA-256. */
+static struct mesh_config *config_new(void)
+{
+	struct mesh_config *c = xcalloc(1, sizeof(*c));
+	c->refs = 1;
+	return c;
+}
+
+/* Compose and parse one file's text into lc (its snapshot, findings, load order), as a
+ * load from nothing does. False when libyaml could not start (out of memory). */
+static bool parse_text(struct loadctx *lc, const char *file, const char *text, size_t len)
+{
+	struct pctx x = {.c = lc->c, .findings = &lc->all, .file = file, .seq = &lc->seq};
+	int nul = nul_line(text, len);
+	if (nul) {
+		load_error(lc, file, nul, "a NUL byte: this is not a YAML text file");
+		return true;
+	}
+	yaml_parser_t parser;
+	if (!yaml_parser_initialize(&parser)) {
+		load_error(lc, file, 0, "cannot initialise the YAML parser (out of memory?)");
+		return false;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	for (;;) {
+		yaml_document_t doc;
+		struct mc_compose_error ce = {0};
+		int rc = mc_compose(&parser, &doc, &ce);
+		if (rc < 0)
+			load_error(lc, file, ce.line, "%s", ce.msg);
+		if (rc <= 0)
+			break;
+		yaml_node_t *root = yaml_document_get_root_node(&doc);
+		x.doc = &doc;
+		x.errors = 0;
+		if (root && !y_null(root)) /* empty documents (`---` alone, comments) are skipped */
+			parse_document(&x, root);
+		lc->errors += x.errors;
+		yaml_document_delete(&doc);
+	}
+	yaml_parser_delete(&parser);
+	return true;
+}
+
+/* ---- one file's objects: what a load keeps of a file between loads ----
+ * Parsing a file depends on no other file but for the load order (renumbered when the file
+ * is taken) and the one MeshConfig (a file that brings a second one is parsed again in the
+ * load, where the first one is known). So a file whose bytes did not change (path, size and
+ * SHA-256 alike) gives the same objects and findings: the load takes them from its fragment
+ * (a configuration holding only that file's objects) and runs the whole-set checks, indexes
+ * and completion on the new snapshot, as a load from nothing does. A snapshot shares the
+ * objects of the fragments it holds references to (mc_config_free). */
+struct fragment {
+	struct mesh_config *c;    /* the file's objects; findings below */
+	struct mc_findings found; /* what parsing the file found, in order */
+	int errors;
+	unsigned n_seq;           /* objects numbered in load order */
+};
+
 struct cached_file {
 	char *path;
 	size_t len;
 	unsigned char sha[32];
-	int nul_line;                 /* > 0: a NUL byte on this line, nothing composed */
-	yaml_document_t *docs;
-	size_t n_docs, cap_docs;
-	bool compose_failed;          /* ce holds the error that ended the file */
-	struct mc_compose_error ce;
-	bool seen;                    /* read by the current load */
+	bool valid;               /* sha holds the bytes frag was parsed from */
+	struct fragment frag;
+	bool seen;                /* read by the current load */
 };
 
 struct mc_load_cache {
@@ -380,11 +430,16 @@ struct mc_load_cache {
 	struct mc_load_cache_stats st;
 };
 
+static void fragment_clear(struct fragment *f)
+{
+	mesh_config_unref(f->c);
+	mc_findings_free(&f->found);
+	memset(f, 0, sizeof(*f));
+}
+
 static void cached_file_clear(struct cached_file *cf)
 {
-	for (size_t i = 0; i < cf->n_docs; i++)
-		yaml_document_delete(&cf->docs[i]);
-	free(cf->docs);
+	fragment_clear(&cf->frag);
 	free(cf->path);
 	memset(cf, 0, sizeof(*cf));
 }
@@ -398,27 +453,19 @@ static void sha256(const char *text, size_t len, unsigned char out[32])
 	}
 }
 
-/* Compose every document of text into cf (the same documents, in the same order, and the
- * same error after the last good one, as a load that parses as it composes). */
-static bool compose_file(struct cached_file *cf, const char *text, size_t len)
+/* Parse text alone into a fragment; `first_mesh` (or NULL) is where an earlier file's
+ * MeshConfig is, so that this file's is reported as a second one. False: not reusable. */
+static bool fragment_parse(struct fragment *f, const struct mc_mesh *first_mesh,
+			   const char *file, const char *text, size_t len)
 {
-	yaml_parser_t parser;
-	cf->nul_line = nul_line(text, len);
-	if (cf->nul_line)
-		return true;
-	if (!yaml_parser_initialize(&parser))
-		return false;
-	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-	for (;;) {
-		yaml_document_t doc;
-		int rc = mc_compose(&parser, &doc, &cf->ce);
-		cf->compose_failed = rc < 0;
-		if (rc <= 0)
-			break;
-		*VEC_PUSH(cf->docs, cf->n_docs, cf->cap_docs) = doc;
+	struct loadctx fl = {.c = config_new()};
+	if (first_mesh) {
+		fl.c->mesh.file = xstrdup(first_mesh->file);
+		fl.c->mesh.line = first_mesh->line;
 	}
-	yaml_parser_delete(&parser);
-	return true;
+	bool ok = parse_text(&fl, file, text, len);
+	*f = (struct fragment){.c = fl.c, .found = fl.all, .errors = fl.errors, .n_seq = fl.seq};
+	return ok;
 }
 
 static struct cached_file *cache_find(struct mc_load_cache *cache, const char *path)
@@ -435,64 +482,84 @@ static struct cached_file *cache_find(struct mc_load_cache *cache, const char *p
 	return NULL;
 }
 
-/* The composed documents of (path, text): the cache's when they were composed from the
- * same bytes, else composed now (and kept when there is a cache). NULL when libyaml cannot
- * start (out of memory). */
-static struct cached_file *file_docs(struct mc_load_cache *cache, struct cached_file *tmp,
-				     const char *path, const char *text, size_t len)
+/* The fragment of (path, text): the cache's when parsed from the same bytes, else parsed
+ * now and kept. */
+static const struct fragment *cached_fragment(struct mc_load_cache *cache, const char *path,
+					      const char *text, size_t len)
 {
-	struct cached_file *cf = cache ? cache_find(cache, path) : NULL;
+	struct cached_file *cf = cache_find(cache, path);
 	unsigned char sha[32];
-	if (cache)
-		sha256(text, len, sha);
-	if (cf && cf->len == len && memcmp(cf->sha, sha, sizeof(sha)) == 0) {
+	sha256(text, len, sha);
+	if (cf && cf->valid && cf->len == len && memcmp(cf->sha, sha, sizeof(sha)) == 0) {
 		cache->st.reused++;
 		cf->seen = true;
-		return cf;
+		return &cf->frag;
 	}
 	if (!cf)
-		cf = cache ? VEC_PUSH(cache->files, cache->n, cache->cap) : tmp;
+		cf = VEC_PUSH(cache->files, cache->n, cache->cap);
 	cached_file_clear(cf);
-	if (!compose_file(cf, text, len)) {
-		cached_file_clear(cf);
-		cf->path = xstrdup(path); /* stays a cache entry that matches nothing */
-		return NULL;
-	}
 	cf->path = xstrdup(path);
 	cf->len = len;
-	if (cache) {
-		memcpy(cf->sha, sha, sizeof(sha));
-		cache->st.composed++;
-	}
+	memcpy(cf->sha, sha, sizeof(sha));
+	cf->valid = fragment_parse(&cf->frag, NULL, path, text, len);
 	cf->seen = true;
-	return cf;
+	cache->st.parsed++;
+	return &cf->frag;
+}
+
+#define TAKE_OBJECTS(c, f, arr, n, cap, base)                                               \
+	do {                                                                                 \
+		for (size_t i_ = 0; i_ < (f)->n; i_++) {                                     \
+			*VEC_PUSH((c)->arr, (c)->n, (c)->cap) = (f)->arr[i_];                \
+			(c)->arr[(c)->n - 1].meta.seq += (base);                             \
+		}                                                                            \
+	} while (0)
+
+/* The snapshot takes the fragment's objects (shared: it holds a reference), findings and
+ * MeshConfig, in load order after what it holds. */
+static void take_fragment(struct loadctx *lc, const struct fragment *f, bool mesh)
+{
+	struct mesh_config *c = lc->c, *fc = f->c;
+	mc_findings_append(&lc->all, &f->found);
+	lc->errors += f->errors;
+	unsigned base = lc->seq;
+	TAKE_OBJECTS(c, fc, namespaces, n_namespaces, cap_namespaces, base);
+	TAKE_OBJECTS(c, fc, workloads, n_workloads, cap_workloads, base);
+	TAKE_OBJECTS(c, fc, services, n_services, cap_services, base);
+	TAKE_OBJECTS(c, fc, kservices, n_kservices, cap_kservices, base);
+	TAKE_OBJECTS(c, fc, policies, n_policies, cap_policies, base);
+	TAKE_OBJECTS(c, fc, peer_auths, n_peer_auths, cap_peer_auths, base);
+	lc->seq += f->n_seq;
+	if (mesh && fc->mesh.file) { /* the snapshot's own copy: completion may add to it */
+		c->mesh.file = xstrdup(fc->mesh.file);
+		c->mesh.line = fc->mesh.line;
+		c->mesh.trust_domain = fc->mesh.trust_domain ? xstrdup(fc->mesh.trust_domain) : NULL;
+		c->mesh.root_namespace = fc->mesh.root_namespace ? xstrdup(fc->mesh.root_namespace)
+								 : NULL;
+		c->mesh.outbound = fc->mesh.outbound;
+	}
+	*VEC_PUSH(c->shared, c->n_shared, c->cap_shared) = mesh_config_ref(fc);
 }
 
 static void load_text(struct loadctx *lc, struct mc_load_cache *cache, const char *file,
 		      const char *text, size_t len)
 {
-	struct pctx x = {.c = lc->c, .findings = &lc->all, .file = file, .seq = &lc->seq};
 	if (!size_acceptable(lc, file, len))
 		return;
-	struct cached_file tmp = {0};
-	struct cached_file *cf = file_docs(cache, &tmp, file, text, len);
-	if (!cf) {
-		load_error(lc, file, 0, "cannot initialise the YAML parser (out of memory?)");
-	} else if (cf->nul_line) {
-		load_error(lc, file, cf->nul_line, "a NUL byte: this is not a YAML text file");
-	} else {
-		for (size_t i = 0; i < cf->n_docs; i++) {
-			yaml_node_t *root = yaml_document_get_root_node(&cf->docs[i]);
-			x.doc = &cf->docs[i];
-			x.errors = 0;
-			if (root && !y_null(root)) /* empty documents (`---` alone, comments) */
-				parse_document(&x, root);
-			lc->errors += x.errors;
-		}
-		if (cf->compose_failed)
-			load_error(lc, file, cf->ce.line, "%s", cf->ce.msg);
+	if (!cache) {
+		parse_text(lc, file, text, len);
+		return;
 	}
-	cached_file_clear(&tmp);
+	const struct fragment *f = cached_fragment(cache, file, text, len);
+	if (!f->c->mesh.file || !lc->c->mesh.file) {
+		take_fragment(lc, f, true);
+		return;
+	}
+	/* A second MeshConfig: parsed again knowing the first (not kept: it depends on it). */
+	struct fragment again;
+	fragment_parse(&again, &lc->c->mesh, file, text, len);
+	take_fragment(lc, &again, false);
+	fragment_clear(&again);
 }
 
 struct mc_load_cache *mc_load_cache_new(void)
@@ -519,7 +586,7 @@ static void cache_begin(struct mc_load_cache *cache)
 {
 	if (!cache)
 		return;
-	cache->st.reused = cache->st.composed = 0;
+	cache->st.reused = cache->st.parsed = 0;
 	cache->hint = 0;
 	for (size_t i = 0; i < cache->n; i++)
 		cache->files[i].seen = false;
@@ -630,13 +697,6 @@ static void complete(struct mesh_config *c)
 		w->ambient = mode && strcmp(mode, "ambient") == 0;
 		w->spiffe_id = mc_spiffe_id(c, w->meta.ns, w->service_account);
 	}
-}
-
-static struct mesh_config *config_new(void)
-{
-	struct mesh_config *c = xcalloc(1, sizeof(*c));
-	c->refs = 1;
-	return c;
 }
 
 static void begin(struct loadctx *lc)

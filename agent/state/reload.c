@@ -168,7 +168,7 @@ static int job_apply(struct agent *a, struct reload_job *j)
 	} else {
 		const struct mc_load_cache_stats *cs = mc_load_cache_stats(j->cache);
 		log_debug("configuration %s read in %llu ms (%zu files parsed, %zu unchanged)%s",
-			  j->dir, (unsigned long long)j->ms, cs->composed, cs->reused,
+			  j->dir, (unsigned long long)j->ms, cs->parsed, cs->reused,
 			  j->nice_failed ? " (worker priority not lowered)" : "");
 		config_swap(a, j->cfg);
 	}

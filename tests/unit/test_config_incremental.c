@@ -92,11 +92,11 @@ static char *load_both(const char *dir, struct mc_load_cache *cache, int want_rc
 	"  - from: [{source: {principals: [cluster.local/ns/shop/sa/web]}}]\n"               \
 	"    to: [{operation: {ports: ['" port "'], methods: [GET]}}]\n"
 
-static void check_stats(struct mc_load_cache *cache, size_t composed, size_t reused,
+static void check_stats(struct mc_load_cache *cache, size_t parsed, size_t reused,
 			size_t files)
 {
 	const struct mc_load_cache_stats *st = mc_load_cache_stats(cache);
-	CHECK_INT(st->composed, composed);
+	CHECK_INT(st->parsed, parsed);
 	CHECK_INT(st->reused, reused);
 	CHECK_INT(st->files, files);
 }
@@ -147,6 +147,18 @@ TEST(config_incremental_load_equals_a_full_load_after_each_change)
 	char *dup = load_both(dir, cache, -1);
 	CHECK_CONTAINS(dup, "duplicate AuthorizationPolicy shop/c");
 	free(dup);
+
+	/* a second MeshConfig in another file (its spec is wrong too): reported as a second
+	 * one, against the first, and nothing of its spec, as a full load does */
+	th_write_file(dir, "05-mesh.yaml", "apiVersion: moat.dev/v1\nkind: MeshConfig\n"
+		      "metadata: {name: mesh2}\nspec: {trustDomain: 'Bad Domain'}\n");
+	char *mesh2 = load_both(dir, cache, -1);
+	CHECK_CONTAINS(mesh2, "more than one MeshConfig");
+	CHECK(!strstr(mesh2, "Bad Domain"));
+	free(mesh2);
+	char *m2 = xasprintf("%s/05-mesh.yaml", dir);
+	unlink(m2);
+	free(m2);
 
 	/* and back: the same snapshot as before it turned bad */
 	th_write_file(dir, "20-a.yaml", POLICY("a", "8081"));
