@@ -427,12 +427,15 @@ static void collect_workloads(struct sync_ctx *s)
 	const struct mesh_config *cfg = a->cfg;
 	for (size_t i = 0; i < cfg->n_workloads; i++) {
 		const struct mc_workload *w = &cfg->workloads[i];
+		if (!w->n_addrs)
+			continue;
+		/* once per workload, not per address: 10,000 of them at every sync */
+		uint32_t id = workload_id(a, w), identity = intern_id(&a->identity_ids, w->spiffe_id);
+		uint32_t mode = mtls_flag(authz_mtls_mode(cfg, w, 0, NULL));
+		const char *name = intern_name(&a->workload_ids, id);
 		for (size_t j = 0; j < w->n_addrs; j++)
-			want_add(s, &w->addrs[j], workload_id(a, w),
-				 intern_id(&a->identity_ids, w->spiffe_id),
-				 w->ambient ? MOAT_WL_AMBIENT : 0,
-				 mtls_flag(authz_mtls_mode(cfg, w, 0, NULL)),
-				 intern_name(&a->workload_ids, workload_id(a, w)));
+			want_add(s, &w->addrs[j], id, identity, w->ambient ? MOAT_WL_AMBIENT : 0,
+				 mode, name);
 	}
 	for (size_t i = 0; i < cfg->n_services; i++) {
 		const struct mc_service_entry *se = &cfg->services[i];
