@@ -383,9 +383,13 @@ int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_fi
 struct mc_load_cache;
 struct mc_load_cache_stats {
 	size_t reused, parsed;   /* files of the last load: taken from the cache / parsed */
+	size_t unread;           /* of the reused: not even read (unchanged inode, settled) */
 	size_t files;            /* files the cache holds */
 };
 struct mc_load_cache *mc_load_cache_new(void);
+/* How old a file's ctime must be before its inode alone (no read) may stand for its bytes
+ * (default 2 s; tests set 0 to reach that path at once). */
+void mc_load_cache_set_settle(struct mc_load_cache *cache, int64_t ns);
 void mc_load_cache_free(struct mc_load_cache *cache);
 const struct mc_load_cache_stats *mc_load_cache_stats(const struct mc_load_cache *cache);
 int mesh_config_load_dir_cached(const char *dir, struct mc_load_cache *cache,

@@ -197,3 +197,55 @@ TEST(config_incremental_load_sees_a_same_size_rewrite)
 	mc_load_cache_free(cache);
 	th_remove_tree(dir);
 }
+
+static void check_unread(struct mc_load_cache *cache, size_t unread)
+{
+	CHECK_INT(mc_load_cache_stats(cache)->unread, unread);
+}
+
+/* Settled files (here: at once) are taken by their inode without being read; the snapshot
+ * and digest are still a full load's, and a changed inode (a rename over it, another size)
+ * or a link is read again. */
+TEST(config_incremental_load_skips_reading_settled_unchanged_files)
+{
+	char dir[] = "/tmp/moat-incr-test-XXXXXX";
+	REQUIRE(mkdtemp(dir));
+	th_write_file(dir, "a.yaml", POLICY("a", "8080"));
+	th_write_file(dir, "b.yaml", POLICY("b", "8080"));
+	th_write_file(dir, "c.yaml", POLICY("c", "8080"));
+	struct mc_load_cache *cache = mc_load_cache_new();
+	mc_load_cache_set_settle(cache, 0);
+	free(load_both(dir, cache, 0));
+	check_stats(cache, 3, 0, 3);
+	free(load_both(dir, cache, 0));
+	check_stats(cache, 0, 3, 3);
+	check_unread(cache, 3);
+
+	th_write_file(dir, "b.yaml", POLICY("b", "9090") "# longer\n"); /* another size */
+	free(load_both(dir, cache, 0));
+	check_stats(cache, 1, 2, 3);
+	check_unread(cache, 2);
+
+	char *tmp = xasprintf("%s/tmp", dir), *c = xasprintf("%s/c.yaml", dir);
+	th_write_file(dir, "tmp", POLICY("c", "7070")); /* same size, renamed over: new inode */
+	REQUIRE(rename(tmp, c) == 0);
+	free(load_both(dir, cache, 0));
+	check_stats(cache, 1, 2, 3);
+	check_unread(cache, 2);
+
+	char *target = xasprintf("%s/a.yaml", dir), *link = xasprintf("%s/d.yaml", dir);
+	th_write_file(dir, "x.txt", POLICY("d", "8080"));
+	char *x = xasprintf("%s/x.txt", dir);
+	REQUIRE(symlink(x, link) == 0); /* a link inside the directory: always read */
+	free(load_both(dir, cache, 0));
+	free(load_both(dir, cache, 0));
+	check_stats(cache, 0, 4, 4);
+	check_unread(cache, 3);
+	free(x);
+	free(target);
+	free(link);
+	free(tmp);
+	free(c);
+	mc_load_cache_free(cache);
+	th_remove_tree(dir);
+}
