@@ -27,6 +27,7 @@
 #include "state/agent.h"
 #include "state/services.h"
 #include "state/verdicts.h"
+#include "state/wl_map.h"
 
 static const char usage[] =
 	"usage: moatd --config DIR [options]\n"
@@ -363,7 +364,8 @@ static void raise_fd_limit(void)
 static int load_initial_config(struct agent *a, struct err *e)
 {
 	struct mc_findings f = {0};
-	if (mesh_config_load_dir(a->opts.config_dir, &a->cfg, &f) < 0) {
+	a->load_cache = mc_load_cache_new(); /* the first change parses only what changed */
+	if (mesh_config_load_dir_cached(a->opts.config_dir, a->load_cache, &a->cfg, &f) < 0) {
 		agent_log_findings(&f, MC_WARNING);
 		mc_findings_free(&f);
 		return err_set(e, "configuration %s has errors (above): moatd will not start on it — "
@@ -517,6 +519,8 @@ static void agent_stop(struct agent *a)
 	agent_svc_state_free(a);
 	if (a->cfg)
 		mesh_config_unref(a->cfg);
+	mc_load_cache_free(a->load_cache);
+	wl_map_free(a->wl_map);
 	if (a->signal_fd > 0)
 		close(a->signal_fd);
 	verdicts_free(a->verdicts);

@@ -363,12 +363,37 @@ struct mesh_config {
 	uint32_t *wl_by_addr;
 	size_t n_wl_by_addr;
 	char digest[65];             /* sha256 of the inputs, hex: tells reloads apart */
+	/* Loaded through a load cache: the objects above are shallow copies of these per-file
+	 * configurations' (held by reference), the snapshot owns only its arrays, mesh, indexes,
+	 * findings and what completion added (SPIFFE IDs). NULL: it owns every object. */
+	struct mesh_config **shared;
+	size_t n_shared, cap_shared;
 };
 
 /* Load every YAML file of dir. On success returns 0 and a snapshot (refs = 1); warnings and
  * notes are in (*out)->findings and also appended to `findings` when not NULL. On any
  * error returns -1, *out = NULL, and every error (and warning) is in `findings`. */
 int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_findings *findings);
+/* The same, reusing the objects an earlier load through the same cache parsed from files
+ * whose bytes did not change (path, size and SHA-256 alike): only changed files are parsed
+ * again, and the outcome (snapshot, digest, findings, refusal) is that of
+ * mesh_config_load_dir. The cache keeps the files of the last load only; snapshots share
+ * the cached objects (by reference, freed with the last holder). One load at a time per
+ * cache. */
+struct mc_load_cache;
+struct mc_load_cache_stats {
+	size_t reused, parsed;   /* files of the last load: taken from the cache / parsed */
+	size_t unread;           /* of the reused: not even read (unchanged inode, settled) */
+	size_t files;            /* files the cache holds */
+};
+struct mc_load_cache *mc_load_cache_new(void);
+/* How old a file's ctime must be before its inode alone (no read) may stand for its bytes
+ * (default 2 s; tests set 0 to reach that path at once). */
+void mc_load_cache_set_settle(struct mc_load_cache *cache, int64_t ns);
+void mc_load_cache_free(struct mc_load_cache *cache);
+const struct mc_load_cache_stats *mc_load_cache_stats(const struct mc_load_cache *cache);
+int mesh_config_load_dir_cached(const char *dir, struct mc_load_cache *cache,
+				struct mesh_config **out, struct mc_findings *findings);
 /* The same from in-memory documents (tests, `moatctl lint -`): names[i] is shown as the file. */
 int mesh_config_load_texts(const char *const *names, const char *const *texts, size_t n,
 			   struct mesh_config **out, struct mc_findings *findings);

@@ -33,8 +33,8 @@ struct mc_shown mc_show(const char *v)
 	bool ok = n <= MC_SHOW_MAX;
 	for (size_t i = 0; ok && i < n; i++)
 		ok = name_char(v[i]);
-	if (ok)
-		snprintf(r.s, sizeof(r.s), "%s", v ? v : "");
+	if (ok) /* n <= MC_SHOW_MAX < sizeof(r.s); every field name passes here: no printf */
+		memcpy(r.s, v ? v : "", n + 1);
 	else
 		snprintf(r.s, sizeof(r.s), "<%zu bytes, not shown>", n);
 	return r;

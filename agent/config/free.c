@@ -167,14 +167,25 @@ static void peer_auth_free(struct mc_peer_auth *pa)
 	free(pa->id_name);
 }
 
-void mc_config_free(struct mesh_config *c)
+/* A snapshot of a load cache: its objects belong to the per-file configurations it holds;
+ * only the SPIFFE IDs completion gave its copies are its own. */
+static void shared_objects_free(struct mesh_config *c)
 {
-	if (!c)
-		return;
-	free(c->dir);
-	free(c->mesh.trust_domain);
-	free(c->mesh.root_namespace);
-	free(c->mesh.file);
+	for (size_t i = 0; i < c->n_workloads; i++)
+		free(c->workloads[i].spiffe_id);
+	free(c->namespaces);
+	free(c->workloads);
+	free(c->services);
+	free(c->kservices);
+	free(c->policies);
+	free(c->peer_auths);
+	for (size_t i = 0; i < c->n_shared; i++)
+		mesh_config_unref(c->shared[i]);
+	free(c->shared);
+}
+
+static void own_objects_free(struct mesh_config *c)
+{
 	for (size_t i = 0; i < c->n_namespaces; i++)
 		mc_meta_free(&c->namespaces[i].meta);
 	free(c->namespaces);
@@ -193,6 +204,20 @@ void mc_config_free(struct mesh_config *c)
 	for (size_t i = 0; i < c->n_peer_auths; i++)
 		peer_auth_free(&c->peer_auths[i]);
 	free(c->peer_auths);
+}
+
+void mc_config_free(struct mesh_config *c)
+{
+	if (!c)
+		return;
+	free(c->dir);
+	free(c->mesh.trust_domain);
+	free(c->mesh.root_namespace);
+	free(c->mesh.file);
+	if (c->shared)
+		shared_objects_free(c);
+	else
+		own_objects_free(c);
 	mc_findings_free(&c->findings);
 	free(c->wl_by_addr);
 	free(c);

@@ -304,13 +304,32 @@ static void parse_document(struct pctx *x, yaml_node_t *root)
 	x->object = NULL;
 }
 
-static void digest_add(struct loadctx *lc, const char *name, const char *text, size_t len)
+static void sha256(const char *text, size_t len, unsigned char out[32])
+{
+	unsigned int n = 0;
+	if (!EVP_Digest(text, len, out, &n, EVP_sha256(), NULL) || n != 32) {
+		fprintf(stderr, "moat: SHA-256 failed (OpenSSL)\n");
+		abort();
+	}
+}
+
+/* The digest covers each file's name, size and SHA-256: a load that did not read an
+ * unchanged file (its stamp, below) digests it from what the cache knows. */
+static void digest_add(struct loadctx *lc, const char *name, size_t len,
+		       const unsigned char sha[32])
 {
 	char lenbuf[32];
 	int n = snprintf(lenbuf, sizeof(lenbuf), "%zu", len);
 	EVP_DigestUpdate(lc->md, name, strlen(name) + 1);
 	EVP_DigestUpdate(lc->md, lenbuf, (size_t)n + 1);
-	EVP_DigestUpdate(lc->md, text, len);
+	EVP_DigestUpdate(lc->md, sha, 32);
+}
+
+static void digest_text(struct loadctx *lc, const char *name, const char *text, size_t len,
+			unsigned char sha[32])
+{
+	sha256(text, len, sha);
+	digest_add(lc, name, len, sha);
 }
 
 static void load_error(struct loadctx *lc, const char *file, int line, const char *fmt, ...)
@@ -325,8 +344,9 @@ static void load_error(struct loadctx *lc, const char *file, int line, const cha
 	lc->errors++;
 }
 
-/* Bytes every loader entry point refuses before YAML sees them. */
-static bool text_acceptable(struct loadctx *lc, const char *file, const char *text, size_t len)
+/* Bytes every loader entry point refuses before YAML sees them: the bounds, which count
+ * over the whole set (MC_MAX_DIR_BYTES), are checked at every load, cached file or not. */
+static bool size_acceptable(struct loadctx *lc, const char *file, size_t len)
 {
 	if (len > MC_MAX_FILE_BYTES) {
 		load_error(lc, file, 0, "file is larger than %d bytes (MC_MAX_FILE_BYTES): split it "
@@ -340,26 +360,42 @@ static bool text_acceptable(struct loadctx *lc, const char *file, const char *te
 			   MC_MAX_DIR_BYTES);
 		return false;
 	}
-	const char *nul = memchr(text, 0, len);
-	if (nul) {
-		int line = 1;
-		for (const char *p = text; p < nul; p++)
-			line += *p == '\n';
-		load_error(lc, file, line, "a NUL byte: this is not a YAML text file");
-		return false;
-	}
 	return true;
 }
 
-static void load_text(struct loadctx *lc, const char *file, const char *text, size_t len)
+/* The line of the first NUL byte, 0 when there is none. */
+static int nul_line(const char *text, size_t len)
 {
-	yaml_parser_t parser;
+	const char *nul = memchr(text, 0, len);
+	if (!nul)
+		return 0;
+	int line = 1;
+	for (const char *p = text; p < nul; p++)
+		line += *p == '\n';
+	return line;
+}
+
+static struct mesh_config *config_new(void)
+{
+	struct mesh_config *c = xcalloc(1, sizeof(*c));
+	c->refs = 1;
+	return c;
+}
+
+/* Compose and parse one file's text into lc (its snapshot, findings, load order), as a
+ * load from nothing does. False when libyaml could not start (out of memory). */
+static bool parse_text(struct loadctx *lc, const char *file, const char *text, size_t len)
+{
 	struct pctx x = {.c = lc->c, .findings = &lc->all, .file = file, .seq = &lc->seq};
-	if (!text_acceptable(lc, file, text, len))
-		return;
+	int nul = nul_line(text, len);
+	if (nul) {
+		load_error(lc, file, nul, "a NUL byte: this is not a YAML text file");
+		return true;
+	}
+	yaml_parser_t parser;
 	if (!yaml_parser_initialize(&parser)) {
 		load_error(lc, file, 0, "cannot initialise the YAML parser (out of memory?)");
-		return;
+		return false;
 	}
 	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 	for (;;) {
@@ -379,6 +415,270 @@ static void load_text(struct loadctx *lc, const char *file, const char *text, si
 		yaml_document_delete(&doc);
 	}
 	yaml_parser_delete(&parser);
+	return true;
+}
+
+/* ---- one file's objects: what a load keeps of a file between loads ----
+ * Parsing a file depends on no other file but for the load order (renumbered when the file
+ * is taken) and the one MeshConfig (a file that brings a second one is parsed again in the
+ * load, where the first one is known). So a file whose bytes did not change (path, size and
+ * SHA-256 alike) gives the same objects and findings: the load takes them from its fragment
+ * (a configuration holding only that file's objects) and runs the whole-set checks, indexes
+ * and completion on the new snapshot, as a load from nothing does. A snapshot shares the
+ * objects of the fragments it holds references to (mc_config_free). */
+struct fragment {
+	struct mesh_config *c;    /* the file's objects; findings below */
+	struct mc_findings found; /* what parsing the file found, in order */
+	int errors;
+	unsigned n_seq;           /* objects numbered in load order */
+};
+
+/* A regular file's inode, as read: while it is the same (same inode, size, mtime and
+ * ctime), so are the bytes, provided the ctime was already in the past when the file was
+ * read (MC_STAMP_SETTLE_NS): a write after the read moves the ctime, and one in the same
+ * clock tick as an earlier write cannot be confused with it, because files changed that
+ * recently are always read. A write sets the ctime to now, and nothing sets it back. */
+#define MC_STAMP_SETTLE_NS (2 * 1000000000LL)
+
+struct file_stamp {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	int64_t mtime_ns, ctime_ns;
+};
+
+struct cached_file {
+	char *path;
+	size_t len;
+	unsigned char sha[32];
+	bool valid;               /* sha holds the bytes frag was parsed from */
+	struct fragment frag;
+	struct file_stamp stamp;
+	bool settled;             /* stamp may stand for the bytes (not a link, not recent) */
+	bool seen;                /* read by the current load */
+};
+
+struct mc_load_cache {
+	struct cached_file *files; /* by path after a load: the order a load reads them in */
+	size_t n, cap;
+	size_t hint;               /* where the next lookup starts */
+	int64_t settle_ns;         /* MC_STAMP_SETTLE_NS; tests shorten it */
+	struct mc_load_cache_stats st;
+};
+
+static void fragment_clear(struct fragment *f)
+{
+	mesh_config_unref(f->c);
+	mc_findings_free(&f->found);
+	memset(f, 0, sizeof(*f));
+}
+
+static void cached_file_clear(struct cached_file *cf)
+{
+	fragment_clear(&cf->frag);
+	free(cf->path);
+	memset(cf, 0, sizeof(*cf));
+}
+
+/* Parse text alone into a fragment; `first_mesh` (or NULL) is where an earlier file's
+ * MeshConfig is, so that this file's is reported as a second one. False: not reusable. */
+static bool fragment_parse(struct fragment *f, const struct mc_mesh *first_mesh,
+			   const char *file, const char *text, size_t len)
+{
+	struct loadctx fl = {.c = config_new()};
+	if (first_mesh) {
+		fl.c->mesh.file = xstrdup(first_mesh->file);
+		fl.c->mesh.line = first_mesh->line;
+	}
+	bool ok = parse_text(&fl, file, text, len);
+	*f = (struct fragment){.c = fl.c, .found = fl.all, .errors = fl.errors, .n_seq = fl.seq};
+	return ok;
+}
+
+static struct cached_file *cache_find(struct mc_load_cache *cache, const char *path)
+{
+	/* Files are read in name order, the order the cache keeps: the hint finds the next
+	 * one at once (a scan from the start per file is quadratic in MC_MAX_FILES). */
+	size_t start = cache->hint ? cache->hint - 1 : 0; /* this file again, or the next */
+	for (size_t k = 0; k < cache->n; k++) {
+		size_t i = (start + k) % cache->n;
+		if (strcmp(cache->files[i].path, path) == 0) {
+			cache->hint = i + 1;
+			return &cache->files[i];
+		}
+	}
+	return NULL;
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+static struct file_stamp stamp_of(const struct stat *st)
+{
+	return (struct file_stamp){.dev = st->st_dev, .ino = st->st_ino, .size = st->st_size,
+				   .mtime_ns = ts_ns(&st->st_mtim),
+				   .ctime_ns = ts_ns(&st->st_ctim)};
+}
+
+static bool stamp_eq(const struct file_stamp *a, const struct file_stamp *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns;
+}
+
+/* Remember the inode the bytes were read from (st: fstat of the open file, taken before
+ * the read). */
+static void stamp_record(const struct mc_load_cache *cache, struct cached_file *cf,
+			 const struct stat *st)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	cf->stamp = stamp_of(st);
+	cf->settled = S_ISREG(st->st_mode) && cf->stamp.ctime_ns < ts_ns(&now) - cache->settle_ns;
+}
+
+/* The fragment of (path, text): the cache's when parsed from the same bytes, else parsed
+ * now and kept. */
+static const struct fragment *cached_fragment(struct mc_load_cache *cache, const char *path,
+					      const char *text, size_t len,
+					      const unsigned char sha[32], const struct stat *st)
+{
+	struct cached_file *cf = cache_find(cache, path);
+	if (cf && cf->valid && cf->len == len && memcmp(cf->sha, sha, 32) == 0) {
+		cache->st.reused++;
+		cf->seen = true;
+		stamp_record(cache, cf, st);
+		return &cf->frag;
+	}
+	if (!cf)
+		cf = VEC_PUSH(cache->files, cache->n, cache->cap);
+	cached_file_clear(cf);
+	cf->path = xstrdup(path);
+	cf->len = len;
+	memcpy(cf->sha, sha, 32);
+	cf->valid = fragment_parse(&cf->frag, NULL, path, text, len);
+	stamp_record(cache, cf, st);
+	cf->seen = true;
+	cache->st.parsed++;
+	return &cf->frag;
+}
+
+#define TAKE_OBJECTS(c, f, arr, n, cap, base)                                               \
+	do {                                                                                 \
+		for (size_t i_ = 0; i_ < (f)->n; i_++) {                                     \
+			*VEC_PUSH((c)->arr, (c)->n, (c)->cap) = (f)->arr[i_];                \
+			(c)->arr[(c)->n - 1].meta.seq += (base);                             \
+		}                                                                            \
+	} while (0)
+
+/* The snapshot takes the fragment's objects (shared: it holds a reference), findings and
+ * MeshConfig, in load order after what it holds. */
+static void take_fragment(struct loadctx *lc, const struct fragment *f, bool mesh)
+{
+	struct mesh_config *c = lc->c, *fc = f->c;
+	mc_findings_append(&lc->all, &f->found);
+	lc->errors += f->errors;
+	unsigned base = lc->seq;
+	TAKE_OBJECTS(c, fc, namespaces, n_namespaces, cap_namespaces, base);
+	TAKE_OBJECTS(c, fc, workloads, n_workloads, cap_workloads, base);
+	TAKE_OBJECTS(c, fc, services, n_services, cap_services, base);
+	TAKE_OBJECTS(c, fc, kservices, n_kservices, cap_kservices, base);
+	TAKE_OBJECTS(c, fc, policies, n_policies, cap_policies, base);
+	TAKE_OBJECTS(c, fc, peer_auths, n_peer_auths, cap_peer_auths, base);
+	lc->seq += f->n_seq;
+	if (mesh && fc->mesh.file) { /* the snapshot's own copy: completion may add to it */
+		c->mesh.file = xstrdup(fc->mesh.file);
+		c->mesh.line = fc->mesh.line;
+		c->mesh.trust_domain = fc->mesh.trust_domain ? xstrdup(fc->mesh.trust_domain) : NULL;
+		c->mesh.root_namespace = fc->mesh.root_namespace ? xstrdup(fc->mesh.root_namespace)
+								 : NULL;
+		c->mesh.outbound = fc->mesh.outbound;
+	}
+	*VEC_PUSH(c->shared, c->n_shared, c->cap_shared) = mesh_config_ref(fc);
+}
+
+/* st: the file's fstat (cache only), sha: of text. */
+static void load_text(struct loadctx *lc, struct mc_load_cache *cache, const char *file,
+		      const char *text, size_t len, const unsigned char sha[32],
+		      const struct stat *st)
+{
+	if (!size_acceptable(lc, file, len))
+		return;
+	if (!cache) {
+		parse_text(lc, file, text, len);
+		return;
+	}
+	const struct fragment *f = cached_fragment(cache, file, text, len, sha, st);
+	if (!f->c->mesh.file || !lc->c->mesh.file) {
+		take_fragment(lc, f, true);
+		return;
+	}
+	/* A second MeshConfig: parsed again knowing the first (not kept: it depends on it). */
+	struct fragment again;
+	fragment_parse(&again, &lc->c->mesh, file, text, len);
+	take_fragment(lc, &again, false);
+	fragment_clear(&again);
+}
+
+struct mc_load_cache *mc_load_cache_new(void)
+{
+	struct mc_load_cache *cache = xcalloc(1, sizeof(*cache));
+	cache->settle_ns = MC_STAMP_SETTLE_NS;
+	return cache;
+}
+
+void mc_load_cache_set_settle(struct mc_load_cache *cache, int64_t ns)
+{
+	cache->settle_ns = ns;
+}
+
+void mc_load_cache_free(struct mc_load_cache *cache)
+{
+	if (!cache)
+		return;
+	for (size_t i = 0; i < cache->n; i++)
+		cached_file_clear(&cache->files[i]);
+	free(cache->files);
+	free(cache);
+}
+
+const struct mc_load_cache_stats *mc_load_cache_stats(const struct mc_load_cache *cache)
+{
+	return &cache->st;
+}
+
+static void cache_begin(struct mc_load_cache *cache)
+{
+	if (!cache)
+		return;
+	cache->st.reused = cache->st.parsed = cache->st.unread = 0;
+	cache->hint = 0;
+	for (size_t i = 0; i < cache->n; i++)
+		cache->files[i].seen = false;
+}
+
+static int cmp_cached_path(const void *a, const void *b)
+{
+	return strcmp(((const struct cached_file *)a)->path, ((const struct cached_file *)b)->path);
+}
+
+/* Files the load did not read (removed, renamed, no longer YAML) leave the cache. */
+static void cache_sweep(struct mc_load_cache *cache)
+{
+	if (!cache)
+		return;
+	size_t out = 0;
+	for (size_t i = 0; i < cache->n; i++) {
+		if (cache->files[i].seen)
+			cache->files[out++] = cache->files[i];
+		else
+			cached_file_clear(&cache->files[i]);
+	}
+	cache->n = out;
+	cache->st.files = out;
+	qsort(cache->files, cache->n, sizeof(*cache->files), cmp_cached_path);
 }
 
 /* ---- whole-set checks ---- */
@@ -466,13 +766,6 @@ static void complete(struct mesh_config *c)
 	}
 }
 
-static struct mesh_config *config_new(void)
-{
-	struct mesh_config *c = xcalloc(1, sizeof(*c));
-	c->refs = 1;
-	return c;
-}
-
 static void begin(struct loadctx *lc)
 {
 	memset(lc, 0, sizeof(*lc));
@@ -556,8 +849,9 @@ int mesh_config_load_texts(const char *const *names, const char *const *texts, s
 	begin(&lc);
 	for (size_t i = 0; i < n; i++) {
 		size_t len = strlen(texts[i]);
-		digest_add(&lc, names[i], texts[i], len);
-		load_text(&lc, names[i], texts[i], len);
+		unsigned char sha[32];
+		digest_text(&lc, names[i], texts[i], len, sha);
+		load_text(&lc, NULL, names[i], texts[i], len, sha, NULL);
 	}
 	return finish(&lc, out, findings);
 }
@@ -567,8 +861,9 @@ int mesh_config_load_buffer(const char *name, const char *data, size_t len,
 {
 	struct loadctx lc;
 	begin(&lc);
-	digest_add(&lc, name, data, len);
-	load_text(&lc, name, data, len);
+	unsigned char sha[32];
+	digest_text(&lc, name, data, len, sha);
+	load_text(&lc, NULL, name, data, len, sha, NULL);
 	return finish(&lc, out, findings);
 }
 
@@ -591,30 +886,50 @@ static int cmp_str(const void *a, const void *b)
  * inside the directory (a mounted ConfigMap's name -> ..data/name -> ..<timestamp>/name) are
  * followed, a link out of it (to /etc/shadow, to another tenant's secrets) is refused, and a
  * FIFO or device never blocks or floods the loader. */
-static char *read_config_file(struct loadctx *lc, const char *path, const char *real_dir,
-			      size_t *len)
+#define CONFIG_OPEN_FLAGS (O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+
+/* Open name of the directory, -1 after an error (or -2 for a link out of it). */
+static int open_config_file(struct loadctx *lc, const char *path, const char *name,
+			    const char *real_dir)
 {
-	char *real = realpath(path, NULL);
+	/* What is not a link in the real directory lies inside it: no realpath, which costs
+	 * a readlink per path component, per file, per load (a twentieth of a reload). */
+	char *direct = xasprintf("%s/%s", real_dir, name);
+	int fd = open(direct, CONFIG_OPEN_FLAGS);
+	free(direct);
+	if (fd >= 0)
+		return fd;
+	char *real = realpath(path, NULL); /* a link (ELOOP), or an error told below */
 	size_t rl = strlen(real_dir);
 	if (!real) {
 		load_error(lc, path, 0, "cannot read: %s", strerror(errno));
-		return NULL;
+		return -2;
 	}
 	if (strncmp(real, real_dir, rl) != 0 || (rl > 1 && real[rl] != '/')) {
 		load_error(lc, path, 0, "a link out of the configuration directory: refused (only "
 			   "files inside it are read, links included); copy the file in instead");
 		free(real);
-		return NULL;
+		return -2;
 	}
-	int fd = open(real, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	fd = open(real, CONFIG_OPEN_FLAGS);
 	free(real);
+	return fd;
+}
+
+static char *read_config_file(struct loadctx *lc, const char *path, const char *name,
+			      const char *real_dir, size_t *len, struct stat *st_out)
+{
+	int fd = open_config_file(lc, path, name, real_dir);
+	if (fd == -2)
+		return NULL;
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) < 0) {
+	if (fd < 0 || fstat(fd, st_out) < 0) {
 		load_error(lc, path, 0, "cannot read: %s", strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		return NULL;
 	}
+	st = *st_out;
 	if (S_ISDIR(st.st_mode)) { /* subdirectories are not read, whatever their name */
 		close(fd);
 		return NULL;
@@ -671,10 +986,54 @@ static bool list_dir(struct loadctx *lc, const char *dir, struct mc_strs *names)
 	return true;
 }
 
-int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_findings *findings)
+static void read_dir_file(struct loadctx *lc, struct mc_load_cache *cache, const char *path,
+		      const char *name, const char *real_dir)
+{
+	size_t len = 0;
+	struct stat st;
+	char *text = read_config_file(lc, path, name, real_dir, &len, &st);
+	if (text) {
+		unsigned char sha[32];
+		digest_text(lc, name, text, len, sha);
+		load_text(lc, cache, path, text, len, sha, &st);
+	}
+	free(text);
+}
+
+/* A settled regular file whose inode says it did not change since it was read is taken
+ * from the cache without opening it (1,013 files opened, read and hashed took a sixth of
+ * a reload). Links, recent files and a second MeshConfig are read. */
+static bool unchanged_file(struct loadctx *lc, struct mc_load_cache *cache, const char *path,
+			   const char *name, const char *real_dir)
+{
+	struct cached_file *cf = cache ? cache_find(cache, path) : NULL;
+	if (!cf || !cf->valid || !cf->settled ||
+	    (cf->frag.c->mesh.file && lc->c->mesh.file))
+		return false;
+	char *direct = xasprintf("%s/%s", real_dir, name);
+	struct stat st;
+	int rc = lstat(direct, &st);
+	free(direct);
+	if (rc < 0 || !S_ISREG(st.st_mode))
+		return false;
+	struct file_stamp now = stamp_of(&st);
+	if (!stamp_eq(&now, &cf->stamp))
+		return false;
+	digest_add(lc, name, cf->len, cf->sha);
+	if (size_acceptable(lc, path, cf->len))
+		take_fragment(lc, &cf->frag, true);
+	cf->seen = true;
+	cache->st.reused++;
+	cache->st.unread++;
+	return true;
+}
+
+int mesh_config_load_dir_cached(const char *dir, struct mc_load_cache *cache,
+				struct mesh_config **out, struct mc_findings *findings)
 {
 	struct loadctx lc;
 	begin(&lc);
+	cache_begin(cache);
 	lc.c->dir = xstrdup(dir);
 	struct mc_strs names = {0};
 	char *real_dir = realpath(dir, NULL);
@@ -684,18 +1043,19 @@ int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_fi
 	else if (list_dir(&lc, dir, &names))
 		for (size_t i = 0; i < names.n; i++) {
 			char *path = xasprintf("%s/%s", dir, names.items[i]);
-			size_t len = 0;
-			char *text = read_config_file(&lc, path, real_dir, &len);
-			if (text) {
-				digest_add(&lc, names.items[i], text, len);
-				load_text(&lc, path, text, len);
-			}
-			free(text);
+			if (!unchanged_file(&lc, cache, path, names.items[i], real_dir))
+				read_dir_file(&lc, cache, path, names.items[i], real_dir);
 			free(path);
 		}
 	free(real_dir);
 	mc_strs_free(&names);
+	cache_sweep(cache);
 	return finish(&lc, out, findings);
+}
+
+int mesh_config_load_dir(const char *dir, struct mesh_config **out, struct mc_findings *findings)
+{
+	return mesh_config_load_dir_cached(dir, NULL, out, findings);
 }
 
 struct mesh_config *mesh_config_empty(void)

@@ -31,6 +31,7 @@ struct conn;
 struct srv_conn;
 struct reload_job;
 struct verdict_cache;
+struct wl_map;
 struct svc_table;
 struct svc_vstate;
 struct svc_endpoint;
@@ -190,6 +191,7 @@ struct agent {
 	uint64_t n_conns;
 	uint64_t epoch;               /* bumped only when the verdict cache is rebuilt whole */
 	struct verdict_cache *verdicts; /* what the BPF verdict map holds (state/verdicts.c) */
+	struct wl_map *wl_map;        /* what the BPF workloads map holds (state/wl_map.c) */
 	bool ready;
 	bool ktls;                    /* the kernel takes TCP_ULP "tls" (probed at start) */
 	bool join_fallback_logged;    /* a failed same-node join was logged (once) */
@@ -206,6 +208,9 @@ struct agent {
 	bool reload_running;          /* reload_thread runs and owns reload_job */
 	bool reload_pending;          /* asked again while running: load once more after */
 	struct reload_job *reload_job;
+	/* The files of the last load, composed: a change parses only what changed. Used by one
+	 * load at a time (the worker's job, or the loop thread after worker_discard). */
+	struct mc_load_cache *load_cache;
 	uint64_t reloads_ok, reloads_failed;
 	uint64_t accept_pauses;       /* listeners paused by EMFILE and friends */
 	char last_reload_error[1024];

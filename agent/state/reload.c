@@ -37,6 +37,7 @@
  * the loop reads it only after that (eventfd write/read order the memory). */
 struct reload_job {
 	char *dir;                    /* in: a private copy */
+	struct mc_load_cache *cache;  /* in: the agent's, the job's alone while it runs */
 	int done_fd;                  /* in: the eventfd to signal when done */
 	char old_digest[65];          /* in: the configuration in force when the job started */
 	struct mesh_config *cfg;      /* out: the new snapshot, or NULL */
@@ -146,7 +147,7 @@ static void config_swap(struct agent *a, struct mesh_config *cfg)
 static void job_run(struct reload_job *j)
 {
 	uint64_t t0 = now_ms();
-	mesh_config_load_dir(j->dir, &j->cfg, &j->findings);
+	mesh_config_load_dir_cached(j->dir, j->cache, &j->cfg, &j->findings);
 	bool changed = j->cfg && strcmp(j->cfg->digest, j->old_digest) != 0;
 	if (changed) /* an unchanged one is dropped: nothing to lint or log */
 		authz_lint_loaded(j->cfg, &j->findings);
@@ -165,7 +166,9 @@ static int job_apply(struct agent *a, struct reload_job *j)
 		config_refused(a, &j->findings);
 		rc = -1;
 	} else {
-		log_debug("configuration %s read in %llu ms%s", j->dir, (unsigned long long)j->ms,
+		const struct mc_load_cache_stats *cs = mc_load_cache_stats(j->cache);
+		log_debug("configuration %s read in %llu ms (%zu files parsed, %zu unchanged)%s",
+			  j->dir, (unsigned long long)j->ms, cs->parsed, cs->reused,
 			  j->nice_failed ? " (worker priority not lowered)" : "");
 		config_swap(a, j->cfg);
 	}
@@ -179,6 +182,9 @@ static struct reload_job *job_new(struct agent *a)
 {
 	struct reload_job *j = xcalloc(1, sizeof(*j));
 	j->dir = xstrdup(a->opts.config_dir);
+	if (!a->load_cache)
+		a->load_cache = mc_load_cache_new();
+	j->cache = a->load_cache;
 	snprintf(j->old_digest, sizeof(j->old_digest), "%s", a->cfg ? a->cfg->digest : "");
 	return j;
 }

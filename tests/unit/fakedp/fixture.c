@@ -9,6 +9,7 @@
 #include "core/loop.h"
 #include "state/services.h"
 #include "state/verdicts.h"
+#include "state/wl_map.h"
 
 static int write_config(struct fx *f, const char *yaml)
 {
@@ -74,6 +75,8 @@ void fx_free(struct fx *f)
 	intern_free(&a->strings);
 	if (a->cfg)
 		mesh_config_unref(a->cfg);
+	mc_load_cache_free(a->load_cache);
+	wl_map_free(a->wl_map);
 	fake_dp_free(a->dp);
 	loop_free(a->loop);
 	free(a);
