@@ -5,12 +5,14 @@
 //
 // Prints one JSON line:
 //   {"ok", "status", "tls", "alpn", "server_san", "sent", "received", "echo_ok",
-//    "error", "error_codes"}
+//    "sent_sha256", "received_sha256", "error", "error_codes"}
 //   ok          a response arrived (any status); with --expect-echo: status 200 and the bytes
 //               came back unchanged
 //   status      the :status of the response, null when none arrived (TLS refused, reset)
 //   tls, alpn   what Node negotiated (null when the handshake did not finish on our side)
 //   server_san  the server certificate's subjectAltName as Node prints it ("URI:spiffe://...")
+//   sent_sha256, received_sha256  hex sha256 of the bytes sent and of those received (null
+//               until sent / until the stream ended), for a peer that checks them itself
 //   error       every error seen, joined with " | " (a TLS 1.3 client learns that the server
 //               refused its certificate from the alert that follows the handshake)
 //   error_codes Node's error codes, e.g. ERR_SSL_TLSV1_ALERT_UNKNOWN_CA
@@ -53,7 +55,7 @@ function usage(why) {
 
 const a = args();
 const out = {ok: false, status: null, tls: null, alpn: null, server_san: null, sent: 0,
-             received: 0, echo_ok: null, error: null, error_codes: [], local_port: null,
+             received: 0, echo_ok: null, sent_sha256: null, received_sha256: null, error: null, error_codes: [], local_port: null,
              closed_ms: null};
 const errors = [];
 let done = false;
@@ -123,10 +125,12 @@ req.on('response', (h) => {
   }
   req.end(payload);
   out.sent = payload.length;
+  out.sent_sha256 = crypto.createHash('sha256').update(payload).digest('hex');
 });
 req.on('data', (d) => { chunks.push(d); out.received += d.length; });
 req.on('end', () => {
   const got = Buffer.concat(chunks);
+  out.received_sha256 = crypto.createHash('sha256').update(got).digest('hex');
   if (a.expectEcho) out.echo_ok = got.equals(payload);
   out.ok = out.status === 200 && (!a.expectEcho || out.echo_ok);
   session.close();

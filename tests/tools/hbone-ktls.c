@@ -12,6 +12,11 @@
  *   hbone-ktls node --script tests/interop/h2_server.js [--bytes N] [--timeout S]
  *       moat's client (asking for kTLS) against Node's http2 echo server (which sends
  *       TLS 1.3 session tickets right after the handshake): N bytes out, the echo back.
+ *   hbone-ktls node-client --script tests/interop/h2_client.js [--bytes N] [--timeout S]
+ *       moat's server (asking for kTLS, as moatd's 15008) against Node's http2 client, which
+ *       presents a certificate from the same CA and CONNECTs: N random bytes out, a server
+ *       app echoes them back; the sha256 of what Node sent, what the server app received and
+ *       what Node received must agree.
  *
  * Prints one JSON line (engines, fallback reasons, byte counts, sha256 verdicts, the
  * non-data records handled, errors, /proc/net/tls_stat deltas, elapsed_ms: a figure to
@@ -22,6 +27,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -167,6 +173,7 @@ struct run {
 	pthread_t th[4];
 	int n_threads;
 	bool server_app_started, key_update_sent, timed_out;
+	struct echo *echo; /* node-client: the server app echoes instead of its own stream */
 	int closed;
 	char client_error[512], server_error[512], client_conn_error[512], server_conn_error[512];
 	struct h2_ktls_stats cst, sst;
@@ -234,6 +241,54 @@ static void server_stream_closed(struct h2stream *s, void *user, const struct h2
 
 static const struct h2stream_ops server_stream_ops = {.on_close = server_stream_closed};
 
+/* node-client's server app: echoes every byte back and hashes what it received. */
+struct echo {
+	int fd, err;
+	size_t got;
+	unsigned char sha[32];
+};
+
+static void *echo_main(void *arg)
+{
+	struct echo *x = arg;
+	uint8_t buf[65536];
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	EVP_DigestInit_ex(h, EVP_sha256(), NULL);
+	for (;;) {
+		ssize_t n = read(x->fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			x->err = n < 0 ? errno : 0;
+			break;
+		}
+		EVP_DigestUpdate(h, buf, (size_t)n);
+		x->got += (size_t)n;
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = write(x->fd, buf + done, (size_t)(n - done));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				x->err = errno;
+				goto out;
+			}
+			done += w;
+		}
+	}
+	shutdown(x->fd, SHUT_WR); /* Node's request ended: end the response the same way */
+out:
+	EVP_DigestFinal_ex(h, x->sha, NULL);
+	EVP_MD_CTX_free(h);
+	return NULL;
+}
+
+static void start_echo(struct run *r, int fd)
+{
+	r->echo->fd = fd;
+	pthread_create(&r->th[r->n_threads++], NULL, echo_main, r->echo);
+	r->server_app_started = true;
+}
+
 static void on_request(struct h2conn *c, struct h2stream *s, const struct hbone_request *q)
 {
 	(void)c, (void)q;
@@ -247,6 +302,10 @@ static void on_request(struct h2conn *c, struct h2stream *s, const struct hbone_
 		return;
 	}
 	r->up_app = up[1];
+	if (r->echo) {
+		start_echo(r, up[1]);
+		return;
+	}
 	r->s_recv.fd = r->s_send.fd = up[1];
 	start_thread(r, recv_main, &r->s_recv);
 	start_thread(r, send_main, &r->s_send);
@@ -421,10 +480,178 @@ static void report_flow(const char *k, const struct flow *f)
 	       flow_prefix_ok(f) ? "true" : "false", s);
 }
 
+/* ---- node-client: Node's http2 client against moat's server ---- */
+
+/* A listener on 127.0.0.1, port chosen by the kernel; its port in *port. */
+static int listen_loopback(int *port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 1) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &al) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* Node's client toward 127.0.0.1:port with the client SVID; its stdout on *out. */
+static pid_t start_node_client(const struct opts *o, struct certs *c, char *dir, int port,
+			       FILE **out)
+{
+	int p[2];
+	if (!mkdtemp(dir) || write_pem(dir, "cert.pem", c->cs->cert, NULL) < 0 ||
+	    write_pem(dir, "key.pem", NULL, c->cs->key) < 0 ||
+	    write_pem(dir, "ca.pem", ca_root_cert(c->ca), NULL) < 0 || pipe(p) < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid == 0) {
+		char cert[600], key[600], ca[600], ports[16], send[32], ms[32];
+		snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+		snprintf(key, sizeof(key), "%s/key.pem", dir);
+		snprintf(ca, sizeof(ca), "%s/ca.pem", dir);
+		snprintf(ports, sizeof(ports), "%d", port);
+		snprintf(send, sizeof(send), "%zu", o->bytes);
+		snprintf(ms, sizeof(ms), "%d", o->timeout_s * 1000);
+		dup2(p[1], 1);
+		close(p[0]);
+		execlp("node", "node", o->script, "--host", "127.0.0.1", "--port", ports,
+		       "--authority", "127.0.0.1:9", "--cert", cert, "--key", key, "--ca", ca,
+		       "--send", send, "--expect-echo", "--timeout", ms, (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	*out = pid > 0 ? fdopen(p[0], "r") : NULL;
+	return pid;
+}
+
+static void remove_pems(const char *dir)
+{
+	static const char *const names[] = {"cert.pem", "key.pem", "ca.pem"};
+	char p[600];
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
+/* Accept Node's connection, waiting at most timeout_s: non-blocking, as moatd's 15008. */
+static int accept_bounded(int lfd, int timeout_s)
+{
+	struct pollfd pf = {.fd = lfd, .events = POLLIN};
+	if (poll(&pf, 1, timeout_s * 1000) != 1)
+		return -1;
+	return accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+}
+
+/* The value of "key" in Node's one-line JSON (a string without quotes, or a literal). */
+static void node_field(const char *line, const char *key, char *v, size_t vl)
+{
+	char pat[64];
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	const char *p = strstr(line, pat);
+	v[0] = 0;
+	if (!p)
+		return;
+	p += strlen(pat);
+	p += *p == '"';
+	size_t n = strcspn(p, "\",}");
+	snprintf(v, vl, "%.*s", (int)(n < vl ? n : vl - 1), p);
+}
+
+static int node_client_main(struct run *r, struct certs *c)
+{
+	struct echo echo = {.fd = -1};
+	char dir[] = "/tmp/hbone-ktls.XXXXXX", line[4096] = "", sent[80], rsha[80], got[32],
+	     status[16], echo_ok[16], mine[65];
+	int port, lfd = listen_loopback(&port), sfd = -1;
+	FILE *nout = NULL;
+	pid_t pid = lfd >= 0 ? start_node_client(&r->o, c, dir, port, &nout) : -1;
+	struct err e = {{0}};
+	long tx0 = tls_stat("TlsTxSw"), rx0 = tls_stat("TlsRxSw");
+	r->echo = &echo;
+	if (pid > 0 && (sfd = accept_bounded(lfd, r->o.timeout_s)) >= 0)
+		r->server = h2conn_new(r->loop, H2_SERVER, sfd, c->sctx, NULL, &conn_ops, r,
+				       "hbone-ktls server (node client)", &e);
+	if (lfd >= 0)
+		close(lfd);
+	if (!r->server) {
+		fprintf(stderr, "hbone-ktls: no connection from Node's client: %s\n",
+			e.msg[0] ? e.msg : strerror(errno));
+		if (pid > 0) {
+			kill(pid, SIGTERM);
+			waitpid(pid, NULL, 0);
+		}
+		remove_pems(dir);
+		return 2;
+	}
+	h2conn_want_ktls(r->server);
+	uint64_t t0 = now_ms();
+	loop_timer_init(&r->deadline, on_deadline);
+	loop_timer_arm(r->loop, &r->deadline, (uint64_t)r->o.timeout_s * 1000);
+	loop_run(r->loop); /* ends when Node closes the session, or at the deadline */
+	uint64_t elapsed = now_ms() - t0;
+	loop_timer_cancel(r->loop, &r->deadline);
+	if (r->server) {
+		h2conn_ktls_stats(r->server, &r->sst);
+		h2conn_abort(r->server, "hbone-ktls: over");
+	}
+	for (int i = 0; i < r->n_threads; i++)
+		pthread_join(r->th[i], NULL);
+	if (r->timed_out)
+		kill(pid, SIGTERM); /* so its line (or EOF) comes now */
+	if (!nout || !fgets(line, sizeof(line), nout))
+		line[0] = 0;
+	line[strcspn(line, "\n")] = 0;
+	waitpid(pid, NULL, 0);
+	remove_pems(dir);
+	long tx1 = tls_stat("TlsTxSw"), rx1 = tls_stat("TlsRxSw");
+
+	node_field(line, "sent_sha256", sent, sizeof(sent));
+	node_field(line, "received_sha256", rsha, sizeof(rsha));
+	node_field(line, "received", got, sizeof(got));
+	node_field(line, "status", status, sizeof(status));
+	node_field(line, "echo_ok", echo_ok, sizeof(echo_ok));
+	sha_hex(echo.sha, mine);
+	/* Three views of one byte stream: Node's, the server app's, and Node's again. */
+	bool up_ok = echo.got == r->o.bytes && strcmp(sent, mine) == 0;
+	bool down_ok = strtoull(got, NULL, 10) == r->o.bytes && strcmp(rsha, sent) == 0 &&
+		       strcmp(echo_ok, "true") == 0;
+	bool ok = up_ok && down_ok && !r->timed_out && r->s_engine;
+	printf("{");
+	json_str("mode", r->o.mode, true);
+	json_str("outcome", up_ok && down_ok ? "intact" : "broken", true);
+	json_str("client_engine", "node", true);
+	json_str("server_engine", r->s_engine, true);
+	json_str("client_fallback", "", true);
+	json_str("server_fallback", r->s_fallback, true);
+	printf("\"to_server\":{\"bytes\":%zu,\"got\":%zu,\"intact\":%s,\"sha256\":\"%s\"},",
+	       r->o.bytes, echo.got, up_ok ? "true" : "false", mine);
+	printf("\"to_client\":{\"bytes\":%zu,\"got\":%llu,\"intact\":%s,\"sha256\":\"%s\"},",
+	       r->o.bytes, strtoull(got, NULL, 10), down_ok ? "true" : "false", rsha);
+	printf("\"elapsed_ms\":%llu,\"status\":%d,\"timed_out\":%s,", (unsigned long long)elapsed,
+	       atoi(status), r->timed_out ? "true" : "false");
+	printf("\"server_ktls\":{\"tickets_ignored\":%u,\"key_updates\":%u,\"rekey_failed\":%u},",
+	       r->sst.tickets_ignored, r->sst.key_updates, r->sst.rekey_failed);
+	printf("\"tls_stat\":{\"TlsTxSw\":%ld,\"TlsRxSw\":%ld},",
+	       tx0 >= 0 && tx1 >= 0 ? tx1 - tx0 : -1, rx0 >= 0 && rx1 >= 0 ? rx1 - rx0 : -1);
+	json_str("server_error", r->server_error, true);
+	json_str("server_conn_error", r->server_conn_error, true);
+	json_str("node", line, true);
+	printf("\"ok\":%s}\n", ok ? "true" : "false");
+	fflush(stdout);
+	return ok ? 0 : 1;
+}
+
 static void usage(void)
 {
 	fprintf(stderr, "usage: hbone-ktls pair [--bytes N] [--key-update] [--timeout S]\n"
-			"       hbone-ktls node --script FILE [--bytes N] [--timeout S]\n");
+			"       hbone-ktls node --script FILE [--bytes N] [--timeout S]\n"
+			"       hbone-ktls node-client --script FILE [--bytes N] [--timeout S]\n");
 	exit(2);
 }
 
@@ -455,7 +682,8 @@ static void parse(int argc, char **argv, struct opts *o)
 		else
 			usage();
 	}
-	if (strcmp(o->mode, "pair") != 0 && (strcmp(o->mode, "node") != 0 || !o->script))
+	bool node = strcmp(o->mode, "node") == 0 || strcmp(o->mode, "node-client") == 0;
+	if (strcmp(o->mode, "pair") != 0 && (!node || !o->script))
 		usage();
 }
 
@@ -474,8 +702,14 @@ int main(int argc, char **argv)
 	 * and the kTLS engine must read them as the non-data records they are. */
 	if (node)
 		SSL_CTX_clear_options(c.cctx, SSL_OP_NO_TICKET);
-	long tx0 = tls_stat("TlsTxSw"), rx0 = tls_stat("TlsRxSw");
 	r.loop = loop_new();
+	if (strcmp(r.o.mode, "node-client") == 0) {
+		int rc = node_client_main(&r, &c);
+		loop_free(r.loop);
+		certs_free(&c);
+		return rc;
+	}
+	long tx0 = tls_stat("TlsTxSw"), rx0 = tls_stat("TlsRxSw");
 	char dir[] = "/tmp/hbone-ktls.XXXXXX";
 	pid_t node_pid = -1;
 	int cfd = -1, sfd = -1;

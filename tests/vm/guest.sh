@@ -70,6 +70,7 @@ hbone_ktls() { # NAME ARGS...
 if ! skipped hbone; then
 	hbone_ktls pair pair
 	hbone_ktls node node --script tests/interop/h2_server.js
+	hbone_ktls node-client node-client --script tests/interop/h2_client.js # Node client -> moat server
 	hbone_ktls keyupdate pair --key-update
 	hbone_ktls pair-userspace pair --no-ktls # a figure only: the same pair on OpenSSL
 fi
