@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -80,6 +81,8 @@ static bool write_chunk(struct access_log *al, const char *buf, size_t n)
 		al->written += count_lines(buf, (size_t)w);
 		al->head = (al->head + (size_t)w) % al->cap;
 		al->len -= (size_t)w;
+		if (al->len == 0)
+			al->head = 0; /* start over: the pages in use follow the backlog, not the cap */
 	}
 	pthread_mutex_unlock(&al->lock);
 	if (w < 0) {
@@ -130,7 +133,13 @@ struct access_log *access_log_open(int fd, size_t ring_bytes, const char *name, 
 	al->chunk_max = S_ISREG(st.st_mode) ? 64 * 1024 : PIPE_BUF;
 	snprintf(al->name, sizeof(al->name), "%s", name);
 	al->cap = ring_bytes < ACCESS_LOG_RING_MIN ? ACCESS_LOG_RING_MIN : ring_bytes;
-	al->ring = xmalloc(al->cap);
+	/* Its own mapping, so access_log_trim can hand the pages back (MADV_DONTNEED). */
+	al->ring = mmap(NULL, al->cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (al->ring == MAP_FAILED) {
+		err_set(e, "access log %s: ring of %zu bytes: %s", name, al->cap, strerror(errno));
+		free(al);
+		return NULL;
+	}
 	pthread_mutex_init(&al->lock, NULL);
 	pthread_cond_init(&al->wake, NULL);
 	pthread_cond_init(&al->idle, NULL);
@@ -143,7 +152,7 @@ struct access_log *access_log_open(int fd, size_t ring_bytes, const char *name, 
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		err_set(e, "access log %s: writer thread: %s", name, strerror(rc));
-		free(al->ring);
+		munmap(al->ring, al->cap);
 		free(al);
 		return NULL;
 	}
@@ -209,6 +218,16 @@ uint64_t access_log_written(const struct access_log *al)
 	return n;
 }
 
+void access_log_trim(struct access_log *al)
+{
+	if (!al)
+		return;
+	pthread_mutex_lock(&al->lock);
+	if (al->len == 0) /* nothing queued: every page of the ring is free to go */
+		madvise(al->ring, al->cap, MADV_DONTNEED);
+	pthread_mutex_unlock(&al->lock);
+}
+
 uint64_t access_log_close(struct access_log *al, int drain_ms)
 {
 	if (!al)
@@ -256,7 +275,7 @@ uint64_t access_log_close(struct access_log *al, int drain_ms)
 	pthread_cond_destroy(&al->wake);
 	pthread_cond_destroy(&al->idle);
 	pthread_mutex_destroy(&al->lock);
-	free(al->ring);
+	munmap(al->ring, al->cap);
 	free(al);
 	return left;
 }

@@ -31,6 +31,9 @@ void access_log_sink(void *arg, const char *line);
 uint64_t access_log_dropped(const struct access_log *al);
 /* Lines written to the sink so far. */
 uint64_t access_log_written(const struct access_log *al);
+/* Nothing queued: give the ring's pages back to the kernel (after a burst, when moatd is
+ * idle again; the next line faults a page back in). */
+void access_log_trim(struct access_log *al);
 /* Drain what is queued for at most drain_ms, then stop the writer and free everything. A
  * writer still blocked after that is left behind (the process is ending); what it did not
  * write is counted as dropped and logged. Returns the lines left unwritten. NULL: 0. */

@@ -6,6 +6,7 @@
 
 #include "core/log.h"
 #include "obs/access.h"
+#include "obs/access_log.h"
 #include "obs/metrics.h"
 #include "proxy/proxy.h"
 #include "proxy/connector.h"
@@ -276,6 +277,7 @@ void conns_trim_heap(struct loop_timer *t)
 	if (a->conns)
 		return; /* busy again: the next last connection re-arms */
 	malloc_trim(0);
+	access_log_trim(a->access_log);
 	/* Idle HBONE connections (pooled, or accepted from peers) outlive the streams by up to
 	 * --pool-idle / --inbound-idle: trim again after they went. Bounded: it stops once they
 	 * are gone or a connection arrives. */
