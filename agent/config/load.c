@@ -676,6 +676,9 @@ static void cache_sweep(struct mc_load_cache *cache)
 		else
 			cached_file_clear(&cache->files[i]);
 	}
+	/* The slots past the kept ones still hold copies of moved entries: a later VEC_PUSH
+	 * hands one out and clears it, which would free what a kept entry owns. */
+	memset(cache->files + out, 0, (cache->n - out) * sizeof(*cache->files));
 	cache->n = out;
 	cache->st.files = out;
 	qsort(cache->files, cache->n, sizeof(*cache->files), cmp_cached_path);

@@ -181,6 +181,33 @@ TEST(config_incremental_load_equals_a_full_load_after_each_change)
 	th_remove_tree(dir);
 }
 
+/* A file removed from the middle, then one added: the slot the cache hands out for the new
+ * file held a stale copy of a moved entry, and clearing it freed what that entry owns (a
+ * use-after-free seen in moatd as "corrupted double-linked list" under ASan-less builds). */
+TEST(config_incremental_load_survives_a_removal_then_an_addition)
+{
+	char dir[] = "/tmp/moat-incr-test-XXXXXX";
+	REQUIRE(mkdtemp(dir));
+	th_write_file(dir, "a.yaml", POLICY("a", "8080"));
+	th_write_file(dir, "b.yaml", POLICY("b", "8081"));
+	th_write_file(dir, "c.yaml", POLICY("c", "8082"));
+	struct mc_load_cache *cache = mc_load_cache_new();
+	free(load_both(dir, cache, 0));
+	char *gone = xasprintf("%s/a.yaml", dir);
+	unlink(gone);
+	free(gone);
+	free(load_both(dir, cache, 0));
+	check_stats(cache, 0, 2, 2);
+	th_write_file(dir, "d.yaml", POLICY("d", "8083"));
+	free(load_both(dir, cache, 0));
+	check_stats(cache, 1, 2, 3);
+	th_write_file(dir, "e.yaml", POLICY("e", "8084"));
+	free(load_both(dir, cache, 0));
+	check_stats(cache, 1, 3, 4);
+	mc_load_cache_free(cache);
+	th_remove_tree(dir);
+}
+
 /* The cache knows a file by its bytes, not its time stamp: a rewrite with the same size in
  * the same clock tick is still seen. */
 TEST(config_incremental_load_sees_a_same_size_rewrite)
