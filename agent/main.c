@@ -20,7 +20,6 @@
 #include "obs/endpoints.h"
 #include "obs/http.h"
 #include "obs/metrics.h"
-#include "proxy/conn.h"
 #include "proxy/engine.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"
@@ -476,7 +475,7 @@ static int agent_start(struct agent *a, struct err *e)
 	if (!a->dns)
 		log_warn("ServiceEntry DNS resolution disabled: %s", de.msg);
 	a->pool = hbone_pool_new(a);
-	loop_timer_init(&a->trim_timer, conns_trim_heap);
+	a->proxy = proxy_new(a);
 	if (agent_config_watch(a, e) < 0 || agent_events_start(a, e) < 0)
 		return -1;
 	agent_egress_refresh(a);
@@ -501,8 +500,7 @@ static void agent_stop(struct agent *a)
 		agent_release_pods(a);
 	if (a->pool)
 		hbone_pool_free(a->pool);
-	loop_timer_cancel(a->loop, &a->trim_timer);
-	inbound_free_all(a);
+	proxy_free(a);
 	agent_egress_free(a);
 	if (a->dns)
 		dns_resolver_free(a->dns);

@@ -17,7 +17,6 @@
 #include "core/reasons.h"
 #include "ctl/ctl.h"
 #include "identity/identity.h"
-#include "proxy/conn.h"
 #include "proxy/engine.h"
 #include "proxy/pool.h"
 #include "proxy/proxy.h"

@@ -13,6 +13,7 @@
 #include "proxy/engine.h"
 #include "proxy/pool.h"
 #include "proxy/join.h"
+#include "proxy/proxy_state.h"
 #include "proxy/relay.h"
 #include "hbone/h2.h"
 #include <sys/socket.h>
@@ -34,13 +35,14 @@ struct conn *conn_new(struct agent *a, enum conn_dir dir, enum conn_path path, s
 	c->pod = pod;
 	c->app_fd = -1;
 	c->engine = "userspace";
-	c->id = ++a->n_conns;
+	struct proxy_state *ps = a->proxy;
+	c->id = ++ps->n_conns;
 	c->start_wall_ms = wall_ms();
 	c->start_ms = now_ms();
-	c->next = a->conns;
-	if (a->conns)
-		a->conns->prev = c;
-	a->conns = c;
+	c->next = ps->conns;
+	if (ps->conns)
+		ps->conns->prev = c;
+	ps->conns = c;
 	return c;
 }
 
@@ -256,7 +258,7 @@ void conn_discard(struct conn *c)
 	if (c->prev)
 		c->prev->next = c->next;
 	else
-		a->conns = c->next;
+		a->proxy->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
 	svc_attempt_free(c);
@@ -267,14 +269,17 @@ void conn_discard(struct conn *c)
 	free(c->note);
 	free(c);
 	/* Once per quiet second at most: malloc_trim walks the heap. */
-	if (!a->conns && !loop_timer_armed(&a->trim_timer))
-		loop_timer_arm(a->loop, &a->trim_timer, 1000);
+	if (!a->proxy->conns && !loop_timer_armed(&a->proxy->trim_timer))
+		loop_timer_arm(a->loop, &a->proxy->trim_timer, 1000);
 }
 
-void conns_trim_heap(struct loop_timer *t)
+/* Timer callback (proxy_state.trim_timer, armed 1 s after the last connection went): glibc
+ * keeps the heap of a burst of connections mapped; give it back while nothing is proxied. */
+static void conns_trim_heap(struct loop_timer *t)
 {
-	struct agent *a = container_of(t, struct agent, trim_timer);
-	if (a->conns)
+	struct proxy_state *ps = container_of(t, struct proxy_state, trim_timer);
+	struct agent *a = ps->agent;
+	if (ps->conns)
 		return; /* busy again: the next last connection re-arms */
 	malloc_trim(0);
 	access_log_trim(a->access_log);
@@ -284,14 +289,33 @@ void conns_trim_heap(struct loop_timer *t)
 	int pooled = 0, streams = 0;
 	if (a->pool)
 		hbone_pool_counts(a->pool, &pooled, &streams);
-	if (pooled || a->srv_conns)
-		loop_timer_arm(a->loop, &a->trim_timer, 5000);
+	if (pooled || ps->srv_conns)
+		loop_timer_arm(a->loop, &ps->trim_timer, 5000);
+}
+
+struct proxy_state *proxy_new(struct agent *a)
+{
+	struct proxy_state *ps = xcalloc(1, sizeof(*ps));
+	ps->agent = a;
+	loop_timer_init(&ps->trim_timer, conns_trim_heap);
+	return ps;
+}
+
+void proxy_free(struct agent *a)
+{
+	struct proxy_state *ps = a->proxy;
+	if (!ps)
+		return;
+	inbound_free_all(a); /* may end connection records, which re-arm the trim timer */
+	loop_timer_cancel(a->loop, &ps->trim_timer);
+	free(ps);
+	a->proxy = NULL;
 }
 
 void conns_count(struct agent *a, int *all, int *sockmap, int *ktls, int *ktls_splice)
 {
 	*all = *sockmap = *ktls = *ktls_splice = 0;
-	for (struct conn *c = a->conns; c; c = c->next) {
+	for (struct conn *c = a->proxy->conns; c; c = c->next) {
 		(*all)++;
 		*sockmap += strcmp(c->engine, "sockmap") == 0;
 		*ktls += strcmp(c->engine, "ktls") == 0;
@@ -322,7 +346,7 @@ void conns_dump(struct agent *a, bool json, struct sbuf *out)
 			    "SOURCE", "DESTINATION", "SRC-WORKLOAD", "DST-WORKLOAD", "PATH",
 			    "ENGINE", "AGE-MS", "SERVICE");
 	bool first = true;
-	for (struct conn *c = a->conns; c; c = c->next) {
+	for (struct conn *c = a->proxy->conns; c; c = c->next) {
 		addr_port_str(&c->src, c->sport, s, sizeof(s));
 		addr_port_str(&c->dst, c->dport, d, sizeof(d));
 		const char *dir = c->dir == CONN_OUTBOUND ? "outbound" : "inbound";
@@ -358,7 +382,7 @@ void conns_drop_pod(struct agent *a, struct pod *p)
 {
 	/* Each step may free connections: take one, end it, start over. */
 	for (;;) {
-		struct conn *c = a->conns;
+		struct conn *c = a->proxy->conns;
 		while (c && c->pod != p)
 			c = c->next;
 		if (!c)

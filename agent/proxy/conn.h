@@ -90,9 +90,6 @@ void conn_upstream_relay(void *arg, int fd, int err_no, const char *error);
 
 /* Drop the record without logging (it was already logged as a deny). */
 void conn_discard(struct conn *c);
-/* Timer callback (agent.trim_timer, armed 1 s after the last connection went): glibc keeps
- * the heap of a burst of connections mapped; give it back while nothing is proxied. */
-void conns_trim_heap(struct loop_timer *t);
 
 /* A deny about a connection the agent already has a record for (its addresses, workloads
  * and identities come from the record). */

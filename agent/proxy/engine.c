@@ -2,6 +2,7 @@
 
 #include "core/log.h"
 #include "obs/metrics.h"
+#include "proxy/proxy_state.h"
 
 /* One kTLS fallback line per this many ms at most: a kernel that refuses every connection
  * must not flood the log; the counter keeps the exact number. */
@@ -56,9 +57,10 @@ void engine_hbone_ready(struct agent *a, struct h2conn *h)
 	metric_label(&l, "reason", reason);
 	metrics_counter_add(a->metrics, "moat_ktls_fallbacks_total", &l, 1);
 	uint64_t now = now_ms();
-	if (a->ktls_fallback_log_ms && now - a->ktls_fallback_log_ms < KTLS_FALLBACK_LOG_MS)
+	struct proxy_state *ps = a->proxy;
+	if (ps->ktls_fallback_log_ms && now - ps->ktls_fallback_log_ms < KTLS_FALLBACK_LOG_MS)
 		return;
-	a->ktls_fallback_log_ms = now;
+	ps->ktls_fallback_log_ms = now;
 	log_warn("HBONE %s: stays on OpenSSL in user space, kTLS not taken (%s): %s "
 		 "(logged at most once a minute; moat_ktls_fallbacks_total counts each)",
 		 h2conn_desc(h), reason, why);

@@ -21,6 +21,7 @@
 #include "proxy/decide.h"
 #include "proxy/join.h"
 #include "proxy/proxy.h"
+#include "proxy/proxy_state.h"
 #include "proxy/relay.h"
 
 struct srv_conn {
@@ -205,7 +206,7 @@ static void srv_closed(struct h2conn *h, const char *why)
 		log_warn("HBONE %s: refused: %s", sc->desc, why);
 	else if (why)
 		log_info("HBONE %s closed: %s", sc->desc, why);
-	struct srv_conn **pp = &a->srv_conns;
+	struct srv_conn **pp = &a->proxy->srv_conns;
 	while (*pp && *pp != sc)
 		pp = &(*pp)->next;
 	if (*pp)
@@ -250,14 +251,14 @@ void inbound_hbone_accept(struct agent *a, struct listener *l, int fd,
 	struct h2_limits lim = agent_h2_limits(a);
 	h2conn_set_limits(sc->h2, &lim);
 	srv_arm_idle(sc, 0);
-	sc->next = a->srv_conns;
-	a->srv_conns = sc;
+	sc->next = a->proxy->srv_conns;
+	a->proxy->srv_conns = sc;
 }
 
 void inbound_drop_pod(struct agent *a, struct pod *p)
 {
 	for (;;) {
-		struct srv_conn *sc = a->srv_conns;
+		struct srv_conn *sc = a->proxy->srv_conns;
 		while (sc && sc->pod != p)
 			sc = sc->next;
 		if (!sc)
@@ -269,8 +270,8 @@ void inbound_drop_pod(struct agent *a, struct pod *p)
 
 void inbound_free_all(struct agent *a)
 {
-	while (a->srv_conns)
-		h2conn_abort(a->srv_conns->h2, "agent shutting down");
+	while (a->proxy->srv_conns)
+		h2conn_abort(a->proxy->srv_conns->h2, "agent shutting down");
 }
 
 /* ---- 15006: plaintext (PERMISSIVE) ---- */
@@ -345,7 +346,7 @@ void inbound_recheck(struct agent *a)
 	for (int guard = 0; guard < 1000000; guard++) {
 		struct conn *victim = NULL;
 		struct authz_decision dec;
-		for (struct conn *c = a->conns; c; c = c->next) {
+		for (struct conn *c = a->proxy->conns; c; c = c->next) {
 			if (c->dir != CONN_INBOUND || !c->opened || c->closed || c->rechecked_deny)
 				continue;
 			if (!still_allowed(a, c, &dec)) {

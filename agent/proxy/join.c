@@ -16,6 +16,7 @@
 #include "obs/metrics.h"
 #include "proxy/connector.h"
 #include "proxy/proxy.h"
+#include "proxy/proxy_state.h"
 #include "proxy/relay.h"
 
 /* Passing a FIN on waits until the kernel has written everything it redirected; polled
@@ -221,11 +222,11 @@ static void relay_done(void *user, uint64_t a_to_b, uint64_t b_to_a, const char 
 static void fall_back(struct join *j, const char *why)
 {
 	struct agent *a = j->agent;
-	if (!a->join_fallback_logged) {
+	if (!a->proxy->join_fallback_logged) {
 		log_warn("same-node join %s -> %s failed: %s; relaying in user space (logged "
 			 "once; counted in moat_join_failures_total)",
 			 j->rec[0]->src_workload, j->rec[0]->dst_workload, why);
-		a->join_fallback_logged = true;
+		a->proxy->join_fallback_logged = true;
 	}
 	metrics_counter_add(a->metrics, "moat_join_failures_total", NULL, 1);
 	j->relay = relay_new(a->loop, j->fd[SIDE_APP], j->fd[SIDE_UP], relay_done, j);

@@ -10,6 +10,9 @@
 #include "proxy/connector.h"
 #include "state/agent.h"
 
+struct conn;
+struct proxy_state;
+
 enum listener_kind { LSN_OUTBOUND = 0, LSN_HBONE = 1, LSN_PLAIN = 2 };
 
 /* The agent's own ports are never valid destinations (ztunnel's rule). */
@@ -70,6 +73,12 @@ void inbound_drop_pod(struct agent *a, struct pod *p);
  * (logged as late rejections naming the policy). */
 void inbound_recheck(struct agent *a);
 void inbound_free_all(struct agent *a);
+/* The proxy's per-agent state (a->proxy: connection records, accepted HBONE connections);
+ * created before the first pod listens, freed after the pods were released and the pool
+ * freed (aborts the HBONE connections still open). proxy_free(a) with a->proxy NULL does
+ * nothing. */
+struct proxy_state *proxy_new(struct agent *a);
+void proxy_free(struct agent *a);
 /* Close every remaining connection (relays, pending connects) that involves the pod. */
 void conns_drop_pod(struct agent *a, struct pod *p);
 /* /metrics is about to render: the HBONE pool's gauges and the relay engine in use. */

@@ -27,8 +27,7 @@ struct access_log;
 struct dns_resolver;
 struct hbone_pool;
 struct ctl_server;
-struct conn;
-struct srv_conn;
+struct proxy_state;
 struct reload_job;
 struct verdict_cache;
 struct wl_map;
@@ -182,20 +181,15 @@ struct agent {
 	struct intern workload_ids, identity_ids, policy_ids;
 	struct intern strings;        /* names and identities connection records point to */
 	struct pod *pods;
-	/* Owned by proxy/ (state/ reaches them only through state/proxy_ops.h, other rooms
-	 * through proxy/'s headers): connection records, accepted HBONE connections, the pool
-	 * (a->pool above). */
-	struct conn *conns;           /* live proxied connections */
-	struct loop_timer trim_timer; /* no connection left: give freed heap back (conn.c) */
-	struct srv_conn *srv_conns;   /* inbound HBONE (TLS) connections */
-	uint64_t n_conns;
+	/* Owned by proxy/ (proxy_new / proxy_free; its type is private to proxy/): connection
+	 * records and accepted HBONE connections. state/ reaches it only through
+	 * state/proxy_ops.h, other rooms through proxy/proxy.h. */
+	struct proxy_state *proxy;
 	uint64_t epoch;               /* bumped only when the verdict cache is rebuilt whole */
 	struct verdict_cache *verdicts; /* what the BPF verdict map holds (state/verdicts.c) */
 	struct wl_map *wl_map;        /* what the BPF workloads map holds (state/wl_map.c) */
 	bool ready;
 	bool ktls;                    /* the kernel takes TCP_ULP "tls" (probed at start) */
-	bool join_fallback_logged;    /* a failed same-node join was logged (once) */
-	uint64_t ktls_fallback_log_ms; /* last kTLS fallback log line (proxy/engine.c) */
 	char ktls_why[160];
 	/* config watch and the reload worker (state/reload.c) */
 	bool watching;                /* agent_config_watch ran: the fields below are set up */

@@ -1,6 +1,6 @@
 /* What state/ asks of the proxy room. proxy/ implements these (proxy/state_ops.c) and owns
- * what lies behind them: the listeners of each pod, the connection records (agent->conns),
- * the accepted HBONE connections (agent->srv_conns) and the HBONE pool. state/ includes
+ * what lies behind them: the listeners of each pod, the connection records and the accepted
+ * HBONE connections (agent->proxy, a type private to proxy/) and the HBONE pool. state/ includes
  * this header and never one of proxy/'s, so the rooms depend one way only: proxy -> state
  * (tests/unit/test_rooms.c fails if a cycle between rooms comes back). */
 #ifndef MOAT_STATE_PROXY_OPS_H

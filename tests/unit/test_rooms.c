@@ -1,8 +1,9 @@
 /* The agent's rooms (directories under agent/) depend on each other one way only: an
  * `#include "room/..."` from one room's file into another room is an edge, and the graph of
  * rooms has no cycle (state -> proxy and config -> policy were the last ones: proxy/ now
- * implements state/proxy_ops.h, and lint runs after the load, not inside it). Read from the
- * source tree the unit runner starts in (the repository root). */
+ * implements state/proxy_ops.h, and lint runs after the load, not inside it), and a room's
+ * private header (proxy/proxy_state.h) is included by that room only. Read from the source
+ * tree the unit runner starts in (the repository root). */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,25 @@ struct rooms {
 	/* edge[a][b]: a file of room a includes a header of room b; why[a][b] names one file */
 	bool edge[MAX_ROOMS][MAX_ROOMS];
 	char why[MAX_ROOMS][MAX_ROOMS][600];
+	/* the first file that includes another room's private header, "" when none */
+	char leak[600];
 };
+
+/* Headers only their own room may include: what lies behind them is reached through the
+ * room's functions (proxy/proxy_state.h: the connection lists behind struct agent.proxy). */
+static const char *const private_headers[] = {"proxy/proxy_state.h"};
+
+/* s points after `#include "`: note the file when it names another room's private header. */
+static void check_private(struct rooms *r, int from, const char *s, const char *shown)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(private_headers) && !r->leak[0]; i++) {
+		const char *h = private_headers[i];
+		size_t n = strlen(h), room = (size_t)(strchr(h, '/') - h);
+		bool own = strlen(r->names[from]) == room && strncmp(r->names[from], h, room) == 0;
+		if (!own && strncmp(s, h, n) == 0 && s[n] == '"')
+			snprintf(r->leak, sizeof(r->leak), "%s includes %s", shown, h);
+	}
+}
 
 static int room_index(const struct rooms *r, const char *name, size_t len)
 {
@@ -51,6 +70,7 @@ static void scan_file(struct rooms *r, int from, const char *path, const char *s
 		if (strncmp(s, "#include \"", 10) != 0)
 			continue;
 		s += 10;
+		check_private(r, from, s, shown);
 		const char *slash = strchr(s, '/');
 		const char *quote = strchr(s, '"');
 		if (!slash || (quote && quote < slash))
@@ -151,6 +171,7 @@ TEST(agent_rooms_include_each_other_without_a_cycle)
 		  "state/proxy_ops.h", r.why[room_index(&r, "state", 5)][room_index(&r, "proxy", 5)]);
 	CHECK_MSG(!has_edge(&r, "config", "policy"), "config/ includes policy/ (%s): the loader "
 		  "must not lint", r.why[room_index(&r, "config", 6)][room_index(&r, "policy", 6)]);
+	CHECK_MSG(!r.leak[0], "%s: another room's private header; use its functions", r.leak);
 	/* the scan sees real edges (a check that reads nothing would pass anything) */
 	CHECK(has_edge(&r, "proxy", "state"));
 	CHECK(has_edge(&r, "policy", "config"));
@@ -165,7 +186,7 @@ static void write_text(const char *path, const char *text)
 	}
 }
 
-TEST(room_cycle_check_finds_a_planted_cycle)
+TEST(room_checks_find_a_planted_cycle_and_private_header)
 {
 	char root[] = "/tmp/moat-rooms-XXXXXX";
 	REQUIRE(mkdtemp(root));
@@ -184,6 +205,10 @@ TEST(room_cycle_check_finds_a_planted_cycle)
 	write_text(fb, "#include \"core/util.h\"\n"); /* no room "core" here: no edge */
 	CHECK(rooms_read(root, &r));
 	CHECK(!rooms_cycle(&r, cycle, sizeof(cycle)));
+	CHECK_STR(r.leak, "");
+	write_text(fb, "#include \"proxy/proxy_state.h\"\n"); /* beta is not proxy/ */
+	CHECK(rooms_read(root, &r));
+	CHECK_CONTAINS(r.leak, "beta/y.h includes proxy/proxy_state.h");
 	unlink(fa);
 	unlink(fb);
 	rmdir(a);

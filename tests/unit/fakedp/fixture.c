@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/loop.h"
+#include "proxy/proxy.h"
 #include "state/services.h"
 #include "state/verdicts.h"
 #include "state/wl_map.h"
@@ -35,6 +36,7 @@ struct fx *fx_new(const char *yaml)
 	f->a->opts.config_dir = f->dir;
 	f->a->opts.engine = ENGINE_SOCKMAP;
 	f->a->signal_fd = f->a->inotify_fd = f->a->reload_efd = -1;
+	f->a->proxy = proxy_new(f->a); /* as agent_start: reload re-checks its connections */
 	if (!mkdtemp(f->dir) || write_config(f, yaml) < 0 || agent_config_reload(f->a) < 0) {
 		fx_free(f);
 		return NULL;
@@ -66,6 +68,7 @@ void fx_free(struct fx *f)
 		a->pods = p->next;
 		pod_free(a, p);
 	}
+	proxy_free(a);
 	verdicts_free(a->verdicts);
 	svc_table_unref(a->svcs);
 	agent_svc_state_free(a);

@@ -18,6 +18,7 @@
 #include "identity/identity.h"
 #include "obs/metrics.h"
 #include "proxy/pool.h"
+#include "proxy/proxy.h"
 #include "test.h"
 
 #define TD "cluster.local"
@@ -211,6 +212,7 @@ static struct pfx *pfx_new(int ttl_seconds)
 		return f; /* a->pool NULL: the test stops */
 	}
 	a->pool = hbone_pool_new(a);
+	a->proxy = proxy_new(a); /* as agent_start: engine.c keeps its log throttle there */
 	return f;
 }
 
@@ -258,6 +260,7 @@ static void pfx_free(struct pfx *f)
 {
 	struct agent *a = &f->a;
 	hbone_pool_free(a->pool);
+	proxy_free(a);
 	srv_stop(&f->srv);
 	run_until(a->loop, NULL, NULL, 20); /* deferred frees */
 	identity_store_free(a->ids);
