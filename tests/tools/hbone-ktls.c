@@ -782,6 +782,8 @@ int main(int argc, char **argv)
 		kill(node_pid, SIGTERM);
 		waitpid(node_pid, NULL, 0);
 	}
+	if (node)
+		remove_pems(dir); /* Node has read them long ago */
 	long tx1 = tls_stat("TlsTxSw"), rx1 = tls_stat("TlsRxSw");
 
 	bool to_server = node ? true : flow_intact(&r.s_recv);
