@@ -245,6 +245,10 @@ void agent_config_reload_async(struct agent *a)
 		if (!a->reload_pending)
 			log_debug("configuration %s changed during a load: one more load after it",
 				  a->opts.config_dir);
+		else
+			log_debug("configuration %s changed again during a load: shares the load "
+				  "already queued",
+				  a->opts.config_dir);
 		a->reload_pending = true; /* coalesce: one more load when this one ends */
 		return;
 	}
