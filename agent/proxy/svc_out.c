@@ -20,7 +20,7 @@
 #include "obs/access.h"
 #include "obs/metrics.h"
 #include "proxy/conn.h"
-#include "proxy/engine.h"
+#include "proxy/decide.h"
 #include "proxy/join.h"
 #include "proxy/proxy.h"
 #include "state/services.h"
@@ -106,7 +106,9 @@ static void direct_ready(void *arg, int fd, int err_no, const char *error)
 	conn_upstream_relay(arg, fd, err_no, error);
 }
 
-/* Reach endpoint i of the attempt as a direct connection to it would be reached. */
+/* Reach endpoint i of the attempt as a direct connection to it would be reached: the same
+ * decision (proxy/decide.c) picks the path. The endpoint was judged allowed when the choice
+ * was made; a deny now (the configuration changed in between) counts as a failed attempt. */
 static void reach_endpoint(struct conn *c, int i)
 {
 	struct svc_attempt *at = c->attempt;
@@ -114,36 +116,36 @@ static void reach_endpoint(struct conn *c, int i)
 	const struct svc_endpoint *ep = &at->port->eps[i];
 	struct moat_addr dst = *svc_endpoint_addr_like(ep, &c->svc_vip);
 	uint16_t dport = ep->target_port;
-	struct dest d;
-	agent_lookup_dest(a, &dst, &d);
+	struct outbound_decision o;
+	outbound_decide(a, c->pod, &dst, dport, &o);
 	conn_set_src(c, pod_addr_like(c->pod, &dst), c->sport, c->pod->key, c->pod->spiffe_id);
-	conn_set_dst(c, &dst, dport, d.name ? d.name : ep->name, d.spiffe_id);
+	conn_set_dst(c, &dst, dport, o.d.name ? o.d.name : ep->name,
+		     o.path == OUT_PLAINTEXT ? NULL : o.d.spiffe_id);
 	conn_set_endpoint(c, ep->name);
-	bool enforced = d.kind == DEST_SERVICE || (d.kind == DEST_WORKLOAD && d.ambient);
-	const char *policy = NULL;
-	if (enforced) {
-		struct authz_decision dec;
-		agent_authorize(a, &d, &dst, dport, c->pod->principal, &c->src, &dec);
-		policy = dec.policy ? dec.policy->id_name : NULL;
-	}
-	conn_set_policy(c, policy);
-	if (d.kind == DEST_WORKLOAD && d.local && d.local != c->pod && engine_allows_sockmap(a)) {
-		/* Same node: joined in the kernel, as a direct connection is (its records carry
-		 * the service; a failing upstream there is not retried). */
+	conn_set_policy(c, o.authorized ? o.policy : NULL);
+	switch (o.path) {
+	case OUT_DENY:
+		if (!svc_retry(c, o.reason))
+			attempt_fail(c, o.reason);
+		return;
+	case OUT_SAME_NODE: {
+		/* Joined in the kernel, as a direct connection is (its records carry the service;
+		 * a failing upstream there is not retried). */
 		int fd = c->app_fd;
 		c->app_fd = -1;
-		join_start(a, c->pod, d.local, fd, &d, &dst, dport, c->sport, policy, c);
+		join_start(a, c->pod, o.d.local, fd, &o.d, &dst, dport, c->sport, o.policy, c);
 		conn_discard(c);
 		return;
 	}
-	if (d.kind == DEST_WORKLOAD && d.ambient) {
+	case OUT_HBONE:
 		c->path = PATH_HBONE;
 		at->keep_fd = fcntl(c->app_fd, F_DUPFD_CLOEXEC, 0);
-		outbound_hbone(a, c, &d);
+		outbound_hbone(a, c, &o.d);
 		return;
+	default:
+		c->path = o.path == OUT_PLAINTEXT ? PATH_PLAINTEXT : PATH_EGRESS;
+		outbound_direct(a, c, direct_ready);
 	}
-	c->path = d.kind == DEST_WORKLOAD ? PATH_PLAINTEXT : PATH_EGRESS;
-	outbound_direct(a, c, direct_ready);
 }
 
 static void next_attempt(struct conn *c)
